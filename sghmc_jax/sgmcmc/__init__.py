@@ -1,0 +1,5 @@
+"""Functional SGMCMC algorithms with the API of posteriors' `posteriors.sgmcmc`."""
+
+from sghmc_jax.sgmcmc import sghmc
+
+__all__ = ["sghmc"]
