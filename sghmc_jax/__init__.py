@@ -1,0 +1,16 @@
+"""sghmc_jax: stochastic-gradient MCMC for JAX, as optax transforms and posteriors-style functions."""
+
+from sghmc_jax import diagnostics, kernels, sgmcmc
+from sghmc_jax._version import __version__
+from sghmc_jax.transforms import SGHMCTransformState, sghmc
+from sghmc_jax.types import Transform
+
+__all__ = [
+    "SGHMCTransformState",
+    "Transform",
+    "__version__",
+    "diagnostics",
+    "kernels",
+    "sghmc",
+    "sgmcmc",
+]
