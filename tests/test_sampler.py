@@ -1,0 +1,412 @@
+"""The sampler: exact agreement with a hand-written scan, burn-in/thinning, data order, resume,
+divergence, errors; then statistics on a Gaussian and on conjugate linear regression."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sghmc_jax
+from sghmc_jax import sampler as sampler_mod
+from tests import helpers
+from tests.helpers import Z_MAX, Hyper
+
+
+def _regression(seed=0, n=64, d=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ np.arange(1.0, d + 1) + rng.normal(size=n)).astype(np.float32)
+    data = {"x": x, "y": y}
+
+    def log_posterior(w, batch):
+        resid = batch["y"] - batch["x"] @ w
+        return -0.5 * n / batch["y"].shape[0] * jnp.sum(resid**2) - 0.5 * jnp.sum(w**2), None
+
+    return log_posterior, data
+
+
+def _reference_scan(key, log_posterior, params, tx, num_steps, data=None, batch_size=None, chain=0, num_chains=1):
+    """The documented semantics of one chain of `sample`, written out by hand."""
+    chain_key = jax.random.split(sghmc_jax._checks.canonical_key(key), num_chains)[chain]
+    _, noise_key, data_key = jax.random.split(chain_key, 3)
+    state = tx.init(params)
+    n = None if data is None else next(iter(jax.tree.leaves(data))).shape[0]
+
+    def step(carry, t):
+        params, state = carry
+        batch = None
+        if data is not None:
+            per_epoch = n // batch_size
+            perm = jax.random.permutation(jax.random.fold_in(data_key, t // per_epoch), n)
+            idx = jax.lax.dynamic_slice_in_dim(perm, (t % per_epoch) * batch_size, batch_size)
+            batch = jax.tree.map(lambda x: x[idx], data)
+        neg = lambda p: -log_posterior(p, batch)[0]  # noqa: E731
+        value, grads = jax.value_and_grad(neg)(params)
+        updates, state = tx.update(grads, state, params, key=jax.random.fold_in(noise_key, t))
+        params = optax.apply_updates(params, updates)
+        return (params, state), (params, -value)
+
+    _, (trace, lp) = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(num_steps)))((params, state))
+    return trace, lp
+
+
+def test_one_chain_reproduces_a_hand_written_scan():
+    log_posterior, data = _regression()
+    tx = sghmc_jax.sghmc(1e-3, alpha=1.0, key=5)
+    params = jnp.zeros(3)
+    result = sghmc_jax.sample(
+        1, log_posterior, params, transform=tx, num_steps=50, num_chains=1, data=data,
+        batch_size=16, chunk_size=20, progress=False,
+    )
+    trace, lp = _reference_scan(1, log_posterior, params, tx, 50, jax.tree.map(jnp.asarray, data), 16)
+    np.testing.assert_array_equal(result.samples[0], trace)
+    np.testing.assert_array_equal(result.log_posterior[0], lp)
+    np.testing.assert_array_equal(result.sample_steps, np.arange(1, 51))
+
+
+def test_burn_in_and_thinning_select_exactly_the_right_steps():
+    log_posterior, data = _regression(1)
+    tx = sghmc_jax.sghmc(1e-3, alpha=1.0, key=0)
+    full = sghmc_jax.sample(
+        2, log_posterior, jnp.zeros(3), transform=tx, num_steps=103, num_chains=2, data=data,
+        batch_size=8, chunk_size=7, progress=False,
+    )
+    part = sghmc_jax.sample(
+        2, log_posterior, jnp.zeros(3), transform=tx, num_steps=103, num_chains=2, data=data,
+        batch_size=8, burn_in=10, thin=3, chunk_size=7, progress=False,
+    )
+    expected_steps = np.arange(13, 104, 3)  # draws after steps 13, 16, ..., 103
+    np.testing.assert_array_equal(part.sample_steps, expected_steps)
+    np.testing.assert_array_equal(part.samples, full.samples[:, expected_steps - 1])
+    np.testing.assert_array_equal(part.log_posterior, full.log_posterior)
+    chex.assert_trees_all_equal(part.final_state.params, full.final_state.params)
+
+
+def test_chunking_does_not_change_the_draws():
+    log_posterior, data = _regression(2)
+    tx = sghmc_jax.sghmc(1e-3, alpha=1.0, key=0)
+    runs = [
+        sghmc_jax.sample(
+            3, log_posterior, jnp.zeros(3), transform=tx, num_steps=60, num_chains=2, data=data,
+            batch_size=8, thin=2, chunk_size=c, progress=False,
+        ).samples
+        for c in (4, 60)
+    ]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_continuing_from_final_state_equals_one_long_run():
+    log_posterior, data = _regression(3)
+    tx = sghmc_jax.sghmc(1e-3, alpha=1.0, key=0)
+    kw = dict(transform=tx, num_chains=2, data=data, batch_size=8, progress=False)
+    long = sghmc_jax.sample(4, log_posterior, jnp.zeros(3), num_steps=40, **kw)
+    first = sghmc_jax.sample(4, log_posterior, jnp.zeros(3), num_steps=25, **kw)
+    second = sghmc_jax.sample(4, log_posterior, None, num_steps=15, init_state=first.final_state, **kw)
+    np.testing.assert_array_equal(np.concatenate([first.samples, second.samples], axis=1), long.samples)
+    np.testing.assert_array_equal(second.sample_steps, np.arange(26, 41))
+    assert np.all(np.isfinite(np.asarray(first.final_state.params)))  # not donated away
+
+
+def test_chains_differ_and_a_factory_gives_each_its_own_initial_momenta():
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    r = sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=5, num_chains=3, progress=False)
+    assert len({tuple(np.asarray(r.samples[c, -1]).round(6)) for c in range(3)}) == 3
+    f = sghmc_jax.sample(
+        0, lp, jnp.zeros(2), transform=lambda k: sghmc_jax.sghmc(0.1, key=k), num_steps=1, num_chains=3, progress=False,
+    )
+    m = np.asarray(f.final_state.transform_state.momenta)
+    assert len({tuple(row.round(6)) for row in m}) == 3
+    plain = np.asarray(r.final_state.transform_state.momenta)
+    assert plain.shape == (3, 2)
+
+
+def test_every_example_is_used_once_per_epoch_in_each_chains_own_order():
+    n, b, epochs, chains = 24, 4, 3, 2
+    data = {"idx": np.arange(n)}
+    # d log p / d p = indicator of the batch: SGD with step 1 adds 1 to each used example.
+    lp = lambda p, batch: (jnp.sum(p[batch["idx"]]), None)  # noqa: E731
+    r = sghmc_jax.sample(
+        0, lp, jnp.zeros(n), transform=optax.sgd(1.0), num_steps=epochs * n // b, num_chains=chains,
+        data=data, batch_size=b, chunk_size=5, progress=False,
+    )
+    traj = np.concatenate([np.zeros((chains, 1, n)), r.samples], axis=1)
+    used = np.diff(traj, axis=1)  # (chain, step, n): 1 where the example was in the batch
+    assert np.all(used.sum(axis=2) == b)
+    per_epoch = used.reshape(chains, epochs, n // b, n).sum(axis=2)
+    np.testing.assert_array_equal(per_epoch, 1)
+    orders = used.argmax(axis=2)  # (chain, step) one example of each batch
+    assert not np.array_equal(orders[0], orders[1]), "chains must walk their own permutations"
+    first_epoch, second_epoch = used[0, : n // b], used[0, n // b : 2 * n // b]
+    assert not np.array_equal(first_epoch, second_epoch), "each epoch draws a fresh permutation"
+
+
+def test_stacked_init_starts_each_chain_where_told():
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    init = jnp.array([[10.0, 10.0], [-10.0, -10.0]])
+    tx = sghmc_jax.sghmc(1e-3, temperature=0.0, momenta=0.0, key=0)
+    r = sghmc_jax.sample(0, lp, init, transform=tx, num_steps=2, num_chains=2, stacked_init=True, progress=False)
+    assert r.samples[0, 0, 0] > 9 and r.samples[1, 0, 0] < -9
+    assert np.all(np.asarray(init) == [[10.0, 10.0], [-10.0, -10.0]])  # the caller's array survives
+
+
+def _interrupt_after(chunks):
+    calls = {"n": 0}
+
+    def callback(info):
+        calls["n"] += 1
+        if calls["n"] == chunks:
+            raise KeyboardInterrupt("simulated kill")
+
+    return callback
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    log_posterior, data = _regression(4)
+    kw = dict(
+        transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=90, num_chains=2, data=data,
+        batch_size=8, burn_in=10, thin=4, chunk_size=12, progress=False,
+        predict_fn=lambda w, x: x @ w, predict_inputs=jnp.ones((2, 3)),
+    )
+    clean = sghmc_jax.sample(7, log_posterior, jnp.zeros(3), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(7, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path, checkpoint_every=20, callback=_interrupt_after(5), **kw)
+    resumed = sghmc_jax.sample(7, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path, checkpoint_every=20, **kw)
+    np.testing.assert_array_equal(resumed.samples, clean.samples)
+    np.testing.assert_array_equal(resumed.sample_steps, clean.sample_steps)
+    np.testing.assert_array_equal(resumed.log_posterior, clean.log_posterior)
+    np.testing.assert_array_equal(resumed.predictive_mean, clean.predictive_mean)
+    chex.assert_trees_all_equal(resumed.final_state.transform_state.momenta, clean.final_state.transform_state.momenta)
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    log_posterior, data = _regression(5)
+    kw = dict(
+        transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=60, num_chains=2, data=data,
+        batch_size=8, chunk_size=10, progress=False, checkpoint_dir=tmp_path, checkpoint_every=10,
+    )
+    clean = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **{**kw, "checkpoint_dir": None, "checkpoint_every": None})
+    real_replace = sampler_mod._replace_atomically
+    calls = {"n": 0}
+
+    def crash_on_third(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("simulated crash mid-write")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sampler_mod, "_replace_atomically", crash_on_third)
+    with pytest.raises(OSError, match="simulated crash"):
+        sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
+    assert os.listdir(tmp_path) == [sampler_mod._Checkpointer.FILE], "no temporary file left behind"
+    monkeypatch.setattr(sampler_mod, "_replace_atomically", real_replace)
+    resumed = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
+    np.testing.assert_array_equal(resumed.samples, clean.samples)
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    kw = dict(transform=sghmc_jax.sghmc(0.1, key=0), num_steps=10, num_chains=2, progress=False, checkpoint_dir=tmp_path)
+    sghmc_jax.sample(0, lp, jnp.zeros(2), **kw)
+    with pytest.raises(ValueError, match="holds a checkpoint of a different run"):
+        sghmc_jax.sample(1, lp, jnp.zeros(2), **kw)
+
+
+def test_divergence_is_reported_with_the_draws_before_it():
+    # ε·sqrt(curvature) = 0.5·sqrt(100) = 5 > 2: unstable, the chain blows up within ~100 steps.
+    lp = lambda p, b: (-50.0 * jnp.sum(p**2), None)  # noqa: E731
+    tx = sghmc_jax.sghmc(0.5, alpha=0.01, momenta=0.0, temperature=0.0, key=0)
+    init = jnp.array([[1e-30], [1.0]])
+    with pytest.raises(sghmc_jax.DivergenceError) as info:
+        sghmc_jax.sample(0, lp, init, transform=tx, num_steps=2000, num_chains=2, stacked_init=True, chunk_size=100, progress=False)
+    err = info.value
+    assert err.chain == 1 and 0 < err.step < 2000
+    assert re.search(rf"chain 1 diverged: its log posterior was non-finite at step {err.step}", str(err))
+    assert err.result.samples.shape[1] == err.step  # draws after steps 1..step
+    assert np.all(np.isfinite(err.result.samples[1, :-1]))
+    assert err.result.log_posterior.shape[1] % 100 == 0  # stopped at the end of that chunk
+
+
+def test_continue_on_divergence_keeps_the_other_chains():
+    lp = lambda p, b: (-50.0 * jnp.sum(p**2), None)  # noqa: E731
+    tx = sghmc_jax.sghmc(0.5, alpha=0.01, momenta=0.0, temperature=0.0, key=0)
+    init = jnp.array([[0.0], [1.0], [0.0]])
+    r = sghmc_jax.sample(0, lp, init, transform=tx, num_steps=1000, num_chains=3, stacked_init=True, on_divergence="continue", progress=False)
+    assert r.diverged_at[0] == -1 and r.diverged_at[2] == -1 and r.diverged_at[1] > 0
+    assert np.all(np.isnan(r.samples[1, r.diverged_at[1] :]))
+    assert np.all(np.isfinite(r.samples[[0, 2]]))
+    assert r.samples.shape[1] == 1000
+    assert set(r.summary()) == {"x"}
+
+
+def test_keep_predicate_drops_draws():
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    r = sghmc_jax.sample(
+        0, lp, jnp.zeros(1), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=40, num_chains=2, thin=2,
+        keep=lambda step: (step % 10) >= 6, chunk_size=8, progress=False,
+    )
+    np.testing.assert_array_equal(r.sample_steps, [s for s in range(2, 41, 2) if s % 10 >= 6])
+    assert r.samples.shape[:2] == (2, len(r.sample_steps))
+
+
+def test_predictive_mean_is_the_mean_over_kept_draws():
+    log_posterior, data = _regression(6)
+    inputs = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+    r = sghmc_jax.sample(
+        0, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=60,
+        num_chains=2, data=data, batch_size=8, burn_in=10, thin=5, progress=False,
+        predict_fn=lambda w, x: {"mu": x @ w}, predict_inputs=inputs,
+    )
+    expected = np.einsum("cdk,nk->cn", r.samples, np.asarray(inputs)) / r.samples.shape[1]
+    np.testing.assert_allclose(r.predictive_mean["mu"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_host_batches_match_a_hand_written_scan():
+    log_posterior, data = _regression(7)
+    tx = sghmc_jax.sghmc(1e-3, alpha=1.0, key=0)
+    rng = np.random.default_rng(3)
+    batches = [jax.tree.map(lambda a: a[idx], data) for idx in (rng.choice(64, 8, replace=False) for _ in range(30))]
+    r = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=tx, num_steps=30, num_chains=2, batches=iter(batches), chunk_size=7, progress=False)
+    _, noise_key, _ = jax.random.split(jax.random.split(jax.random.key(0), 2)[1], 3)
+    params, state = jnp.zeros(3), tx.init(jnp.zeros(3))
+    for t, batch in enumerate(batches):
+        grads = jax.grad(lambda p: -log_posterior(p, batch)[0])(params)
+        updates, state = tx.update(grads, state, params, key=jax.random.fold_in(noise_key, t))
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(r.samples[1, -1], params, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`batches` ran out"):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=tx, num_steps=31, batches=iter(batches), progress=False)
+
+
+def test_progress_lines_without_tqdm(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    sghmc_jax.sample(0, lp, jnp.zeros(1), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=20, chunk_size=10)
+    err = capsys.readouterr().err
+    assert "sampling: step 10/20" in err and "sampling: step 20/20" in err and "steps/s" in err
+    sghmc_jax.sample(0, lp, jnp.zeros(1), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=20, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"batch_size": 100}, ValueError, r"`batch_size` must be <= the number of examples in `data` \(64\), got batch_size=100"),
+        ({"thin": 0}, ValueError, r"`thin` must be an int >= 1, got thin=0"),
+        ({"burn_in": 50}, ValueError, r"`burn_in` must be < num_steps .* got burn_in=50 and num_steps=50"),
+        ({"data": {"x": np.zeros((64, 3)), "y": np.zeros(63)}}, ValueError, r"every leaf of `data` must have the same leading size"),
+        ({"log_posterior": lambda w, b: -jnp.sum(w**2)}, TypeError, r"`log_posterior` must return a tuple \(value, aux\)"),
+        ({"num_chains": 0}, ValueError, r"`num_chains` must be an int >= 1, got num_chains=0"),
+        ({"on_divergence": "ignore"}, ValueError, r"`on_divergence` must be 'raise' or 'continue'"),
+        ({"transform": 3}, TypeError, r"`transform` must be an optax GradientTransformation"),
+        ({"stacked_init": True}, ValueError, r"with stacked_init=True every leaf of `init_params` must have a leading axis of size num_chains=4"),
+    ],
+)
+def test_bad_inputs_fail_before_compiling(kwargs, error, pattern, monkeypatch):
+    log_posterior, data = _regression()
+    monkeypatch.setattr(sampler_mod._Runner, "compiled", lambda *a, **k: pytest.fail("compiled"))
+    kw = dict(
+        log_posterior=log_posterior, transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=50, data=data,
+        batch_size=8, progress=False,
+    ) | kwargs
+    lp = kw.pop("log_posterior")
+    with pytest.raises(error, match=pattern):
+        sghmc_jax.sample(0, lp, jnp.zeros(3), **kw)
+
+
+def test_make_log_posterior_forms():
+    ll = lambda w, batch: -0.5 * (batch - w) ** 2  # noqa: E731
+    prior = lambda w: -0.5 * w**2 / 4.0  # noqa: E731
+    batch = jnp.array([0.5, 1.5, -1.0])
+    lp_sum, t_sum = sghmc_jax.make_log_posterior(ll, prior, 300)
+    lp_mean, t_mean = sghmc_jax.make_log_posterior(ll, prior, 300, form="mean")
+    assert (t_sum, t_mean) == (1.0, 1 / 300)
+    w = jnp.asarray(0.3)
+    v_sum, aux = lp_sum(w, batch)
+    np.testing.assert_allclose(v_sum, 300 * jnp.mean(ll(w, batch)) + prior(w), rtol=1e-6)
+    np.testing.assert_allclose(lp_mean(w, batch)[0] / t_mean, v_sum, rtol=1e-5)
+    np.testing.assert_allclose(aux, jnp.mean(ll(w, batch)))
+    with pytest.raises(ValueError, match="`form` must be 'sum' or 'mean', got form='avg'"):
+        sghmc_jax.make_log_posterior(ll, prior, 300, form="avg")
+    with pytest.raises(ValueError, match="`num_data` must be an int >= 1, got num_data=0"):
+        sghmc_jax.make_log_posterior(ll, prior, 0)
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def _theta_z_scores(samples, exact_cov):
+    """|z| of E θθᵀ per entry, each chain's time average being one i.i.d. estimate."""
+    outer = np.einsum("cti,ctj->cij", samples, samples) / samples.shape[1]
+    mean, se = outer.mean(0), outer.std(0, ddof=1) / np.sqrt(samples.shape[0])
+    iu = np.triu_indices(exact_cov.shape[0])
+    return np.abs((mean - exact_cov)[iu] / se[iu])
+
+
+@pytest.mark.parametrize("minibatch", [False, True])
+def test_gaussian_moments_match_the_exact_discrete_stationary_law(x64, minibatch):
+    """Full batch, and i.i.d. host minibatches adding gradient noise of known variance b: the θ
+    covariance of the draws is the Lyapunov solution's (with ε²·b·GGᵀ for the minibatch noise)."""
+    a = helpers.correlated_2d()
+    b = 2.0 if minibatch else 0.0
+    h = Hyper(lr=0.25, alpha=1.0, sigma=1.0, temperature=1.0, grad_noise_var=b)
+    exact = helpers.stationary_covariance(a, h)[:2, :2]
+    chains, steps, seed = 64, 3000, 21
+    init = np.random.default_rng(seed).multivariate_normal(np.zeros(2), exact, size=chains)
+    batches = None
+    if minibatch:
+        # log p(θ, batch) = −½θᵀAθ + θᵀ·batch with batch ~ N(0, b·I) i.i.d.: gradient noise b·I.
+        rng = np.random.default_rng(seed + 1)
+        batches = (rng.normal(scale=np.sqrt(b), size=2) for _ in range(steps))
+    lp = lambda p, batch: (-0.5 * p @ jnp.asarray(a) @ p + (0.0 if batch is None else p @ batch), None)  # noqa: E731
+    r = sghmc_jax.sample(
+        seed, lp, jnp.asarray(init), transform=sghmc_jax.sghmc(h.lr, h.alpha, 0.0, h.sigma, h.temperature, key=0),
+        num_steps=steps, num_chains=chains, stacked_init=True, burn_in=200, batches=batches, progress=False,
+    )
+    z = _theta_z_scores(r.samples, exact)
+    assert z.max() < Z_MAX, f"seed={seed}: max |z| = {z.max():.2f}"
+
+
+@pytest.mark.slow
+def test_conjugate_regression_with_minibatches_matches_the_closed_form():
+    """On-device data with per-epoch permutations: posterior means and sds within 4 MCSE."""
+    from sghmc_jax import _demo
+
+    problem = _demo.make_problem(3, num_data=500, dim=3)
+    n = problem.x.shape[0]
+    ll = lambda w, batch: -0.5 * (batch["y"] - batch["x"] @ w) ** 2 / problem.noise_std**2  # noqa: E731
+    prior = lambda w: -0.5 * jnp.sum(w**2) / problem.prior_std**2  # noqa: E731
+    log_posterior, temperature = sghmc_jax.make_log_posterior(ll, prior, n)
+    lam = np.linalg.eigvalsh(np.linalg.inv(problem.post_cov)).max()
+    tx = sghmc_jax.sghmc(0.1 / np.sqrt(lam), alpha=2 * np.sqrt(lam), temperature=temperature, key=0)
+    r = sghmc_jax.sample(
+        0, log_posterior, jnp.zeros(3), transform=tx, num_steps=20_000, num_chains=4,
+        data={"x": problem.x.astype(np.float32), "y": problem.y.astype(np.float32)}, batch_size=50,
+        burn_in=1000, thin=5, progress=False,
+    )
+    s = r.summary()["x"]
+    exact_sd = np.sqrt(np.diag(problem.post_cov))
+    z_mean = (s["mean"] - problem.post_mean) / s["mcse_mean"]
+    z_sd = (s["sd"] - exact_sd) / (s["sd"] / np.sqrt(2 * s["ess_bulk"]))
+    assert np.all(np.abs(z_mean) < 4) and np.all(np.abs(z_sd) < 4), f"seed=0 z_mean={z_mean} z_sd={z_sd}"
+    assert np.all(s["rhat"] < 1.01)
+    # ESS agrees with ArviZ on the same draws.
+    import arviz as az
+
+    ref = az.ess(r.samples[..., 0], method="bulk")
+    np.testing.assert_allclose(s["ess_bulk"][0], float(ref), rtol=1e-3)
