@@ -410,3 +410,18 @@ def test_conjugate_regression_with_minibatches_matches_the_closed_form():
 
     ref = az.ess(r.samples[..., 0], method="bulk")
     np.testing.assert_allclose(s["ess_bulk"][0], float(ref), rtol=1e-3)
+
+
+def test_to_arviz_and_summary_agree():
+    lp = lambda p, b: (-0.5 * jnp.sum(p["w"] ** 2), None)  # noqa: E731
+    r = sghmc_jax.sample(
+        0, lp, {"w": jnp.zeros(2)}, transform=sghmc_jax.sghmc(0.3, alpha=1.0, key=0), num_steps=400,
+        num_chains=2, progress=False,
+    )
+    idata = r.to_arviz()
+    assert idata.posterior["w"].shape == (2, 400, 2)
+    import arviz as az
+
+    np.testing.assert_allclose(
+        np.asarray(az.rhat(idata, method="rank")["w"]), r.summary()["w"]["rhat"], rtol=1e-4
+    )
