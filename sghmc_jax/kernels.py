@@ -148,15 +148,16 @@ def sghmc_step(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    lr = jnp.asarray(lr)
-    alpha = jnp.asarray(alpha)
-    beta = jnp.asarray(beta)
-    sigma = jnp.asarray(sigma)
-    temperature = jnp.asarray(temperature)
+    # Bit-identical faces: hyperparameters arrive as compile-time constants (Python floats closed
+    # over by the optax face) or as traced arguments (the functional face, inject_hyperparams).
+    # XLA would constant-fold the former on the host and compute the latter on the device, whose
+    # division and square root may round differently (seen on a GPU), and would contract a
+    # product and a sum into an FMA in one case and not the other. The barriers make both
+    # compute the coefficients the same way, on the device; they cost a few scalar operations.
+    lr, alpha, beta, sigma, temperature = jax.lax.optimization_barrier(
+        tuple(jnp.asarray(v) for v in (lr, alpha, beta, sigma, temperature))
+    )
     drift = lr / (sigma * sigma)
-    # The barriers stop XLA from contracting a product and a sum into one FMA: JAX folds Python
-    # float hyperparameters eagerly (no FMA) but computes traced ones inside XLA, and without
-    # them the two would round differently, so faces given the same numbers would drift apart.
     decay = 1 - _no_fma(drift * alpha)
     noise_var = lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature))
     noise_std = jnp.sqrt(noise_var)
