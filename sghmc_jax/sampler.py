@@ -507,7 +507,7 @@ def sample(
             fn = runner.compiled(kind, n, state, xs, pred_sum, pred_count)
             compile_time += time.perf_counter() - t0
             t0 = time.perf_counter()
-            out = fn(state, xs, pred_sum, pred_count)
+            out = fn(state, xs, pred_sum, pred_count, data, predict_inputs)
             state, trace, chunk_draws, chunk_steps, pred_sum, pred_count = out
             trace = np.asarray(jax.device_get(trace)).T  # (chain, n_steps)
             if chunk_draws is not None:
@@ -646,12 +646,12 @@ class _Runner:
         value, aux = self.log_posterior(params, batch)
         return -value, aux
 
-    def _step(self, state: SamplerState, host_batch: Any) -> tuple[SamplerState, jax.Array]:
+    def _step(self, state: SamplerState, host_batch: Any, data: Any) -> tuple[SamplerState, jax.Array]:
         """One step of every chain; returns the new state and the (chain,) log posterior."""
         cfg = self.config
         t = state.step
         perm = state.perm
-        if self.data is not None:
+        if data is not None:
             per_epoch = cfg.num_data // cfg.batch_size
             j = t % per_epoch
             epoch = t // per_epoch
@@ -665,7 +665,7 @@ class _Runner:
             # `t` is shared by all chains, so this stays a real branch under the chain vmap.
             perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
             idx = jax.lax.dynamic_slice_in_dim(perm, j * cfg.batch_size, cfg.batch_size, axis=1)
-            batch = jax.vmap(lambda i: jax.tree.map(lambda x: x[i], self.data))(idx)
+            batch = jax.vmap(lambda i: jax.tree.map(lambda x: x[i], data))(idx)
             batch_axis = 0
         else:
             batch = host_batch
@@ -709,9 +709,9 @@ class _Runner:
         cfg = self.config
         thin = cfg.thin if kind == "draw" else 1
 
-        def run(state, xs, pred_sum, pred_count):
+        def run(state, xs, pred_sum, pred_count, data, predict_inputs):
             def inner(state, x):
-                return self._step(state, x)
+                return self._step(state, x, data)
 
             if kind == "burn":
                 state, trace = jax.lax.scan(inner, state, xs, length=n)
@@ -728,7 +728,7 @@ class _Runner:
                     )
                 keep = self.keep(state.step) if self.keep is not None else jnp.bool_(True)
                 if self.predict_fn is not None:
-                    preds = jax.vmap(self.predict_fn, in_axes=(0, None))(state.params, self.predict_inputs)
+                    preds = jax.vmap(self.predict_fn, in_axes=(0, None))(state.params, predict_inputs)
                     w = keep & (state.diverged_at < 0)
                     pred_sum = jax.tree.map(
                         lambda s, p: s + jnp.where(w.reshape((-1,) + (1,) * (p.ndim - 1)), p, 0).astype(s.dtype),
@@ -753,7 +753,9 @@ class _Runner:
         key = (kind, n, jax.tree.structure(xs), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(xs)))
         if key not in self._cache:
             fn = jax.jit(self._chunk(kind, n), donate_argnums=(0,))
-            self._cache[key] = fn.lower(state, xs, pred_sum, pred_count).compile()
+            self._cache[key] = fn.lower(
+                state, xs, pred_sum, pred_count, self.data, self.predict_inputs
+            ).compile()
         return self._cache[key]
 
 
