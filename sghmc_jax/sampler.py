@@ -312,8 +312,11 @@ def sample(
         burn_in: steps discarded before the first draw.
         thin: keep one draw every `thin` steps after burn-in (draws after steps burn_in + thin,
             burn_in + 2·thin, ...).
-        keep: optional jit-able predicate of the step count after which a draw is taken (e.g.
-            the sampling phase of a cyclical schedule); draws where it is False are dropped.
+        keep: optional jit-able predicate of the step index of the update that produced a
+            draw (0-based, the index its schedules were evaluated at; the draw's entry in
+            `sample_steps` is that index + 1), e.g. the sampling phase of a cyclical schedule
+            (`functools.partial(sghmc_jax.in_sampling_phase, ...)`); draws where it is False
+            are dropped.
         chunk_size: steps per compiled chunk; samples go to the host between chunks.
         progress: show a progress bar (tqdm if installed, else a line per chunk on stderr).
         on_divergence: "raise" stops at the end of the chunk where a chain's log posterior
@@ -726,7 +729,9 @@ class _Runner:
                     draw = jax.tree.map(
                         lambda d: jnp.where(dead.reshape((-1,) + (1,) * (d.ndim - 1)), jnp.nan, d), draw
                     )
-                keep = self.keep(state.step) if self.keep is not None else jnp.bool_(True)
+                # The update that produced this draw ran at step index state.step − 1, where
+                # its schedules were evaluated: `keep` sees that index, like a schedule.
+                keep = self.keep(state.step - 1) if self.keep is not None else jnp.bool_(True)
                 if self.predict_fn is not None:
                     preds = jax.vmap(self.predict_fn, in_axes=(0, None))(state.params, predict_inputs)
                     w = keep & (state.diverged_at < 0)
