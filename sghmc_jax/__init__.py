@@ -2,15 +2,22 @@
 
 from sghmc_jax import diagnostics, kernels, sgmcmc
 from sghmc_jax._version import __version__
-from sghmc_jax.transforms import SGHMCTransformState, sghmc
+from sghmc_jax.transforms import (
+    SGHMCTransformState,
+    SGLDTransformState,
+    sghmc,
+    sgld,
+)
 from sghmc_jax.types import Transform
 
 __all__ = [
     "SGHMCTransformState",
+    "SGLDTransformState",
     "Transform",
     "__version__",
     "diagnostics",
     "kernels",
     "sghmc",
+    "sgld",
     "sgmcmc",
 ]

@@ -18,7 +18,13 @@ import jax.numpy as jnp
 from sghmc_jax import _checks
 from sghmc_jax.types import ArrayTree
 
-__all__ = ["normal_like", "init_momenta", "resolve_momenta", "sghmc_step"]
+__all__ = [
+    "normal_like",
+    "init_momenta",
+    "resolve_momenta",
+    "sghmc_step",
+    "sgld_step",
+]
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -28,6 +34,19 @@ def _compute_dtype(dtype: Any) -> Any:
 
 def _no_fma(x: jax.Array) -> jax.Array:
     return jax.lax.optimization_barrier(x)
+
+
+def _opaque(*coefficients: jax.Array) -> tuple[jax.Array, ...]:
+    """Scalar coefficients as XLA sees traced values, whether they came from Python floats or not.
+
+    A Python-float hyperparameter is a constant to XLA, which may then rewrite the leaf
+    arithmetic around it (reassociate a product, turn a division into a multiplication); a
+    traced one is not, so the optax face (floats) and the functional face (traced arguments)
+    would round differently. Behind a barrier both see the same opaque scalars: same graph, same
+    bits. Every kernel after `sghmc_step` passes each coefficient of its leaf arithmetic through
+    it (`sghmc_step` has not needed it: its faces are tested bit-identical as they are).
+    """
+    return jax.lax.optimization_barrier(coefficients)
 
 
 def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
@@ -93,6 +112,11 @@ def resolve_momenta(
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
     return jax.tree.map(lambda m, p: jnp.asarray(m, jnp.result_type(p)), momenta, params)
+
+
+def _leaves(treedef: Any, *trees: ArrayTree) -> list[tuple[jax.Array, ...]]:
+    """Per-leaf tuples of the trees' leaves, in `treedef`'s order (the first tree's structure)."""
+    return list(zip(*(treedef.flatten_up_to(t) for t in trees)))
 
 
 def sghmc_step(
@@ -184,3 +208,57 @@ def sghmc_step(
     increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
     new_momenta = jax.tree.unflatten(treedef, [m for _, m in pairs])
     return increment, new_momenta
+
+
+def sgld_step(
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> ArrayTree:
+    r"""One SGLD step (Welling & Teh 2011) in posteriors' parameterisation.
+
+    .. math::
+
+        \theta_{t+1} = \theta_t + \epsilon g_t + \sqrt{\epsilon T (2 - \epsilon \beta T)}\, \xi_t
+
+    with g_t = ∇ log p(θ_t) and ξ_t ~ N(0, I). It targets p_T(θ) ∝ exp(log p(θ) / T) as ε → 0;
+    at T = 0 it is gradient ascent with step ε. β >= 0 estimates the gradient noise's variance
+    (in units where the injected variance is reduced by ε²βT²); needs 2 − εβT >= 0.
+
+    Args:
+        grad_log_posterior: g_t, the gradient of the log posterior (not of a loss) at θ_t.
+        key: a typed PRNG key for this step, used once (split into one key per leaf).
+        lr: step size ε > 0.
+        beta: gradient-noise variance estimate β >= 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        θ_{t+1} − θ_t, in the gradient's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import sgld_step
+        >>> sgld_step(jnp.ones(2), jax.random.key(0), 0.1, 0.0, 0.0)
+        Array([0.1, 0.1], dtype=float32)
+
+    References:
+        Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
+        <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
+    """
+    lr = jnp.asarray(lr)
+    beta = jnp.asarray(beta)
+    temperature = jnp.asarray(temperature)
+    # Barriers: see sghmc_step and _opaque (a traced and a constant hyperparameter must round
+    # alike).
+    noise_std = jnp.sqrt(lr * temperature * (2 - _no_fma(lr * beta * temperature)))
+    lr, noise_std = _opaque(lr, noise_std)
+    noise = normal_like(key, grad_log_posterior)
+
+    def leaf(g: jax.Array, xi: jax.Array) -> jax.Array:
+        cdt = _compute_dtype(g.dtype)
+        return (lr.astype(cdt) * g.astype(cdt) + noise_std.astype(cdt) * xi.astype(cdt)).astype(g.dtype)
+
+    return jax.tree.map(leaf, grad_log_posterior, noise)
+

@@ -16,7 +16,12 @@ import optax
 from sghmc_jax import _checks, kernels
 from sghmc_jax.types import ArrayTree, ScalarOrSchedule
 
-__all__ = ["SGHMCTransformState", "sghmc"]
+__all__ = [
+    "SGHMCTransformState",
+    "SGLDTransformState",
+    "sghmc",
+    "sgld",
+]
 
 
 class SGHMCTransformState(NamedTuple):
@@ -35,6 +40,14 @@ class SGHMCTransformState(NamedTuple):
 
 def _at(value: ScalarOrSchedule, step: jax.Array) -> jax.typing.ArrayLike:
     return value(step) if callable(value) else value
+
+
+def _step_keys(state_key: jax.Array, key: Any) -> tuple[jax.Array, jax.Array]:
+    """(this step's key, the state's next key): a per-step key wins and leaves the state key."""
+    if key is None:
+        step_key, next_key = jax.random.split(state_key)
+        return step_key, next_key
+    return _checks.canonical_key(key), state_key
 
 
 def sghmc(
@@ -149,3 +162,92 @@ def sghmc(
         return increment, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class SGLDTransformState(NamedTuple):
+    """State of the `sgld` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    key: jax.Array
+
+
+def sgld(
+    learning_rate: ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.0,
+    temperature: ScalarOrSchedule = 1.0,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Langevin dynamics as an optax transform (posteriors' parameterisation).
+
+    With g_t = −(incoming update), the gradient of the log posterior at θ_t, and ξ_t ~ N(0, I):
+
+    .. math::
+
+        \text{update} = \epsilon g_t + \sqrt{\epsilon T (2 - \epsilon \beta T)}\, \xi_t
+            \quad (\theta_{t+1} = \theta_t + \text{update})
+
+    targeting p_T(θ) ∝ exp(log p(θ) / T) as ε → 0. At T = 0 it is `optax.sgd(ε)`.
+
+    **Sign convention and keys**: as for `sghmc`: incoming updates are LOSS gradients; `key`
+    seeds the state key, split every update unless `update(..., key=k)` gives a per-step key.
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        beta: estimate β >= 0 of the gradient-noise variance; needs 2 − εβT >= 0.
+        temperature: T >= 0, a float or a schedule; T = 1 is the posterior.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `SGLDTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)  # −log N(0, I)
+        >>> params = jnp.ones(3)
+        >>> tx = sghmc_jax.sgld(learning_rate=0.1, temperature=0.0, key=0)
+        >>> updates, state = tx.update(jax.grad(loss)(params), tx.init(params), params)
+        >>> optax.apply_updates(params, updates)  # T = 0: a gradient step
+        Array([0.9, 0.9, 0.9], dtype=float32)
+
+    References:
+        Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
+        <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
+    """
+    _checks.check_sgld_hyperparameters(
+        lr=learning_rate, beta=beta, temperature=temperature, lr_name="learning_rate"
+    )
+    base_key = _checks.canonical_key(key)
+
+    def init_fn(params: ArrayTree) -> SGLDTransformState:
+        _checks.check_float_tree("params", params)
+        return SGLDTransformState(step=jnp.zeros([], jnp.int32), key=base_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: SGLDTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, SGLDTransformState]:
+        del params, extra_args
+        _checks.check_float_tree("updates", updates)
+        step_key, next_key = _step_keys(state.key, key)
+        increment = kernels.sgld_step(
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            beta,
+            _at(temperature, state.step),
+        )
+        return increment, SGLDTransformState(step=optax.safe_increment(state.step), key=next_key)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+

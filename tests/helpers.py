@@ -128,6 +128,11 @@ SGHMC = Scheme(
 )
 
 
+SGLD = Scheme(
+    "sgld", lambda h, _, key: sghmc_jax.sgld(h["lr"], h["beta"], h["temperature"], key=key)
+)
+
+
 def check_stationary(scheme: Scheme, precision, hyper: dict, f, q, *, seed: int, **kw):
     """Asserts max |z| < Z_MAX against the exact Lyapunov covariance; returns (est, exact, z)."""
     exact = lyapunov(f, q)
@@ -275,4 +280,14 @@ def lyapunov(f: np.ndarray, q: np.ndarray) -> np.ndarray:
     radius = max(abs(np.linalg.eigvals(f)))
     assert radius < 1.0, f"unstable test setup: spectral radius {radius}"
     return scipy.linalg.solve_discrete_lyapunov(f, q)
+
+
+def sgld_transition(
+    precision: np.ndarray, lr: float, temperature: float, beta: float = 0.0, grad_noise_var: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """θ' = θ + ε(−Aθ + √b ζ) + √(εT(2 − εβT)) ξ."""
+    eye = np.eye(precision.shape[0])
+    f = eye - lr * precision
+    q = (lr * temperature * (2 - lr * beta * temperature) + lr**2 * grad_noise_var) * eye
+    return f, q
 
