@@ -3,18 +3,22 @@
 from sghmc_jax import diagnostics, kernels, sgmcmc
 from sghmc_jax._version import __version__
 from sghmc_jax.transforms import (
+    BAOATransformState,
     SGHMCTransformState,
     SGLDTransformState,
+    baoa,
     sghmc,
     sgld,
 )
 from sghmc_jax.types import Transform
 
 __all__ = [
+    "BAOATransformState",
     "SGHMCTransformState",
     "SGLDTransformState",
     "Transform",
     "__version__",
+    "baoa",
     "diagnostics",
     "kernels",
     "sghmc",

@@ -131,6 +131,13 @@ SGHMC = Scheme(
 SGLD = Scheme(
     "sgld", lambda h, _, key: sghmc_jax.sgld(h["lr"], h["beta"], h["temperature"], key=key)
 )
+BAOA = Scheme(
+    "baoa",
+    lambda h, m0, key: sghmc_jax.baoa(
+        h["lr"], h["alpha"], h["sigma"], h["temperature"], momenta=m0, key=key
+    ),
+    lambda state: state.momenta,
+)
 
 
 def check_stationary(scheme: Scheme, precision, hyper: dict, f, q, *, seed: int, **kw):
@@ -289,5 +296,27 @@ def sgld_transition(
     eye = np.eye(precision.shape[0])
     f = eye - lr * precision
     q = (lr * temperature * (2 - lr * beta * temperature) + lr**2 * grad_noise_var) * eye
+    return f, q
+
+
+def baoa_transition(
+    precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
+    grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """B (m += ε g), A (θ += ε m/(2σ²)), O (m = c m + s ξ), A, composed as affine maps."""
+    d = precision.shape[0]
+    eye, zero = np.eye(d), np.zeros((d, d))
+    h = lr / (2 * sigma**2)
+    c = np.exp(-alpha * lr / sigma**2)
+    s2 = sigma**2 * temperature * (1 - c**2)
+    kick = np.block([[eye, zero], [-lr * precision, eye]])
+    drift = np.block([[eye, h * eye], [zero, eye]])
+    friction = np.block([[eye, zero], [zero, c * eye]])
+    on_m = np.vstack([zero, eye])  # noise that enters the momentum
+    f = drift @ friction @ drift @ kick
+    # Gradient noise enters at B and is carried through A, O, A; the O noise through the last A.
+    g_grad = drift @ friction @ drift @ on_m * lr
+    g_o = drift @ on_m
+    q = grad_noise_var * g_grad @ g_grad.T + s2 * g_o @ g_o.T
     return f, q
 
