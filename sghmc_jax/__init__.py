@@ -6,9 +6,11 @@ from sghmc_jax.transforms import (
     BAOATransformState,
     SGHMCTransformState,
     SGLDTransformState,
+    SGNHTTransformState,
     baoa,
     sghmc,
     sgld,
+    sgnht,
 )
 from sghmc_jax.types import Transform
 
@@ -16,6 +18,7 @@ __all__ = [
     "BAOATransformState",
     "SGHMCTransformState",
     "SGLDTransformState",
+    "SGNHTTransformState",
     "Transform",
     "__version__",
     "baoa",
@@ -24,4 +27,5 @@ __all__ = [
     "sghmc",
     "sgld",
     "sgmcmc",
+    "sgnht",
 ]

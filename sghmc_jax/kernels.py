@@ -22,8 +22,10 @@ __all__ = [
     "normal_like",
     "init_momenta",
     "resolve_momenta",
+    "resolve_xi",
     "sghmc_step",
     "sgld_step",
+    "sgnht_step",
     "baoa_step",
 ]
 
@@ -113,6 +115,17 @@ def resolve_momenta(
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
     return jax.tree.map(lambda m, p: jnp.asarray(m, jnp.result_type(p)), momenta, params)
+
+
+def resolve_xi(
+    xi: jax.typing.ArrayLike | None, alpha: jax.typing.ArrayLike, params: ArrayTree
+) -> jax.Array:
+    """The initial SGNHT thermostat: `alpha` when None, a scalar in the params' highest dtype
+    (at least float32)."""
+    dtype = jnp.promote_types(
+        jnp.result_type(*[jnp.result_type(p) for p in jax.tree.leaves(params)]), jnp.float32
+    )
+    return jnp.asarray(alpha if xi is None else xi, dtype)
 
 
 def _leaves(treedef: Any, *trees: ArrayTree) -> list[tuple[jax.Array, ...]]:
@@ -262,6 +275,103 @@ def sgld_step(
         return (lr.astype(cdt) * g.astype(cdt) + noise_std.astype(cdt) * xi.astype(cdt)).astype(g.dtype)
 
     return jax.tree.map(leaf, grad_log_posterior, noise)
+
+
+def sgnht_step(
+    momenta: ArrayTree,
+    xi: jax.typing.ArrayLike,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree, jax.Array]:
+    r"""One SGNHT step (Ding et al. 2014): SGHMC whose friction ξ is a thermostat.
+
+    .. math::
+
+        m_{t+1} &= m_t + \epsilon g_t - \epsilon \sigma^{-2} \xi_t m_t
+                   + \sqrt{\epsilon T (2\alpha - \epsilon \beta T)}\, \zeta_t \\
+        \theta_{t+1} &= \theta_t + \epsilon \sigma^{-2} m_{t+1} \\
+        \xi_{t+1} &= \xi_t + \epsilon \left(\frac{m_{t+1}^\top m_{t+1}}{\sigma^2 d} - T\right)
+
+    with g_t = ∇ log p(θ_t), ζ_t ~ N(0, I) and d the total number of parameters. The order is
+    Ding et al.'s Algorithm 1 and our SGHMC's: momentum, then position and thermostat with the
+    NEW momentum (posteriors moves both with the old one, the unstable simultaneous form).
+    Its continuous limit leaves p_T(θ, m, ξ) ∝ exp((log p(θ) − mᵀm/(2σ²)) / T) · N(ξ; α, σ²T/d)
+    invariant; α sets the injected noise, ξ the friction actually applied. Since
+    ξ_N − ξ_0 = ε Σ_t (K_{t+1} − T), the time average of the kinetic temperature
+    K = mᵀm/(σ²d) is exactly T + (ξ_N − ξ_0)/(εN): the thermostat absorbs noise it was not told
+    about (unmodelled gradient noise) by raising ξ, at the price of a first-order bias in θ.
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        xi: the thermostat ξ_t, a scalar (any sign).
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        alpha: α >= 0, the friction whose noise is injected (and ξ's stationary mean).
+        beta: gradient-noise variance estimate β >= 0; needs 2α − εβT >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_momenta, new_xi)`: ε σ⁻² m_{t+1} and m_{t+1} in the momenta's
+        dtypes, ξ_{t+1} in ξ's dtype (at least float32).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import sgnht_step
+        >>> inc, m, xi = sgnht_step(jnp.zeros(2), 0.5, jnp.ones(2), jax.random.key(0), 0.1, 0.5,
+        ...                         0.0, 1.0, 0.0)
+        >>> inc, xi
+        (Array([0.01, 0.01], dtype=float32), Array(0.501, dtype=float32))
+
+    References:
+        Ding, Fang, Babbush, Chen, Skeel & Neven, `Bayesian Sampling Using Stochastic Gradient
+        Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
+        NeurIPS 2014.
+    """
+    lr = jnp.asarray(lr)
+    alpha = jnp.asarray(alpha)
+    beta = jnp.asarray(beta)
+    sigma = jnp.asarray(sigma)
+    temperature = jnp.asarray(temperature)
+    xi = jnp.asarray(xi)
+    xdt = _compute_dtype(xi.dtype)
+    drift = lr / (sigma * sigma)
+    decay = 1 - _no_fma(drift * xi)
+    noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature)))
+    lr, drift, decay, noise_std = _opaque(lr, drift, decay, noise_std)
+    noise = normal_like(key, momenta)
+
+    def leaf(m: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cdt = _compute_dtype(m.dtype)
+        m_new = (
+            decay.astype(cdt) * m.astype(cdt)
+            + lr.astype(cdt) * g.astype(cdt)
+            + noise_std.astype(cdt) * z.astype(cdt)
+        ).astype(m.dtype)
+        increment = (drift.astype(cdt) * m_new.astype(cdt)).astype(m.dtype)
+        return increment, m_new
+
+    treedef = jax.tree.structure(momenta)
+    pairs = [leaf(*ls) for ls in _leaves(treedef, momenta, grad_log_posterior, noise)]
+    new_momenta = [m for _, m in pairs]
+    # The kinetic temperature of the momenta as stored, so users recomputing it from the state
+    # see exactly what drove the thermostat.
+    dim = sum(m.size for m in new_momenta)
+    sumsq = sum(jnp.sum(jnp.square(m.astype(xdt))) for m in new_momenta)
+    # The barrier keeps XLA from turning the division by a constant into a multiplication by
+    # its reciprocal (what it may do when σ is a Python float but not when it is traced).
+    kinetic = sumsq / _no_fma(sigma.astype(xdt) * sigma.astype(xdt) * dim)
+    new_xi = (xi.astype(xdt) + _no_fma(lr.astype(xdt) * (kinetic - temperature.astype(xdt)))).astype(
+        xi.dtype
+    )
+    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
+    return increment, jax.tree.unflatten(treedef, new_momenta), new_xi
 
 
 def baoa_step(

@@ -20,9 +20,11 @@ __all__ = [
     "BAOATransformState",
     "SGHMCTransformState",
     "SGLDTransformState",
+    "SGNHTTransformState",
     "baoa",
     "sghmc",
     "sgld",
+    "sgnht",
 ]
 
 
@@ -260,6 +262,126 @@ def sgld(
             _at(temperature, state.step),
         )
         return increment, SGLDTransformState(step=optax.safe_increment(state.step), key=next_key)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class SGNHTTransformState(NamedTuple):
+    """State of the `sgnht` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        momenta: the momenta m, a pytree like the params.
+        xi: the thermostat ξ, a scalar in the params' highest dtype (at least float32).
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    momenta: ArrayTree
+    xi: jax.Array
+    key: jax.Array
+
+
+def sgnht(
+    learning_rate: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    beta: jax.typing.ArrayLike = 0.0,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    momenta: ArrayTree | float | None = None,
+    xi: jax.typing.ArrayLike | None = None,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Nosé–Hoover thermostat as an optax transform.
+
+    With g_t = −(incoming update), ζ_t ~ N(0, I) and d the number of parameters:
+
+    .. math::
+
+        m_{t+1} &= m_t + \epsilon g_t - \epsilon \sigma^{-2} \xi_t m_t
+                   + \sqrt{\epsilon T (2\alpha - \epsilon \beta T)}\, \zeta_t \\
+        \text{update} &= \epsilon \sigma^{-2} m_{t+1} \\
+        \xi_{t+1} &= \xi_t + \epsilon \left(\frac{m_{t+1}^\top m_{t+1}}{\sigma^2 d} - T\right)
+
+    SGHMC whose friction ξ adapts until the kinetic temperature mᵀm/(σ²d) averages T (exactly,
+    over time: see `kernels.sgnht_step`), which absorbs gradient noise that β does not model.
+    With ξ held at α it is `sghmc`, bit for bit. ξ and the position move with the NEW momentum
+    (Ding et al.'s Algorithm 1; posteriors uses the old one). The price of the adaptation: the
+    θ moments carry a first-order bias in ε (SGHMC's is second order on Gaussians).
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        alpha: α >= 0: sets the injected noise, the thermostat's stationary mean and its
+            default initial value.
+        beta: estimate β >= 0 of the gradient-noise variance; needs 2α − εβT >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule.
+        momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
+        xi: initial thermostat ξ_0 (any real); None starts at `alpha`.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `SGNHTTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)
+        >>> params = jnp.ones(3)
+        >>> tx = sghmc_jax.sgnht(learning_rate=0.1, alpha=0.5, key=0)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(jax.grad(loss)(params), state, params)
+        >>> state.xi.dtype, int(state.step)
+        (dtype('float32'), 1)
+
+    References:
+        Ding, Fang, Babbush, Chen, Skeel & Neven, `Bayesian Sampling Using Stochastic Gradient
+        Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
+        NeurIPS 2014.
+    """
+    _checks.check_sgnht_hyperparameters(
+        lr=learning_rate, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=xi,
+        lr_name="learning_rate",
+    )
+    base_key = _checks.canonical_key(key)
+    _check_initial_momenta(momenta)
+
+    def init_fn(params: ArrayTree) -> SGNHTTransformState:
+        _checks.check_float_tree("params", params)
+        momenta_key, state_key = jax.random.split(base_key)
+        m0 = kernels.resolve_momenta(
+            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
+        )
+        xi0 = kernels.resolve_xi(xi, alpha, params)
+        return SGNHTTransformState(step=jnp.zeros([], jnp.int32), momenta=m0, xi=xi0, key=state_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: SGNHTTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, SGNHTTransformState]:
+        del params, extra_args
+        _check_updates(updates, "state.momenta", state.momenta)
+        step_key, next_key = _step_keys(state.key, key)
+        increment, new_momenta, new_xi = kernels.sgnht_step(
+            state.momenta,
+            state.xi,
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            alpha,
+            beta,
+            sigma,
+            _at(temperature, state.step),
+        )
+        new_state = SGNHTTransformState(
+            step=optax.safe_increment(state.step), momenta=new_momenta, xi=new_xi, key=next_key
+        )
+        return increment, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

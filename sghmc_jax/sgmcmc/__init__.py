@@ -1,5 +1,5 @@
 """Functional SGMCMC algorithms with the API of posteriors' `posteriors.sgmcmc`."""
 
-from sghmc_jax.sgmcmc import baoa, sghmc, sgld
+from sghmc_jax.sgmcmc import baoa, sghmc, sgld, sgnht
 
-__all__ = ["baoa", "sghmc", "sgld"]
+__all__ = ["baoa", "sghmc", "sgld", "sgnht"]
