@@ -4,10 +4,14 @@ from sghmc_jax import diagnostics, kernels, sgmcmc
 from sghmc_jax._version import __version__
 from sghmc_jax.transforms import (
     BAOATransformState,
+    PSGHMCTransformState,
+    PSGLDTransformState,
     SGHMCTransformState,
     SGLDTransformState,
     SGNHTTransformState,
     baoa,
+    psghmc,
+    psgld,
     sghmc,
     sgld,
     sgnht,
@@ -16,6 +20,8 @@ from sghmc_jax.types import Transform
 
 __all__ = [
     "BAOATransformState",
+    "PSGHMCTransformState",
+    "PSGLDTransformState",
     "SGHMCTransformState",
     "SGLDTransformState",
     "SGNHTTransformState",
@@ -24,6 +30,8 @@ __all__ = [
     "baoa",
     "diagnostics",
     "kernels",
+    "psghmc",
+    "psgld",
     "sghmc",
     "sgld",
     "sgmcmc",

@@ -22,11 +22,14 @@ __all__ = [
     "normal_like",
     "init_momenta",
     "resolve_momenta",
+    "resolve_preconditioner",
     "resolve_xi",
     "sghmc_step",
     "sgld_step",
     "sgnht_step",
     "baoa_step",
+    "psgld_step",
+    "psghmc_step",
 ]
 
 
@@ -115,6 +118,16 @@ def resolve_momenta(
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
     return jax.tree.map(lambda m, p: jnp.asarray(m, jnp.result_type(p)), momenta, params)
+
+
+def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
+    """The initial RMS accumulator V: filled when a scalar, checked and cast when a tree."""
+    if _checks.is_scalar_like(initial_scale):
+        return jax.tree.map(
+            lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
+        )
+    _checks.check_tree_like("initial_scale", initial_scale, "params", params)
+    return jax.tree.map(lambda v, p: jnp.asarray(v, jnp.result_type(p)), initial_scale, params)
 
 
 def resolve_xi(
@@ -449,3 +462,177 @@ def baoa_step(
     increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
     return increment, jax.tree.unflatten(treedef, [m for _, m in pairs])
 
+
+def _rms_preconditioner(
+    v: jax.Array, g: jax.Array, decay: jax.Array, eps: jax.Array, cdt: Any
+) -> tuple[jax.Array, jax.Array]:
+    """V ← ρV + (1 − ρ)g² (stored in V's dtype) and G = 1/(λ + √V) from the stored V."""
+    g = g.astype(cdt)
+    decay = decay.astype(cdt)
+    v_new = (decay * v.astype(cdt) + (1 - decay) * g * g).astype(v.dtype)
+    precond = 1 / (eps.astype(cdt) + jnp.sqrt(v_new.astype(cdt)))
+    return v_new, precond
+
+
+def psgld_step(
+    v: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    decay: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree]:
+    r"""One pSGLD step (Li et al. 2016): SGLD with RMSprop's diagonal preconditioner.
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t \odot g_t \\
+        G_{t+1} &= \mathrm{diag}\big(1 / (\lambda + \sqrt{V_{t+1}})\big) \\
+        \theta_{t+1} &= \theta_t + \epsilon G_{t+1} g_t
+                        + \sqrt{2 \epsilon T G_{t+1}}\, \xi_t
+
+    with g_t = ∇ log p(θ_t), ξ_t ~ N(0, I); ρ = `decay`, λ = `eps`. This is Li et al.'s
+    Algorithm 1 in posteriors' SGLD units (their ε is our 2ε). Li et al.'s correction term
+    ε Γ(θ), Γ_i = Σ_j ∂G_ij/∂θ_j, is DROPPED, as in their experiments and in common
+    implementations: V is a running average of past gradients, not a function of θ, and the
+    term is small when ρ is close to 1; dropping it leaves a bias while V adapts. With a frozen
+    preconditioner (ρ = 1: V stays as it is) Γ = 0 and the scheme is exactly preconditioned
+    SGLD, whose stationary law tends to p_T as ε → 0 — so freeze V after burn-in (a `decay`
+    schedule that ends at 1) to sample without that bias.
+
+    Args:
+        v: the running mean V_t of squared gradients, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        decay: ρ in [0, 1]; 1 freezes V.
+        eps: λ > 0, which bounds G by 1/λ.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_v)`, in the gradient's and V's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import psgld_step
+        >>> inc, v = psgld_step(jnp.full(2, 4.0), jnp.ones(2), jax.random.key(0), 0.1, 1.0, 0.0,
+        ...                     0.0)
+        >>> inc  # ε g / (λ + √V) = 0.1 / 2
+        Array([0.05, 0.05], dtype=float32)
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+    """
+    lr = jnp.asarray(lr)
+    temperature = jnp.asarray(temperature)
+    noise_std = jnp.sqrt(2 * lr * temperature)
+    lr, decay, eps, noise_std = _opaque(lr, jnp.asarray(decay), jnp.asarray(eps), noise_std)
+    noise = normal_like(key, grad_log_posterior)
+
+    def leaf(v: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cdt = _compute_dtype(g.dtype)
+        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
+        increment = (
+            lr.astype(cdt) * precond * g.astype(cdt)
+            + noise_std.astype(cdt) * jnp.sqrt(precond) * z.astype(cdt)
+        ).astype(g.dtype)
+        return increment, v_new
+
+    treedef = jax.tree.structure(v)
+    pairs = [leaf(*ls) for ls in _leaves(treedef, v, grad_log_posterior, noise)]
+    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
+    return increment, jax.tree.unflatten(treedef, [v for _, v in pairs])
+
+
+def psghmc_step(
+    momenta: ArrayTree,
+    v: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+    decay: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree, ArrayTree]:
+    r"""One preconditioned SGHMC step: SGHMC with pSGLD's preconditioner on kick and drift.
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t \odot g_t, \qquad
+        S_{t+1} = \mathrm{diag}\big((\lambda + \sqrt{V_{t+1}})^{-1/2}\big) \\
+        m_{t+1} &= m_t + \epsilon S_{t+1} g_t - \epsilon \sigma^{-2} \alpha m_t
+                   + \sqrt{2 \epsilon \alpha T}\, \xi_t \\
+        \theta_{t+1} &= \theta_t + \epsilon \sigma^{-2} S_{t+1} m_{t+1}
+
+    with g_t = ∇ log p(θ_t), ξ_t ~ N(0, I), S = G^{1/2} for pSGLD's G. This is the complete
+    recipe of Ma et al. (2015) with the antisymmetric part Q = [[0, −S], [S, 0]]: the momenta
+    keep their target N(0, σ²T) and friction/noise are SGHMC's, so for a FROZEN preconditioner
+    (ρ = 1) the step is exactly SGHMC in the coordinates φ = S⁻¹θ (same stability rule, with
+    the curvature of S A S), and its overdamped limit is pSGLD. As for pSGLD the correction
+    term (here ε ∂S_ii/∂θ_i in the momentum) is dropped: it vanishes for a frozen S and is small
+    for ρ near 1. There is no β: the preconditioned gradient's noise changes with V each step.
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        v: the running mean V_t of squared gradients, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+        decay: ρ in [0, 1]; 1 freezes V.
+        eps: λ > 0.
+
+    Returns:
+        `(params_increment, new_momenta, new_v)`, in the momenta's and V's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import psghmc_step
+        >>> inc, m, v = psghmc_step(jnp.zeros(2), jnp.full(2, 16.0), jnp.ones(2),
+        ...                         jax.random.key(0), 0.1, 0.0, 1.0, 0.0, 1.0, 0.0)
+        >>> m, inc  # S = 1/2: m = ε S g, θ += ε S m
+        (Array([0.05, 0.05], dtype=float32), Array([0.0025, 0.0025], dtype=float32))
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+        Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
+        <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
+        Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
+        <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
+    """
+    lr = jnp.asarray(lr)
+    alpha = jnp.asarray(alpha)
+    sigma = jnp.asarray(sigma)
+    temperature = jnp.asarray(temperature)
+    decay = jnp.asarray(decay)
+    eps = jnp.asarray(eps)
+    drift = lr / (sigma * sigma)
+    m_decay = 1 - _no_fma(drift * alpha)
+    noise_std = jnp.sqrt(2 * lr * alpha * temperature)
+    lr, drift, m_decay, noise_std, decay, eps = _opaque(lr, drift, m_decay, noise_std, decay, eps)
+    noise = normal_like(key, momenta)
+
+    def leaf(
+        m: jax.Array, v: jax.Array, g: jax.Array, z: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        cdt = _compute_dtype(m.dtype)
+        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
+        scale = jnp.sqrt(precond)
+        m_new = (
+            m_decay.astype(cdt) * m.astype(cdt)
+            + lr.astype(cdt) * scale * g.astype(cdt)
+            + noise_std.astype(cdt) * z.astype(cdt)
+        ).astype(m.dtype)
+        increment = (drift.astype(cdt) * scale * m_new.astype(cdt)).astype(m.dtype)
+        return increment, m_new, v_new
+
+    treedef = jax.tree.structure(momenta)
+    out = [leaf(*ls) for ls in _leaves(treedef, momenta, v, grad_log_posterior, noise)]
+    return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))  # type: ignore[return-value]

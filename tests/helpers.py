@@ -138,6 +138,22 @@ BAOA = Scheme(
     ),
     lambda state: state.momenta,
 )
+# The preconditioned samplers with a FROZEN preconditioner (decay = 1 keeps V = h["v"]).
+PSGLD_FROZEN = Scheme(
+    "psgld_frozen",
+    lambda h, _, key: sghmc_jax.psgld(
+        h["lr"], decay=1.0, eps=h["eps"], temperature=h["temperature"], initial_scale=h["v"],
+        key=key,
+    ),
+)
+PSGHMC_FROZEN = Scheme(
+    "psghmc_frozen",
+    lambda h, m0, key: sghmc_jax.psghmc(
+        h["lr"], h["alpha"], h["sigma"], h["temperature"], momenta=m0, decay=1.0, eps=h["eps"],
+        initial_scale=h["v"], key=key,
+    ),
+    lambda state: state.momenta,
+)
 
 
 def check_stationary(scheme: Scheme, precision, hyper: dict, f, q, *, seed: int, **kw):
@@ -299,6 +315,17 @@ def sgld_transition(
     return f, q
 
 
+def psgld_transition(
+    precision: np.ndarray, lr: float, temperature: float, precond: np.ndarray,
+    grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen diagonal G: θ' = θ + εG(−Aθ + √b ζ) + √(2εT G) ξ."""
+    g = np.diag(precond)
+    f = np.eye(precision.shape[0]) - lr * g @ precision
+    q = 2 * lr * temperature * g + lr**2 * grad_noise_var * g @ g
+    return f, q
+
+
 def baoa_transition(
     precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
     grad_noise_var: float = 0.0,
@@ -320,3 +347,18 @@ def baoa_transition(
     q = grad_noise_var * g_grad @ g_grad.T + s2 * g_o @ g_o.T
     return f, q
 
+
+def psghmc_transition(
+    precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
+    precond: np.ndarray, grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen S = diag(√G): m' = a m + εS(−Aθ + √b ζ) + √(2εαT) ξ; θ' = θ + (ε/σ²) S m'."""
+    d = precision.shape[0]
+    eye = np.eye(d)
+    s = np.diag(np.sqrt(precond))
+    e, s2 = lr, sigma**2
+    a = 1.0 - e * alpha / s2
+    f = np.block([[eye - (e * e / s2) * s @ s @ precision, (e * a / s2) * s], [-e * s @ precision, a * eye]])
+    g = np.vstack([(e / s2) * s, eye])  # how a momentum impulse moves z
+    q = 2 * e * alpha * temperature * g @ g.T + e * e * grad_noise_var * (g @ s) @ (g @ s).T
+    return f, q

@@ -10,7 +10,7 @@ import pytest
 
 import sghmc_jax
 from sghmc_jax import kernels, transforms
-from sghmc_jax.sgmcmc import baoa, sghmc, sgld, sgnht
+from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -41,7 +41,7 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
 
 @pytest.mark.parametrize(
     "module",
-    [kernels, transforms, sghmc, sgld, sgnht, baoa, sghmc_jax.diagnostics],
+    [kernels, transforms, sghmc, sgld, sgnht, baoa, psgld, psghmc, sghmc_jax.diagnostics],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
