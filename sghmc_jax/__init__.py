@@ -2,6 +2,7 @@
 
 from sghmc_jax import diagnostics, kernels, sgmcmc
 from sghmc_jax._version import __version__
+from sghmc_jax.schedules import cyclical_schedule, cyclical_temperature_schedule, in_sampling_phase
 from sghmc_jax.transforms import (
     BAOATransformState,
     PSGHMCTransformState,
@@ -28,7 +29,10 @@ __all__ = [
     "Transform",
     "__version__",
     "baoa",
+    "cyclical_schedule",
+    "cyclical_temperature_schedule",
     "diagnostics",
+    "in_sampling_phase",
     "kernels",
     "psghmc",
     "psgld",

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import sghmc_jax
-from sghmc_jax import kernels, transforms
+from sghmc_jax import kernels, schedules, transforms
 from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -41,7 +41,7 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
 
 @pytest.mark.parametrize(
     "module",
-    [kernels, transforms, sghmc, sgld, sgnht, baoa, psgld, psghmc, sghmc_jax.diagnostics],
+    [kernels, transforms, schedules, sghmc, sgld, sgnht, baoa, psgld, psghmc, sghmc_jax.diagnostics],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
