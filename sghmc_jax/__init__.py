@@ -10,21 +10,48 @@ from sghmc_jax.sampler import (
     make_log_posterior,
     sample,
 )
-from sghmc_jax.transforms import SGHMCTransformState, sghmc
+from sghmc_jax.schedules import cyclical_schedule, cyclical_temperature_schedule, in_sampling_phase
+from sghmc_jax.transforms import (
+    BAOATransformState,
+    PSGHMCTransformState,
+    PSGLDTransformState,
+    SGHMCTransformState,
+    SGLDTransformState,
+    SGNHTTransformState,
+    baoa,
+    psghmc,
+    psgld,
+    sghmc,
+    sgld,
+    sgnht,
+)
 from sghmc_jax.types import Transform
 
 __all__ = [
+    "BAOATransformState",
     "DivergenceError",
+    "PSGHMCTransformState",
+    "PSGLDTransformState",
     "SGHMCTransformState",
+    "SGLDTransformState",
+    "SGNHTTransformState",
     "SampleResult",
     "SamplerState",
     "ScaledLogPosterior",
     "Transform",
     "__version__",
+    "baoa",
+    "cyclical_schedule",
+    "cyclical_temperature_schedule",
     "diagnostics",
+    "in_sampling_phase",
     "kernels",
     "make_log_posterior",
+    "psghmc",
+    "psgld",
     "sample",
     "sghmc",
+    "sgld",
     "sgmcmc",
+    "sgnht",
 ]

@@ -64,6 +64,58 @@ def value_at_start(value: Any) -> Any:
     return value
 
 
+Rule = tuple[str, Callable[[float], bool], str]
+
+
+def check_rules(values: dict[str, Any], rules: list[Rule]) -> dict[str, float | None]:
+    """Checks each concrete value against its rule; returns the concrete values (None if traced).
+
+    Every value must be a real scalar or a schedule (schedules are checked at step 0, the only
+    step whose value is known at build time); a value that breaks its rule raises a ValueError
+    naming the argument, the rule and the value.
+    """
+    for name, value in values.items():
+        check_scalar(name, value)
+    c = {name: concrete_float(value_at_start(value)) for name, value in values.items()}
+    for name, ok, rule in rules:
+        v = c[name]
+        if v is None:
+            continue
+        where = " (a schedule, at step 0)" if callable(values[name]) else ""
+        if not math.isfinite(v) or not ok(v):
+            raise ValueError(f"`{name}` must be finite and {rule}, got {name}={v!r}{where}")
+    return c
+
+
+_POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE: tuple[Callable[[float], bool], str] = (lambda v: v >= 0, ">= 0")
+_ANY: tuple[Callable[[float], bool], str] = (lambda v: True, "real")
+_UNIT: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
+def _check_noise_rule(
+    name: str, c: dict[str, float | None], lr_name: str, alpha: float | None
+) -> None:
+    """2α − εβT >= 0 (SGHMC, SGNHT) or 2 − εβT >= 0 (SGLD, alpha=None): no negative noise variance."""
+    b, e, t = c["beta"], c[lr_name], c["temperature"]
+    if None in (b, e, t):
+        return
+    if alpha is None:
+        rule, given, why = "2 - lr*beta*temperature", "2", "the gradient noise may not exceed"
+        fix = f"lower `{lr_name}` or `beta`"
+        value = 2.0 - e * b * t
+    else:
+        rule, given = "2*alpha - lr*beta*temperature", f"2*{alpha!r}"
+        why = "beta may not exceed the friction's share of"
+        fix = f"lower `{lr_name}` or `beta`, or raise `alpha`"
+        value = 2.0 * alpha - e * b * t
+    if value < 0:
+        raise ValueError(
+            f"{name}'s noise variance needs {rule} >= 0 ({why} the noise), got "
+            f"{given} - {e!r}*{b!r}*{t!r} = {value!r}; {fix}"
+        )
+
+
 def check_sghmc_hyperparameters(
     *,
     lr: Any,
@@ -72,37 +124,81 @@ def check_sghmc_hyperparameters(
     sigma: Any,
     temperature: Any,
     lr_name: str = "lr",
+    name: str = "SGHMC",
 ) -> None:
-    """Checks SGHMC's hyperparameter rules for every value that is concrete.
+    """Checks SGHMC's (and SGNHT's) hyperparameter rules for every value that is concrete.
 
     Schedules are checked at step 0 (the only step whose value is known at build time).
     """
     values = {lr_name: lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}
-    for name, value in values.items():
-        check_scalar(name, value)
-    c = {name: concrete_float(value_at_start(value)) for name, value in values.items()}
-    rules: list[tuple[str, Callable[[float], bool], str]] = [
-        (lr_name, lambda v: v > 0, "> 0"),
-        ("alpha", lambda v: v >= 0, ">= 0"),
-        ("beta", lambda v: v >= 0, ">= 0"),
-        ("sigma", lambda v: v > 0, "> 0"),
-        ("temperature", lambda v: v >= 0, ">= 0"),
-    ]
-    for name, ok, rule in rules:
-        v = c[name]
-        if v is None:
-            continue
-        where = " (a schedule, at step 0)" if callable(values[name]) else ""
-        if not math.isfinite(v) or not ok(v):
-            raise ValueError(f"`{name}` must be finite and {rule}, got {name}={v!r}{where}")
-    a, b, e, t = c["alpha"], c["beta"], c[lr_name], c["temperature"]
-    if None not in (a, b, e, t) and 2.0 * a - e * b * t < 0:
-        raise ValueError(
-            "SGHMC's noise variance needs 2*alpha - lr*beta*temperature >= 0 "
-            f"(beta may not exceed the friction's share of the noise), got "
-            f"2*{a!r} - {e!r}*{b!r}*{t!r} = {2.0 * a - e * b * t!r}; "
-            f"lower `{lr_name}` or `beta`, or raise `alpha`"
-        )
+    c = check_rules(
+        values,
+        [
+            (lr_name, *_POSITIVE),
+            ("alpha", *_NON_NEGATIVE),
+            ("beta", *_NON_NEGATIVE),
+            ("sigma", *_POSITIVE),
+            ("temperature", *_NON_NEGATIVE),
+        ],
+    )
+    if c["alpha"] is not None:
+        _check_noise_rule(name, c, lr_name, c["alpha"])
+
+
+def check_sgld_hyperparameters(*, lr: Any, beta: Any, temperature: Any, lr_name: str = "lr") -> None:
+    """Checks SGLD's rules: lr > 0, beta >= 0, temperature >= 0, 2 − lr·beta·T >= 0."""
+    c = check_rules(
+        {lr_name: lr, "beta": beta, "temperature": temperature},
+        [(lr_name, *_POSITIVE), ("beta", *_NON_NEGATIVE), ("temperature", *_NON_NEGATIVE)],
+    )
+    _check_noise_rule("SGLD", c, lr_name, None)
+
+
+def check_sgnht_hyperparameters(
+    *, lr: Any, alpha: Any, beta: Any, sigma: Any, temperature: Any, xi: Any, lr_name: str = "lr"
+) -> None:
+    """SGHMC's rules (alpha is the friction whose noise is injected) and a finite initial xi."""
+    check_sghmc_hyperparameters(
+        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, lr_name=lr_name,
+        name="SGNHT",
+    )
+    if xi is not None:
+        if callable(xi):
+            raise TypeError(f"`xi` must be a real number (the initial thermostat), got a callable {xi!r}")
+        check_rules({"xi": xi}, [("xi", *_ANY)])
+
+
+def check_baoa_hyperparameters(
+    *, lr: Any, alpha: Any, sigma: Any, temperature: Any, lr_name: str = "lr"
+) -> None:
+    """Checks BAOA's rules: lr > 0, alpha >= 0, sigma > 0, temperature >= 0."""
+    check_rules(
+        {lr_name: lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        [
+            (lr_name, *_POSITIVE),
+            ("alpha", *_NON_NEGATIVE),
+            ("sigma", *_POSITIVE),
+            ("temperature", *_NON_NEGATIVE),
+        ],
+    )
+
+
+def check_preconditioner(*, decay: Any, eps: Any, initial_scale: Any) -> None:
+    """Checks the RMSprop preconditioner's rules: 0 <= decay <= 1, eps > 0, initial_scale >= 0."""
+    check_rules({"decay": decay, "eps": eps}, [("decay", *_UNIT), ("eps", *_POSITIVE)])
+    if callable(eps):
+        raise TypeError(f"`eps` must be a real number, not a schedule, got {eps!r}")
+    if is_scalar_like(initial_scale):
+        check_rules({"initial_scale": initial_scale}, [("initial_scale", *_NON_NEGATIVE)])
+    else:
+        check_float_tree("initial_scale", initial_scale)
+
+
+def is_scalar_like(value: Any) -> bool:
+    """True for a Python/NumPy number or a 0-d array (what fills a tree), False for a pytree."""
+    if isinstance(value, (int, float, np.number)):
+        return True
+    return hasattr(value, "shape") and value.shape == ()
 
 
 def canonical_key(key: Any, name: str = "key") -> jax.Array:

@@ -18,7 +18,19 @@ import jax.numpy as jnp
 from sghmc_jax import _checks
 from sghmc_jax.types import ArrayTree
 
-__all__ = ["normal_like", "init_momenta", "resolve_momenta", "sghmc_step"]
+__all__ = [
+    "normal_like",
+    "init_momenta",
+    "resolve_momenta",
+    "resolve_preconditioner",
+    "resolve_xi",
+    "sghmc_step",
+    "sgld_step",
+    "sgnht_step",
+    "baoa_step",
+    "psgld_step",
+    "psghmc_step",
+]
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -28,6 +40,19 @@ def _compute_dtype(dtype: Any) -> Any:
 
 def _no_fma(x: jax.Array) -> jax.Array:
     return jax.lax.optimization_barrier(x)
+
+
+def _opaque(*coefficients: jax.Array) -> tuple[jax.Array, ...]:
+    """Scalar coefficients as XLA sees traced values, whether they came from Python floats or not.
+
+    A Python-float hyperparameter is a constant to XLA, which may then rewrite the leaf
+    arithmetic around it (reassociate a product, turn a division into a multiplication); a
+    traced one is not, so the optax face (floats) and the functional face (traced arguments)
+    would round differently. Behind a barrier both see the same opaque scalars: same graph, same
+    bits. Every kernel after `sghmc_step` passes each coefficient of its leaf arithmetic through
+    it (`sghmc_step` has not needed it: its faces are tested bit-identical as they are).
+    """
+    return jax.lax.optimization_barrier(coefficients)
 
 
 def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
@@ -93,6 +118,32 @@ def resolve_momenta(
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
     return jax.tree.map(lambda m, p: jnp.asarray(m, jnp.result_type(p)), momenta, params)
+
+
+def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
+    """The initial RMS accumulator V: filled when a scalar, checked and cast when a tree."""
+    if _checks.is_scalar_like(initial_scale):
+        return jax.tree.map(
+            lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
+        )
+    _checks.check_tree_like("initial_scale", initial_scale, "params", params)
+    return jax.tree.map(lambda v, p: jnp.asarray(v, jnp.result_type(p)), initial_scale, params)
+
+
+def resolve_xi(
+    xi: jax.typing.ArrayLike | None, alpha: jax.typing.ArrayLike, params: ArrayTree
+) -> jax.Array:
+    """The initial SGNHT thermostat: `alpha` when None, a scalar in the params' highest dtype
+    (at least float32)."""
+    dtype = jnp.promote_types(
+        jnp.result_type(*[jnp.result_type(p) for p in jax.tree.leaves(params)]), jnp.float32
+    )
+    return jnp.asarray(alpha if xi is None else xi, dtype)
+
+
+def _leaves(treedef: Any, *trees: ArrayTree) -> list[tuple[jax.Array, ...]]:
+    """Per-leaf tuples of the trees' leaves, in `treedef`'s order (the first tree's structure)."""
+    return list(zip(*(treedef.flatten_up_to(t) for t in trees)))
 
 
 def sghmc_step(
@@ -185,3 +236,404 @@ def sghmc_step(
     increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
     new_momenta = jax.tree.unflatten(treedef, [m for _, m in pairs])
     return increment, new_momenta
+
+
+def sgld_step(
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> ArrayTree:
+    r"""One SGLD step (Welling & Teh 2011) in posteriors' parameterisation.
+
+    .. math::
+
+        \theta_{t+1} = \theta_t + \epsilon g_t + \sqrt{\epsilon T (2 - \epsilon \beta T)}\, \xi_t
+
+    with g_t = ∇ log p(θ_t) and ξ_t ~ N(0, I). It targets p_T(θ) ∝ exp(log p(θ) / T) as ε → 0;
+    at T = 0 it is gradient ascent with step ε. β >= 0 estimates the gradient noise's variance
+    (in units where the injected variance is reduced by ε²βT²); needs 2 − εβT >= 0.
+
+    Args:
+        grad_log_posterior: g_t, the gradient of the log posterior (not of a loss) at θ_t.
+        key: a typed PRNG key for this step, used once (split into one key per leaf).
+        lr: step size ε > 0.
+        beta: gradient-noise variance estimate β >= 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        θ_{t+1} − θ_t, in the gradient's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import sgld_step
+        >>> sgld_step(jnp.ones(2), jax.random.key(0), 0.1, 0.0, 0.0)
+        Array([0.1, 0.1], dtype=float32)
+
+    References:
+        Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
+        <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
+    """
+    lr = jnp.asarray(lr)
+    beta = jnp.asarray(beta)
+    temperature = jnp.asarray(temperature)
+    # Barriers: see sghmc_step and _opaque (a traced and a constant hyperparameter must round
+    # alike).
+    noise_std = jnp.sqrt(lr * temperature * (2 - _no_fma(lr * beta * temperature)))
+    lr, noise_std = _opaque(lr, noise_std)
+    noise = normal_like(key, grad_log_posterior)
+
+    def leaf(g: jax.Array, xi: jax.Array) -> jax.Array:
+        cdt = _compute_dtype(g.dtype)
+        return (lr.astype(cdt) * g.astype(cdt) + noise_std.astype(cdt) * xi.astype(cdt)).astype(g.dtype)
+
+    return jax.tree.map(leaf, grad_log_posterior, noise)
+
+
+def sgnht_step(
+    momenta: ArrayTree,
+    xi: jax.typing.ArrayLike,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree, jax.Array]:
+    r"""One SGNHT step (Ding et al. 2014): SGHMC whose friction ξ is a thermostat.
+
+    .. math::
+
+        m_{t+1} &= m_t + \epsilon g_t - \epsilon \sigma^{-2} \xi_t m_t
+                   + \sqrt{\epsilon T (2\alpha - \epsilon \beta T)}\, \zeta_t \\
+        \theta_{t+1} &= \theta_t + \epsilon \sigma^{-2} m_{t+1} \\
+        \xi_{t+1} &= \xi_t + \epsilon \left(\frac{m_{t+1}^\top m_{t+1}}{\sigma^2 d} - T\right)
+
+    with g_t = ∇ log p(θ_t), ζ_t ~ N(0, I) and d the total number of parameters. The order is
+    Ding et al.'s Algorithm 1 and our SGHMC's: momentum, then position and thermostat with the
+    NEW momentum (posteriors moves both with the old one, the unstable simultaneous form).
+    Its continuous limit leaves p_T(θ, m, ξ) ∝ exp((log p(θ) − mᵀm/(2σ²)) / T) · N(ξ; α, σ²T/d)
+    invariant; α sets the injected noise, ξ the friction actually applied. Since
+    ξ_N − ξ_0 = ε Σ_t (K_{t+1} − T), the time average of the kinetic temperature
+    K = mᵀm/(σ²d) is exactly T + (ξ_N − ξ_0)/(εN): the thermostat absorbs noise it was not told
+    about (unmodelled gradient noise) by raising ξ, at the price of a first-order bias in θ.
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        xi: the thermostat ξ_t, a scalar (any sign).
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        alpha: α >= 0, the friction whose noise is injected (and ξ's stationary mean).
+        beta: gradient-noise variance estimate β >= 0; needs 2α − εβT >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_momenta, new_xi)`: ε σ⁻² m_{t+1} and m_{t+1} in the momenta's
+        dtypes, ξ_{t+1} in ξ's dtype (at least float32).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import sgnht_step
+        >>> inc, m, xi = sgnht_step(jnp.zeros(2), 0.5, jnp.ones(2), jax.random.key(0), 0.1, 0.5,
+        ...                         0.0, 1.0, 0.0)
+        >>> inc, xi
+        (Array([0.01, 0.01], dtype=float32), Array(0.501, dtype=float32))
+
+    References:
+        Ding, Fang, Babbush, Chen, Skeel & Neven, `Bayesian Sampling Using Stochastic Gradient
+        Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
+        NeurIPS 2014.
+    """
+    lr = jnp.asarray(lr)
+    alpha = jnp.asarray(alpha)
+    beta = jnp.asarray(beta)
+    sigma = jnp.asarray(sigma)
+    temperature = jnp.asarray(temperature)
+    xi = jnp.asarray(xi)
+    xdt = _compute_dtype(xi.dtype)
+    drift = lr / (sigma * sigma)
+    decay = 1 - _no_fma(drift * xi)
+    noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature)))
+    lr, drift, decay, noise_std = _opaque(lr, drift, decay, noise_std)
+    noise = normal_like(key, momenta)
+
+    def leaf(m: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cdt = _compute_dtype(m.dtype)
+        m_new = (
+            decay.astype(cdt) * m.astype(cdt)
+            + lr.astype(cdt) * g.astype(cdt)
+            + noise_std.astype(cdt) * z.astype(cdt)
+        ).astype(m.dtype)
+        increment = (drift.astype(cdt) * m_new.astype(cdt)).astype(m.dtype)
+        return increment, m_new
+
+    treedef = jax.tree.structure(momenta)
+    pairs = [leaf(*ls) for ls in _leaves(treedef, momenta, grad_log_posterior, noise)]
+    new_momenta = [m for _, m in pairs]
+    # The kinetic temperature of the momenta as stored, so users recomputing it from the state
+    # see exactly what drove the thermostat.
+    dim = sum(m.size for m in new_momenta)
+    sumsq = sum(jnp.sum(jnp.square(m.astype(xdt))) for m in new_momenta)
+    # The barrier keeps XLA from turning the division by a constant into a multiplication by
+    # its reciprocal (what it may do when σ is a Python float but not when it is traced).
+    kinetic = sumsq / _no_fma(sigma.astype(xdt) * sigma.astype(xdt) * dim)
+    new_xi = (xi.astype(xdt) + _no_fma(lr.astype(xdt) * (kinetic - temperature.astype(xdt)))).astype(
+        xi.dtype
+    )
+    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
+    return increment, jax.tree.unflatten(treedef, new_momenta), new_xi
+
+
+def baoa_step(
+    momenta: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree]:
+    r"""One BAOA step (Leimkuhler & Matthews): kick, half drift, exact friction, half drift.
+
+    .. math::
+
+        m' &= m_t + \epsilon g_t && \text{(B)} \\
+        \theta' &= \theta_t + \tfrac{\epsilon}{2} \sigma^{-2} m' && \text{(A)} \\
+        m_{t+1} &= e^{-\gamma \epsilon} m' + \sigma \sqrt{T (1 - e^{-2 \gamma \epsilon})}\, \xi_t
+            && \text{(O)} \\
+        \theta_{t+1} &= \theta' + \tfrac{\epsilon}{2} \sigma^{-2} m_{t+1} && \text{(A)}
+
+    with g_t = ∇ log p(θ_t), γ = α/σ² and ξ_t ~ N(0, I). The gradient is taken once, at θ_t
+    (the B step opens the step), so one optax update per gradient is exactly one BAOA step.
+    O solves the friction-and-noise part dm = −γ m dt + σ√(2γT) dW exactly, so the step is
+    stable for any friction α >= 0 (at α → ∞ it redraws m ~ N(0, σ²T)) and noise-free at
+    T = 0. It is BAOAB with the trailing half kick merged into the next step's kick; on Gaussian
+    targets its stationary θ law is exact for every stable step size (ε·sqrt(curvature)/σ < 2).
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_momenta)`: θ_{t+1} − θ_t = ε σ⁻² (m' + m_{t+1}) / 2 and m_{t+1},
+        in the momenta's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import baoa_step
+        >>> inc, m = baoa_step(jnp.zeros(2), jnp.ones(2), jax.random.key(0), 0.1, 0.0, 1.0, 0.0)
+        >>> inc
+        Array([0.01, 0.01], dtype=float32)
+
+    References:
+        Leimkuhler & Matthews, `Rational Construction of Stochastic Numerical Methods for
+        Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013; and
+        `Molecular Dynamics <https://doi.org/10.1007/978-3-319-16375-8>`_, Springer 2015.
+    """
+    lr = jnp.asarray(lr)
+    alpha = jnp.asarray(alpha)
+    sigma = jnp.asarray(sigma)
+    temperature = jnp.asarray(temperature)
+    half_drift = lr / (2 * sigma * sigma)
+    gamma_lr = lr * alpha / (sigma * sigma)
+    decay = jnp.exp(-gamma_lr)
+    # expm1: 1 − e^{−2γε} keeps its digits when γε is small (α = 0.01 is the default).
+    noise_std = sigma * jnp.sqrt(temperature * -jnp.expm1(-2 * gamma_lr))
+    lr, half_drift, decay, noise_std = _opaque(lr, half_drift, decay, noise_std)
+    noise = normal_like(key, momenta)
+
+    def leaf(m: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cdt = _compute_dtype(m.dtype)
+        m_kick = m.astype(cdt) + lr.astype(cdt) * g.astype(cdt)
+        m_new = (decay.astype(cdt) * m_kick + noise_std.astype(cdt) * z.astype(cdt)).astype(m.dtype)
+        increment = (half_drift.astype(cdt) * (m_kick + m_new.astype(cdt))).astype(m.dtype)
+        return increment, m_new
+
+    treedef = jax.tree.structure(momenta)
+    pairs = [leaf(*ls) for ls in _leaves(treedef, momenta, grad_log_posterior, noise)]
+    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
+    return increment, jax.tree.unflatten(treedef, [m for _, m in pairs])
+
+
+def _rms_preconditioner(
+    v: jax.Array, g: jax.Array, decay: jax.Array, eps: jax.Array, cdt: Any
+) -> tuple[jax.Array, jax.Array]:
+    """V ← ρV + (1 − ρ)g² (stored in V's dtype) and G = 1/(λ + √V) from the stored V."""
+    g = g.astype(cdt)
+    decay = decay.astype(cdt)
+    v_new = (decay * v.astype(cdt) + (1 - decay) * g * g).astype(v.dtype)
+    precond = 1 / (eps.astype(cdt) + jnp.sqrt(v_new.astype(cdt)))
+    return v_new, precond
+
+
+def psgld_step(
+    v: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    decay: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree]:
+    r"""One pSGLD step (Li et al. 2016): SGLD with RMSprop's diagonal preconditioner.
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t \odot g_t \\
+        G_{t+1} &= \mathrm{diag}\big(1 / (\lambda + \sqrt{V_{t+1}})\big) \\
+        \theta_{t+1} &= \theta_t + \epsilon G_{t+1} g_t
+                        + \sqrt{2 \epsilon T G_{t+1}}\, \xi_t
+
+    with g_t = ∇ log p(θ_t), ξ_t ~ N(0, I); ρ = `decay`, λ = `eps`. This is Li et al.'s
+    Algorithm 1 in posteriors' SGLD units (their ε is our 2ε). Li et al.'s correction term
+    ε Γ(θ), Γ_i = Σ_j ∂G_ij/∂θ_j, is DROPPED, as in their experiments and in common
+    implementations: V is a running average of past gradients, not a function of θ, and the
+    term is small when ρ is close to 1; dropping it leaves a bias while V adapts. With a frozen
+    preconditioner (ρ = 1: V stays as it is) Γ = 0 and the scheme is exactly preconditioned
+    SGLD, whose stationary law tends to p_T as ε → 0 — so freeze V after burn-in (a `decay`
+    schedule that ends at 1) to sample without that bias.
+
+    Args:
+        v: the running mean V_t of squared gradients, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        decay: ρ in [0, 1]; 1 freezes V.
+        eps: λ > 0, which bounds G by 1/λ.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_v)`, in the gradient's and V's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import psgld_step
+        >>> inc, v = psgld_step(jnp.full(2, 4.0), jnp.ones(2), jax.random.key(0), 0.1, 1.0, 0.0,
+        ...                     0.0)
+        >>> inc  # ε g / (λ + √V) = 0.1 / 2
+        Array([0.05, 0.05], dtype=float32)
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+    """
+    lr = jnp.asarray(lr)
+    temperature = jnp.asarray(temperature)
+    noise_std = jnp.sqrt(2 * lr * temperature)
+    lr, decay, eps, noise_std = _opaque(lr, jnp.asarray(decay), jnp.asarray(eps), noise_std)
+    noise = normal_like(key, grad_log_posterior)
+
+    def leaf(v: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cdt = _compute_dtype(g.dtype)
+        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
+        increment = (
+            lr.astype(cdt) * precond * g.astype(cdt)
+            + noise_std.astype(cdt) * jnp.sqrt(precond) * z.astype(cdt)
+        ).astype(g.dtype)
+        return increment, v_new
+
+    treedef = jax.tree.structure(v)
+    pairs = [leaf(*ls) for ls in _leaves(treedef, v, grad_log_posterior, noise)]
+    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
+    return increment, jax.tree.unflatten(treedef, [v for _, v in pairs])
+
+
+def psghmc_step(
+    momenta: ArrayTree,
+    v: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+    decay: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree, ArrayTree]:
+    r"""One preconditioned SGHMC step: SGHMC with pSGLD's preconditioner on kick and drift.
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t \odot g_t, \qquad
+        S_{t+1} = \mathrm{diag}\big((\lambda + \sqrt{V_{t+1}})^{-1/2}\big) \\
+        m_{t+1} &= m_t + \epsilon S_{t+1} g_t - \epsilon \sigma^{-2} \alpha m_t
+                   + \sqrt{2 \epsilon \alpha T}\, \xi_t \\
+        \theta_{t+1} &= \theta_t + \epsilon \sigma^{-2} S_{t+1} m_{t+1}
+
+    with g_t = ∇ log p(θ_t), ξ_t ~ N(0, I), S = G^{1/2} for pSGLD's G. This is the complete
+    recipe of Ma et al. (2015) with the antisymmetric part Q = [[0, −S], [S, 0]]: the momenta
+    keep their target N(0, σ²T) and friction/noise are SGHMC's, so for a FROZEN preconditioner
+    (ρ = 1) the step is exactly SGHMC in the coordinates φ = S⁻¹θ (same stability rule, with
+    the curvature of S A S), and its overdamped limit is pSGLD. As for pSGLD the correction
+    term (here ε ∂S_ii/∂θ_i in the momentum) is dropped: it vanishes for a frozen S and is small
+    for ρ near 1. There is no β: the preconditioned gradient's noise changes with V each step.
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        v: the running mean V_t of squared gradients, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at θ_t.
+        key: a typed PRNG key for this step, used once.
+        lr: step size ε > 0.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+        decay: ρ in [0, 1]; 1 freezes V.
+        eps: λ > 0.
+
+    Returns:
+        `(params_increment, new_momenta, new_v)`, in the momenta's and V's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import psghmc_step
+        >>> inc, m, v = psghmc_step(jnp.zeros(2), jnp.full(2, 16.0), jnp.ones(2),
+        ...                         jax.random.key(0), 0.1, 0.0, 1.0, 0.0, 1.0, 0.0)
+        >>> m, inc  # S = 1/2: m = ε S g, θ += ε S m
+        (Array([0.05, 0.05], dtype=float32), Array([0.0025, 0.0025], dtype=float32))
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+        Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
+        <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
+        Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
+        <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
+    """
+    lr = jnp.asarray(lr)
+    alpha = jnp.asarray(alpha)
+    sigma = jnp.asarray(sigma)
+    temperature = jnp.asarray(temperature)
+    decay = jnp.asarray(decay)
+    eps = jnp.asarray(eps)
+    drift = lr / (sigma * sigma)
+    m_decay = 1 - _no_fma(drift * alpha)
+    noise_std = jnp.sqrt(2 * lr * alpha * temperature)
+    lr, drift, m_decay, noise_std, decay, eps = _opaque(lr, drift, m_decay, noise_std, decay, eps)
+    noise = normal_like(key, momenta)
+
+    def leaf(
+        m: jax.Array, v: jax.Array, g: jax.Array, z: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        cdt = _compute_dtype(m.dtype)
+        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
+        scale = jnp.sqrt(precond)
+        m_new = (
+            m_decay.astype(cdt) * m.astype(cdt)
+            + lr.astype(cdt) * scale * g.astype(cdt)
+            + noise_std.astype(cdt) * z.astype(cdt)
+        ).astype(m.dtype)
+        increment = (drift.astype(cdt) * scale * m_new.astype(cdt)).astype(m.dtype)
+        return increment, m_new, v_new
+
+    treedef = jax.tree.structure(momenta)
+    out = [leaf(*ls) for ls in _leaves(treedef, momenta, v, grad_log_posterior, noise)]
+    return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))  # type: ignore[return-value]

@@ -16,7 +16,20 @@ import optax
 from sghmc_jax import _checks, kernels
 from sghmc_jax.types import ArrayTree, ScalarOrSchedule
 
-__all__ = ["SGHMCTransformState", "sghmc"]
+__all__ = [
+    "BAOATransformState",
+    "PSGHMCTransformState",
+    "PSGLDTransformState",
+    "SGHMCTransformState",
+    "SGLDTransformState",
+    "SGNHTTransformState",
+    "baoa",
+    "psghmc",
+    "psgld",
+    "sghmc",
+    "sgld",
+    "sgnht",
+]
 
 
 class SGHMCTransformState(NamedTuple):
@@ -35,6 +48,24 @@ class SGHMCTransformState(NamedTuple):
 
 def _at(value: ScalarOrSchedule, step: jax.Array) -> jax.typing.ArrayLike:
     return value(step) if callable(value) else value
+
+
+def _step_keys(state_key: jax.Array, key: Any) -> tuple[jax.Array, jax.Array]:
+    """(this step's key, the state's next key): a per-step key wins and leaves the state key."""
+    if key is None:
+        step_key, next_key = jax.random.split(state_key)
+        return step_key, next_key
+    return _checks.canonical_key(key), state_key
+
+
+def _check_updates(updates: ArrayTree, like_name: str, like: ArrayTree) -> None:
+    _checks.check_float_tree("updates", updates)
+    _checks.check_tree_like("updates", updates, like_name, like)
+
+
+def _check_initial_momenta(momenta: Any) -> None:
+    if momenta is not None and not isinstance(momenta, (int, float)):
+        _checks.check_float_tree("momenta", momenta)
 
 
 def sghmc(
@@ -145,6 +176,554 @@ def sghmc(
         )
         new_state = SGHMCTransformState(
             step=optax.safe_increment(state.step), momenta=new_momenta, key=next_key
+        )
+        return increment, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class SGLDTransformState(NamedTuple):
+    """State of the `sgld` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    key: jax.Array
+
+
+def sgld(
+    learning_rate: ScalarOrSchedule,
+    beta: jax.typing.ArrayLike = 0.0,
+    temperature: ScalarOrSchedule = 1.0,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Langevin dynamics as an optax transform (posteriors' parameterisation).
+
+    With g_t = −(incoming update), the gradient of the log posterior at θ_t, and ξ_t ~ N(0, I):
+
+    .. math::
+
+        \text{update} = \epsilon g_t + \sqrt{\epsilon T (2 - \epsilon \beta T)}\, \xi_t
+            \quad (\theta_{t+1} = \theta_t + \text{update})
+
+    targeting p_T(θ) ∝ exp(log p(θ) / T) as ε → 0. At T = 0 it is `optax.sgd(ε)`.
+
+    **Sign convention and keys**: as for `sghmc`: incoming updates are LOSS gradients; `key`
+    seeds the state key, split every update unless `update(..., key=k)` gives a per-step key.
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        beta: estimate β >= 0 of the gradient-noise variance; needs 2 − εβT >= 0.
+        temperature: T >= 0, a float or a schedule; T = 1 is the posterior.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `SGLDTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)  # −log N(0, I)
+        >>> params = jnp.ones(3)
+        >>> tx = sghmc_jax.sgld(learning_rate=0.1, temperature=0.0, key=0)
+        >>> updates, state = tx.update(jax.grad(loss)(params), tx.init(params), params)
+        >>> optax.apply_updates(params, updates)  # T = 0: a gradient step
+        Array([0.9, 0.9, 0.9], dtype=float32)
+
+    References:
+        Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
+        <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
+    """
+    _checks.check_sgld_hyperparameters(
+        lr=learning_rate, beta=beta, temperature=temperature, lr_name="learning_rate"
+    )
+    base_key = _checks.canonical_key(key)
+
+    def init_fn(params: ArrayTree) -> SGLDTransformState:
+        _checks.check_float_tree("params", params)
+        return SGLDTransformState(step=jnp.zeros([], jnp.int32), key=base_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: SGLDTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, SGLDTransformState]:
+        del params, extra_args
+        _checks.check_float_tree("updates", updates)
+        step_key, next_key = _step_keys(state.key, key)
+        increment = kernels.sgld_step(
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            beta,
+            _at(temperature, state.step),
+        )
+        return increment, SGLDTransformState(step=optax.safe_increment(state.step), key=next_key)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class SGNHTTransformState(NamedTuple):
+    """State of the `sgnht` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        momenta: the momenta m, a pytree like the params.
+        xi: the thermostat ξ, a scalar in the params' highest dtype (at least float32).
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    momenta: ArrayTree
+    xi: jax.Array
+    key: jax.Array
+
+
+def sgnht(
+    learning_rate: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    beta: jax.typing.ArrayLike = 0.0,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    momenta: ArrayTree | float | None = None,
+    xi: jax.typing.ArrayLike | None = None,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient Nosé–Hoover thermostat as an optax transform.
+
+    With g_t = −(incoming update), ζ_t ~ N(0, I) and d the number of parameters:
+
+    .. math::
+
+        m_{t+1} &= m_t + \epsilon g_t - \epsilon \sigma^{-2} \xi_t m_t
+                   + \sqrt{\epsilon T (2\alpha - \epsilon \beta T)}\, \zeta_t \\
+        \text{update} &= \epsilon \sigma^{-2} m_{t+1} \\
+        \xi_{t+1} &= \xi_t + \epsilon \left(\frac{m_{t+1}^\top m_{t+1}}{\sigma^2 d} - T\right)
+
+    SGHMC whose friction ξ adapts until the kinetic temperature mᵀm/(σ²d) averages T (exactly,
+    over time: see `kernels.sgnht_step`), which absorbs gradient noise that β does not model.
+    With ξ held at α it is `sghmc`, bit for bit. ξ and the position move with the NEW momentum
+    (Ding et al.'s Algorithm 1; posteriors uses the old one). The price of the adaptation: the
+    θ moments carry a first-order bias in ε (SGHMC's is second order on Gaussians).
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        alpha: α >= 0: sets the injected noise, the thermostat's stationary mean and its
+            default initial value.
+        beta: estimate β >= 0 of the gradient-noise variance; needs 2α − εβT >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule.
+        momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
+        xi: initial thermostat ξ_0 (any real); None starts at `alpha`.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `SGNHTTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)
+        >>> params = jnp.ones(3)
+        >>> tx = sghmc_jax.sgnht(learning_rate=0.1, alpha=0.5, key=0)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(jax.grad(loss)(params), state, params)
+        >>> state.xi.dtype, int(state.step)
+        (dtype('float32'), 1)
+
+    References:
+        Ding, Fang, Babbush, Chen, Skeel & Neven, `Bayesian Sampling Using Stochastic Gradient
+        Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
+        NeurIPS 2014.
+    """
+    _checks.check_sgnht_hyperparameters(
+        lr=learning_rate, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=xi,
+        lr_name="learning_rate",
+    )
+    base_key = _checks.canonical_key(key)
+    _check_initial_momenta(momenta)
+
+    def init_fn(params: ArrayTree) -> SGNHTTransformState:
+        _checks.check_float_tree("params", params)
+        momenta_key, state_key = jax.random.split(base_key)
+        m0 = kernels.resolve_momenta(
+            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
+        )
+        xi0 = kernels.resolve_xi(xi, alpha, params)
+        return SGNHTTransformState(step=jnp.zeros([], jnp.int32), momenta=m0, xi=xi0, key=state_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: SGNHTTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, SGNHTTransformState]:
+        del params, extra_args
+        _check_updates(updates, "state.momenta", state.momenta)
+        step_key, next_key = _step_keys(state.key, key)
+        increment, new_momenta, new_xi = kernels.sgnht_step(
+            state.momenta,
+            state.xi,
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            alpha,
+            beta,
+            sigma,
+            _at(temperature, state.step),
+        )
+        new_state = SGNHTTransformState(
+            step=optax.safe_increment(state.step), momenta=new_momenta, xi=new_xi, key=next_key
+        )
+        return increment, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class BAOATransformState(NamedTuple):
+    """State of the `baoa` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        momenta: the momenta m (after the O step), a pytree like the params.
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    momenta: ArrayTree
+    key: jax.Array
+
+
+def baoa(
+    learning_rate: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    momenta: ArrayTree | float | None = None,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""BAOA Langevin splitting (Leimkuhler & Matthews) as an optax transform.
+
+    With g_t = −(incoming update), γ = α/σ² and ξ_t ~ N(0, I):
+
+    .. math::
+
+        m' &= m_t + \epsilon g_t \\
+        m_{t+1} &= e^{-\gamma \epsilon} m' + \sigma \sqrt{T (1 - e^{-2 \gamma \epsilon})}\, \xi_t \\
+        \text{update} &= \tfrac{\epsilon}{2} \sigma^{-2} (m' + m_{t+1})
+
+    i.e. kick (B), half drift (A), exact Ornstein–Uhlenbeck friction (O), half drift (A). The
+    single gradient an optax update receives, at θ_t, is exactly what B needs. Stable for any
+    friction, noise-free at T = 0, and on Gaussian targets its θ marginal is exact for every
+    stable step size (ε·sqrt(curvature)/σ < 2). No β: posteriors' BAOA has none.
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule.
+        momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `BAOATransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)
+        >>> params = jnp.ones(2)
+        >>> tx = sghmc_jax.baoa(learning_rate=0.1, alpha=1.0, temperature=0.0, momenta=0.0, key=0)
+        >>> updates, state = tx.update(jax.grad(loss)(params), tx.init(params), params)
+        >>> updates  # ε/2 · (m' + e^{−0.1} m'), m' = −0.1
+        Array([-0.00952419, -0.00952419], dtype=float32)
+
+    References:
+        Leimkuhler & Matthews, `Rational Construction of Stochastic Numerical Methods for
+        Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013.
+    """
+    _checks.check_baoa_hyperparameters(
+        lr=learning_rate, alpha=alpha, sigma=sigma, temperature=temperature, lr_name="learning_rate"
+    )
+    base_key = _checks.canonical_key(key)
+    _check_initial_momenta(momenta)
+
+    def init_fn(params: ArrayTree) -> BAOATransformState:
+        _checks.check_float_tree("params", params)
+        momenta_key, state_key = jax.random.split(base_key)
+        m0 = kernels.resolve_momenta(
+            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
+        )
+        return BAOATransformState(step=jnp.zeros([], jnp.int32), momenta=m0, key=state_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: BAOATransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, BAOATransformState]:
+        del params, extra_args
+        _check_updates(updates, "state.momenta", state.momenta)
+        step_key, next_key = _step_keys(state.key, key)
+        increment, new_momenta = kernels.baoa_step(
+            state.momenta,
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            alpha,
+            sigma,
+            _at(temperature, state.step),
+        )
+        new_state = BAOATransformState(
+            step=optax.safe_increment(state.step), momenta=new_momenta, key=next_key
+        )
+        return increment, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class PSGLDTransformState(NamedTuple):
+    """State of the `psgld` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        v: V, the running mean of squared gradients (RMSprop's accumulator), like the params.
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    v: ArrayTree
+    key: jax.Array
+
+
+def psgld(
+    learning_rate: ScalarOrSchedule,
+    decay: ScalarOrSchedule = 0.99,
+    eps: jax.typing.ArrayLike = 1e-5,
+    temperature: ScalarOrSchedule = 1.0,
+    initial_scale: ArrayTree | float = 0.0,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Preconditioned SGLD (Li et al. 2016) as an optax transform.
+
+    With g_t = −(incoming update) and ξ_t ~ N(0, I), elementwise:
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t^2, \qquad
+        G_{t+1} = 1 / (\lambda + \sqrt{V_{t+1}}) \\
+        \text{update} &= \epsilon G_{t+1} g_t + \sqrt{2 \epsilon T G_{t+1}}\, \xi_t
+
+    SGLD (posteriors' units) with RMSprop's preconditioner; ρ = `decay`, λ = `eps`, V_0 =
+    `initial_scale` (names as in `optax.rmsprop`). Li et al.'s Γ(θ) correction term is dropped
+    (see `kernels.psgld_step`), which biases the chain while V adapts. **Freeze V** to remove
+    that bias: `decay=1.0` (with V given by `initial_scale`) keeps G constant, and a schedule
+    such as `optax.join_schedules([optax.constant_schedule(0.99), optax.constant_schedule(1.0)],
+    [burn_in])` adapts V during burn-in and then samples with a fixed preconditioner.
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        decay: ρ in [0, 1], a float or a schedule; 1 freezes V.
+        eps: λ > 0; G <= 1/λ.
+        temperature: T >= 0, a float or a schedule.
+        initial_scale: V_0 >= 0: a scalar fills it, a pytree like the params (e.g. a V estimated
+            in an earlier run) is used as is. With V_0 = 0 the first steps are large
+            (G ≈ 1/(√(1−ρ)|g|)), as in RMSprop.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `PSGLDTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p ** 2)
+        >>> params = jnp.ones(2)
+        >>> tx = sghmc_jax.psgld(0.1, decay=1.0, eps=1e-8, initial_scale=4.0,
+        ...                      temperature=0.0, key=0)
+        >>> updates, state = tx.update(jax.grad(loss)(params), tx.init(params), params)
+        >>> updates  # frozen V = 4: G = 1/2
+        Array([-0.05, -0.05], dtype=float32)
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+    """
+    _checks.check_rules(
+        {"learning_rate": learning_rate, "temperature": temperature},
+        [
+            ("learning_rate", lambda v: v > 0, "> 0"),
+            ("temperature", lambda v: v >= 0, ">= 0"),
+        ],
+    )
+    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
+    base_key = _checks.canonical_key(key)
+
+    def init_fn(params: ArrayTree) -> PSGLDTransformState:
+        _checks.check_float_tree("params", params)
+        v0 = kernels.resolve_preconditioner(initial_scale, params)
+        return PSGLDTransformState(step=jnp.zeros([], jnp.int32), v=v0, key=base_key)
+
+    def update_fn(
+        updates: ArrayTree,
+        state: PSGLDTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, PSGLDTransformState]:
+        del params, extra_args
+        _check_updates(updates, "state.v", state.v)
+        step_key, next_key = _step_keys(state.key, key)
+        increment, new_v = kernels.psgld_step(
+            state.v,
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            _at(decay, state.step),
+            eps,
+            _at(temperature, state.step),
+        )
+        new_state = PSGLDTransformState(step=optax.safe_increment(state.step), v=new_v, key=next_key)
+        return increment, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class PSGHMCTransformState(NamedTuple):
+    """State of the `psghmc` transform.
+
+    Attributes:
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+        momenta: the momenta m, a pytree like the params.
+        v: V, the running mean of squared gradients, like the params.
+        key: the PRNG key split at each update that gets no per-step `key=`.
+    """
+
+    step: jax.Array
+    momenta: ArrayTree
+    v: ArrayTree
+    key: jax.Array
+
+
+def psghmc(
+    learning_rate: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    momenta: ArrayTree | float | None = None,
+    decay: ScalarOrSchedule = 0.99,
+    eps: jax.typing.ArrayLike = 1e-5,
+    initial_scale: ArrayTree | float = 0.0,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Preconditioned SGHMC: `sghmc` with `psgld`'s RMSprop preconditioner, as an optax transform.
+
+    With g_t = −(incoming update), ξ_t ~ N(0, I) and S = (λ + √V)^{-1/2} elementwise:
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t^2 \\
+        m_{t+1} &= m_t + \epsilon S_{t+1} g_t - \epsilon \sigma^{-2} \alpha m_t
+                   + \sqrt{2 \epsilon \alpha T}\, \xi_t \\
+        \text{update} &= \epsilon \sigma^{-2} S_{t+1} m_{t+1}
+
+    The preconditioner scales the kick and the drift by S = G^{1/2}, so the momenta keep their
+    N(0, σ²T) target, a frozen preconditioner makes it SGHMC in the coordinates S⁻¹θ, and its
+    overdamped limit is pSGLD (see `kernels.psghmc_step`). A separate transform rather than an
+    option of `sghmc`, so `sghmc` keeps posteriors' signature and state. The Γ correction is
+    dropped (as in `psgld`); freeze V (`decay=1.0`, or a schedule ending at 1) to remove its
+    bias. There is no `beta`.
+
+    Args:
+        learning_rate: step size ε > 0, a float or an optax schedule of the step.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule.
+        momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
+        decay: ρ in [0, 1], a float or a schedule; 1 freezes V.
+        eps: λ > 0.
+        initial_scale: V_0 >= 0, a scalar or a pytree like the params.
+        key: a PRNG key (typed or raw) or an int seed.
+
+    Returns:
+        An `optax.GradientTransformationExtraArgs` with state `PSGHMCTransformState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> loss = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+        >>> params = {"w": jnp.ones(3)}
+        >>> tx = sghmc_jax.psghmc(1e-2, alpha=1.0, initial_scale=1.0, key=0)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(jax.grad(loss)(params), state, params)
+        >>> jax.tree.map(jnp.shape, state.v)
+        {'w': (3,)}
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+        Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
+        <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
+    """
+    _checks.check_baoa_hyperparameters(
+        lr=learning_rate, alpha=alpha, sigma=sigma, temperature=temperature, lr_name="learning_rate"
+    )
+    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
+    base_key = _checks.canonical_key(key)
+    _check_initial_momenta(momenta)
+
+    def init_fn(params: ArrayTree) -> PSGHMCTransformState:
+        _checks.check_float_tree("params", params)
+        momenta_key, state_key = jax.random.split(base_key)
+        m0 = kernels.resolve_momenta(
+            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
+        )
+        v0 = kernels.resolve_preconditioner(initial_scale, params)
+        return PSGHMCTransformState(
+            step=jnp.zeros([], jnp.int32), momenta=m0, v=v0, key=state_key
+        )
+
+    def update_fn(
+        updates: ArrayTree,
+        state: PSGHMCTransformState,
+        params: ArrayTree | None = None,
+        *,
+        key: Any = None,
+        **extra_args: Any,
+    ) -> tuple[ArrayTree, PSGHMCTransformState]:
+        del params, extra_args
+        _check_updates(updates, "state.momenta", state.momenta)
+        step_key, next_key = _step_keys(state.key, key)
+        increment, new_momenta, new_v = kernels.psghmc_step(
+            state.momenta,
+            state.v,
+            jax.tree.map(jnp.negative, updates),
+            step_key,
+            _at(learning_rate, state.step),
+            alpha,
+            sigma,
+            _at(temperature, state.step),
+            _at(decay, state.step),
+            eps,
+        )
+        new_state = PSGHMCTransformState(
+            step=optax.safe_increment(state.step), momenta=new_momenta, v=new_v, key=next_key
         )
         return increment, new_state
 

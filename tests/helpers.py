@@ -1,6 +1,6 @@
 """Shared targets and statistics for the tests: Gaussian targets, their exact discrete stationary
-moments under SGHMC (a Lyapunov solution), and a many-chain moment estimator with Monte Carlo
-standard errors.
+moments under each linear sampler (a Lyapunov solution), and a many-chain moment estimator with
+Monte Carlo standard errors.
 
 The stationary test's method: for log p = −½ θᵀAθ one SGHMC step is the linear AR(1) map
 z' = F z + G (√q ξ + ε ζ) on z = (θ, m) (DESIGN.md), whose exact stationary covariance Σ solves
@@ -9,6 +9,11 @@ steps; its time average of z zᵀ is one unbiased estimate of Σ if (and only if
 runs) the implementation is exact. The C per-chain estimates are i.i.d., so their standard error
 is the cross-chain standard deviation over √C: the tolerance is a Monte Carlo standard error with
 no autocorrelation modelling and no seed picked to pass.
+
+The same method serves every sampler that is linear on a Gaussian target (SGLD, BAOA, and the
+preconditioned ones with a frozen preconditioner): a `Scheme` says how to build its optax face
+and which part of its state joins θ in z; the `*_transition` functions derive its (F, Q) by hand,
+independently of the code under test.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,17 +105,112 @@ class MomentEstimate:
         return np.abs(np.concatenate([zm, zc]))
 
 
-def _chain_runner(dim: int, num_steps: int, dtype) -> Callable:
-    """A jitted function running vmapped chains of the optax face on a Gaussian target.
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """How to run one sampler's optax face as the linear chain z = (θ, extra) on a Gaussian.
 
-    Hyperparameters are traced arguments, so a sweep compiles once per (dim, steps, dtype).
+    `make(hyper, extra0, key)` builds the transform from a dict of (traced) hyperparameters,
+    the initial extra state (the momenta; an empty array when z = θ) and a key; `extra(state)`
+    reads the extra part of z from the transform state (None when z = θ).
     """
 
-    def one_chain(key, z0, precision, lr, alpha, beta, sigma, temperature, gn_std):
-        theta0, m0 = z0[:dim].astype(dtype), z0[dim:].astype(dtype)
+    name: str
+    make: Callable
+    extra: Callable | None = None
+
+
+SGHMC = Scheme(
+    "sghmc",
+    lambda h, m0, key: sghmc_jax.sghmc(
+        h["lr"], h["alpha"], h["beta"], h["sigma"], h["temperature"], momenta=m0, key=key
+    ),
+    lambda state: state.momenta,
+)
+
+
+SGLD = Scheme(
+    "sgld", lambda h, _, key: sghmc_jax.sgld(h["lr"], h["beta"], h["temperature"], key=key)
+)
+BAOA = Scheme(
+    "baoa",
+    lambda h, m0, key: sghmc_jax.baoa(
+        h["lr"], h["alpha"], h["sigma"], h["temperature"], momenta=m0, key=key
+    ),
+    lambda state: state.momenta,
+)
+# The preconditioned samplers with a FROZEN preconditioner (decay = 1 keeps V = h["v"]).
+PSGLD_FROZEN = Scheme(
+    "psgld_frozen",
+    lambda h, _, key: sghmc_jax.psgld(
+        h["lr"], decay=1.0, eps=h["eps"], temperature=h["temperature"], initial_scale=h["v"],
+        key=key,
+    ),
+)
+PSGHMC_FROZEN = Scheme(
+    "psghmc_frozen",
+    lambda h, m0, key: sghmc_jax.psghmc(
+        h["lr"], h["alpha"], h["sigma"], h["temperature"], momenta=m0, decay=1.0, eps=h["eps"],
+        initial_scale=h["v"], key=key,
+    ),
+    lambda state: state.momenta,
+)
+
+
+def check_stationary(scheme: Scheme, precision, hyper: dict, f, q, *, seed: int, **kw):
+    """Asserts max |z| < Z_MAX against the exact Lyapunov covariance; returns (est, exact, z)."""
+    exact = lyapunov(f, q)
+    est = run_stationary(scheme, precision, hyper, exact, seed=seed, **kw)
+    z = est.z_scores(exact)
+    print(f"[stationary] {scheme.name} seed={seed} max|z|={z.max():.2f}")
+    assert z.max() < Z_MAX, (
+        f"{scheme.name} seed={seed} {hyper} {kw}: max |z| = {z.max():.2f} against the exact "
+        f"discrete stationary covariance\nestimate=\n{est.cov}\nexact=\n{exact}"
+    )
+    return est, exact, z
+
+
+def assert_faces_bit_identical(
+    tx, transform, log_posterior, params, batch, *, num_steps: int = 30, fields=(), seed: int = 0
+):
+    """The optax face `tx` (built with key=seed) and the functional `transform` take identical
+    steps from the same keys, bit for bit: params and each state field in `fields`."""
+    init_key = jax.random.key(seed)
+    step_keys = jax.random.split(jax.random.key(seed + 1), num_steps)
+    # The optax face draws its initial momenta from the first half of its split key.
+    state = transform.init(params, key=jax.random.split(init_key)[0])
+    loss = lambda p, b: -log_posterior(p, b)[0]  # noqa: E731
+
+    @jax.jit
+    def optax_step(p, s, k):
+        updates, s = tx.update(jax.grad(loss)(p, batch), s, p, key=k)
+        return optax.apply_updates(p, updates), s
+
+    p, s = params, tx.init(params)
+    for field in fields:
+        chex.assert_trees_all_equal(getattr(s, field), getattr(state, field))
+    for k in step_keys:
+        state = transform.update(state, batch, key=k)
+        p, s = optax_step(p, s, k)
+        chex.assert_trees_all_equal(p, state.params)
+        for field in fields:
+            chex.assert_trees_all_equal(getattr(s, field), getattr(state, field))
+    assert int(state.step) == int(s.step) == num_steps
+    return state
+
+
+def _chain_runner(scheme: Scheme, dim: int, num_steps: int, dtype) -> Callable:
+    """A jitted function running vmapped chains of an optax face on a Gaussian target.
+
+    Hyperparameters are traced arguments, so a sweep compiles once per (scheme, dim, steps,
+    dtype).
+    """
+
+    def one_chain(key, z0, precision, hyper, gn_std):
+        theta0, extra0 = z0[:dim].astype(dtype), z0[dim:].astype(dtype)
         init_key, run_key = jax.random.split(key)
-        tx = sghmc_jax.sghmc(lr, alpha, beta, sigma, temperature, momenta=m0, key=init_key)
+        tx = scheme.make(hyper, extra0, init_key)
         state = tx.init(theta0)
+        size = z0.shape[0]
 
         def step(carry, key):
             theta, state, acc, acc_mean = carry
@@ -118,18 +219,56 @@ def _chain_runner(dim: int, num_steps: int, dtype) -> Callable:
             loss_grad = loss_grad + gn_std * jax.random.normal(k_grad, (dim,), dtype)
             updates, state = tx.update(loss_grad, state, theta, key=k_update)
             theta = optax.apply_updates(theta, updates)
-            z = jnp.concatenate([theta, state.momenta]).astype(precision.dtype)
+            parts = [theta] if scheme.extra is None else [theta, scheme.extra(state)]
+            z = jnp.concatenate(parts).astype(precision.dtype)
             return (theta, state, acc + jnp.outer(z, z), acc_mean + z), None
 
-        zero = jnp.zeros((2 * dim, 2 * dim), precision.dtype)
-        carry = (theta0, state, zero, jnp.zeros(2 * dim, precision.dtype))
+        zero = jnp.zeros((size, size), precision.dtype)
+        carry = (theta0, state, zero, jnp.zeros(size, precision.dtype))
         (_, _, acc, acc_mean), _ = jax.lax.scan(step, carry, jax.random.split(run_key, num_steps))
         return acc / num_steps, acc_mean / num_steps
 
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0) + (None,) * 7))
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None, None, None)))
 
 
 _RUNNERS: dict = {}
+
+
+def run_stationary(
+    scheme: Scheme,
+    precision: np.ndarray,
+    hyper: dict,
+    exact: np.ndarray,
+    *,
+    seed: int,
+    num_chains: int = 1000,
+    num_steps: int = 1000,
+    dtype=jnp.float64,
+    grad_noise_var: float = 0.0,
+) -> MomentEstimate:
+    """Runs `num_chains` chains of `scheme` from N(0, exact); returns the moment estimates."""
+    dim = precision.shape[0]
+    rng = np.random.default_rng(seed)
+    z0 = rng.multivariate_normal(np.zeros(exact.shape[0]), exact, size=num_chains)
+    keys = jax.random.split(jax.random.key(seed), num_chains)
+    runner_key = (scheme.name, dim, num_steps, jnp.dtype(dtype).name)
+    if runner_key not in _RUNNERS:
+        _RUNNERS[runner_key] = _chain_runner(scheme, dim, num_steps, dtype)
+    hyper = {k: jnp.asarray(v, jnp.float64) for k, v in hyper.items()}
+    cov, mean = _RUNNERS[runner_key](
+        keys,
+        jnp.asarray(z0, jnp.float64),
+        jnp.asarray(precision, jnp.float64),
+        hyper,
+        np.sqrt(grad_noise_var),
+    )
+    cov, mean = np.asarray(cov), np.asarray(mean)
+    return MomentEstimate(
+        mean=mean.mean(0),
+        mean_se=mean.std(0, ddof=1) / np.sqrt(num_chains),
+        cov=cov.mean(0),
+        cov_se=cov.std(0, ddof=1) / np.sqrt(num_chains),
+    )
 
 
 def estimate_moments(
@@ -141,31 +280,85 @@ def estimate_moments(
     num_steps: int = 1000,
     dtype=jnp.float64,
 ) -> tuple[MomentEstimate, np.ndarray]:
-    """Runs `num_chains` chains from the exact stationary law; returns estimates and exact Σ."""
-    dim = precision.shape[0]
+    """SGHMC's chains from the exact stationary law; returns estimates and exact Σ."""
     exact = stationary_covariance(precision, h)
-    rng = np.random.default_rng(seed)
-    z0 = rng.multivariate_normal(np.zeros(2 * dim), exact, size=num_chains)
-    keys = jax.random.split(jax.random.key(seed), num_chains)
-    runner_key = (dim, num_steps, jnp.dtype(dtype).name)
-    if runner_key not in _RUNNERS:
-        _RUNNERS[runner_key] = _chain_runner(dim, num_steps, dtype)
-    cov, mean = _RUNNERS[runner_key](
-        keys,
-        jnp.asarray(z0, jnp.float64),
-        jnp.asarray(precision, jnp.float64),
-        h.lr,
-        h.alpha,
-        h.beta,
-        h.sigma,
-        h.temperature,
-        np.sqrt(h.grad_noise_var),
-    )
-    cov, mean = np.asarray(cov), np.asarray(mean)
-    est = MomentEstimate(
-        mean=mean.mean(0),
-        mean_se=mean.std(0, ddof=1) / np.sqrt(num_chains),
-        cov=cov.mean(0),
-        cov_se=cov.std(0, ddof=1) / np.sqrt(num_chains),
+    hyper = {
+        "lr": h.lr, "alpha": h.alpha, "beta": h.beta, "sigma": h.sigma,
+        "temperature": h.temperature,
+    }
+    est = run_stationary(
+        SGHMC, precision, hyper, exact, seed=seed, num_chains=num_chains,
+        num_steps=num_steps, dtype=dtype, grad_noise_var=h.grad_noise_var,
     )
     return est, exact
+
+
+# Exact one-step laws z' = F z + noise, noise ~ N(0, Q), of the other linear samplers on
+# log p = −½ θᵀAθ, with injected gradient noise of covariance b·I (the gradient is
+# −Aθ + √b ζ). Each is derived from the sampler's rule as written in its docstring.
+
+
+def lyapunov(f: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The stationary covariance Σ = F Σ Fᵀ + Q of a stable AR(1) map."""
+    radius = max(abs(np.linalg.eigvals(f)))
+    assert radius < 1.0, f"unstable test setup: spectral radius {radius}"
+    return scipy.linalg.solve_discrete_lyapunov(f, q)
+
+
+def sgld_transition(
+    precision: np.ndarray, lr: float, temperature: float, beta: float = 0.0, grad_noise_var: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """θ' = θ + ε(−Aθ + √b ζ) + √(εT(2 − εβT)) ξ."""
+    eye = np.eye(precision.shape[0])
+    f = eye - lr * precision
+    q = (lr * temperature * (2 - lr * beta * temperature) + lr**2 * grad_noise_var) * eye
+    return f, q
+
+
+def psgld_transition(
+    precision: np.ndarray, lr: float, temperature: float, precond: np.ndarray,
+    grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen diagonal G: θ' = θ + εG(−Aθ + √b ζ) + √(2εT G) ξ."""
+    g = np.diag(precond)
+    f = np.eye(precision.shape[0]) - lr * g @ precision
+    q = 2 * lr * temperature * g + lr**2 * grad_noise_var * g @ g
+    return f, q
+
+
+def baoa_transition(
+    precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
+    grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """B (m += ε g), A (θ += ε m/(2σ²)), O (m = c m + s ξ), A, composed as affine maps."""
+    d = precision.shape[0]
+    eye, zero = np.eye(d), np.zeros((d, d))
+    h = lr / (2 * sigma**2)
+    c = np.exp(-alpha * lr / sigma**2)
+    s2 = sigma**2 * temperature * (1 - c**2)
+    kick = np.block([[eye, zero], [-lr * precision, eye]])
+    drift = np.block([[eye, h * eye], [zero, eye]])
+    friction = np.block([[eye, zero], [zero, c * eye]])
+    on_m = np.vstack([zero, eye])  # noise that enters the momentum
+    f = drift @ friction @ drift @ kick
+    # Gradient noise enters at B and is carried through A, O, A; the O noise through the last A.
+    g_grad = drift @ friction @ drift @ on_m * lr
+    g_o = drift @ on_m
+    q = grad_noise_var * g_grad @ g_grad.T + s2 * g_o @ g_o.T
+    return f, q
+
+
+def psghmc_transition(
+    precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
+    precond: np.ndarray, grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen S = diag(√G): m' = a m + εS(−Aθ + √b ζ) + √(2εαT) ξ; θ' = θ + (ε/σ²) S m'."""
+    d = precision.shape[0]
+    eye = np.eye(d)
+    s = np.diag(np.sqrt(precond))
+    e, s2 = lr, sigma**2
+    a = 1.0 - e * alpha / s2
+    f = np.block([[eye - (e * e / s2) * s @ s @ precision, (e * a / s2) * s], [-e * s @ precision, a * eye]])
+    g = np.vstack([(e / s2) * s, eye])  # how a momentum impulse moves z
+    q = 2 * e * alpha * temperature * g @ g.T + e * e * grad_noise_var * (g @ s) @ (g @ s).T
+    return f, q

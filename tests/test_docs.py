@@ -9,8 +9,8 @@ import re
 import pytest
 
 import sghmc_jax
-from sghmc_jax import kernels, transforms
-from sghmc_jax.sgmcmc import sghmc
+from sghmc_jax import kernels, schedules, transforms
+from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -39,7 +39,10 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
     assert float(jnp.max(jnp.abs(mean - 1 / 1.01))) < 0.3
 
 
-@pytest.mark.parametrize("module", [kernels, transforms, sghmc, sghmc_jax.diagnostics])
+@pytest.mark.parametrize(
+    "module",
+    [kernels, transforms, schedules, sghmc, sgld, sgnht, baoa, psgld, psghmc, sghmc_jax.diagnostics],
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

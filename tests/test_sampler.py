@@ -426,3 +426,19 @@ def test_to_arviz_and_summary_agree():
     np.testing.assert_allclose(
         np.asarray(az.rhat(idata, method="rank")["w"]), r.summary()["w"]["rhat"], rtol=1e-4
     )
+
+
+def test_cyclical_sampling_phase_plugs_into_keep():
+    import functools
+
+    k, m, beta = 200, 4, 0.5
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    tx = sghmc_jax.sghmc(
+        sghmc_jax.cyclical_schedule(0.3, k, m), alpha=1.0,
+        temperature=sghmc_jax.cyclical_temperature_schedule(1.0, k, m, beta), key=0,
+    )
+    keep = functools.partial(sghmc_jax.in_sampling_phase, total_steps=k, num_cycles=m, exploration_fraction=beta)
+    r = sghmc_jax.sample(0, lp, jnp.zeros(1), transform=tx, num_steps=k, num_chains=2, keep=keep, chunk_size=30, progress=False)
+    expected = [s + 1 for s in range(k) if bool(sghmc_jax.in_sampling_phase(s, k, m, beta))]
+    np.testing.assert_array_equal(r.sample_steps, expected)
+    assert len(expected) == k // 2

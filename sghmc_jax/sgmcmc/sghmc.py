@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
 __all__ = ["SGHMCState", "build", "init", "update"]
@@ -85,7 +86,7 @@ def build(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    _check_log_posterior(log_posterior)
+    _common.check_log_posterior(log_posterior)
     _checks.check_sghmc_hyperparameters(
         lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
     )
@@ -170,7 +171,7 @@ def update(
     Returns:
         The new `SGHMCState`; `log_posterior` and `aux` are those at the old params.
     """
-    _check_log_posterior(log_posterior)
+    _common.check_log_posterior(log_posterior)
     _checks.check_sghmc_hyperparameters(
         lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
     )
@@ -198,37 +199,6 @@ def update(
     return SGHMCState(params, momenta, value, aux, step)
 
 
-def _check_log_posterior(log_posterior: Any) -> None:
-    if not callable(log_posterior):
-        raise TypeError(
-            "`log_posterior` must be a callable log_posterior(params, batch) -> (value, aux), "
-            f"got {type(log_posterior).__name__}"
-        )
-
-
-def _value_and_aux(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-    out = log_posterior(params, batch)
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            "`log_posterior` must return a tuple (value, aux); return (value, None) when there "
-            f"is no auxiliary output. Got {type(out).__name__}"
-            + (f" of shape {out.shape}" if hasattr(out, "shape") else "")
-        )
-    value, aux = out
-    if jnp.shape(value) != ():
-        raise TypeError(
-            f"`log_posterior` must return a scalar value, got shape {jnp.shape(value)}"
-        )
-    return value, aux
-
-
-def _negated_value_and_aux(
-    log_posterior: LogProbFn, params: ArrayTree, batch: Any
-) -> tuple[jax.Array, Any]:
-    value, aux = _value_and_aux(log_posterior, params, batch)
-    return -value, aux
-
-
 def _update_impl(
     params: ArrayTree,
     momenta: ArrayTree,
@@ -252,15 +222,12 @@ def _update_impl(
         temperature = temperature_schedule(step)
     # The step goes through the optax face's own update on LOSS gradients, so both faces run the
     # same operations in the same order and give bit-identical chains from the same keys.
-    (neg_value, aux), loss_grad = jax.value_and_grad(
-        functools.partial(_negated_value_and_aux, log_posterior), has_aux=True
-    )(params, batch)
+    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
     tx = transforms.sghmc(lr, alpha, beta, sigma, temperature, momenta=0.0, key=key)
     increment, tx_state = tx.update(
         loss_grad, transforms.SGHMCTransformState(step, momenta, key), params, key=key
     )
     new_momenta = tx_state.momenta
-    value = -neg_value
     new_params = optax.apply_updates(params, increment)
     value = jnp.asarray(value, previous_value.dtype)
     return new_params, new_momenta, value, aux, tx_state.step

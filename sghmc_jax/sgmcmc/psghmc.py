@@ -1,0 +1,248 @@
+"""Preconditioned SGHMC with a posteriors-style functional API (`build`, `init`, `update`,
+`PSGHMCState`).
+
+The names follow posteriors' SGHMC (`lr`, `alpha`, `sigma`, `temperature`, `momenta`) and optax's
+rmsprop (`decay`, `eps`, `initial_scale`); there is no `beta`. Each update runs the optax face's
+(`sghmc_jax.psghmc`) update on the loss gradient, so both faces give bit-identical chains.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax.sgmcmc import _common
+from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
+
+__all__ = ["PSGHMCState", "build", "init", "update"]
+
+
+class PSGHMCState(NamedTuple):
+    """State of functional preconditioned SGHMC.
+
+    Attributes:
+        params: the parameters θ.
+        momenta: the momenta m, a pytree like `params`.
+        v: V, the running mean of squared gradients, a pytree like `params`.
+        log_posterior: the log posterior at the params BEFORE the last update; NaN at first.
+        aux: the auxiliary output of that `log_posterior` call; None before the first update.
+        step: number of updates taken (int32, saturating); schedules are evaluated at it.
+    """
+
+    params: ArrayTree
+    momenta: ArrayTree
+    v: ArrayTree
+    log_posterior: jax.Array = float("nan")  # type: ignore[assignment]
+    aux: Any = None
+    step: jax.Array = 0  # type: ignore[assignment]
+
+
+def _check(
+    lr: Any, alpha: Any, sigma: Any, temperature: Any, decay: Any, eps: Any,
+    initial_scale: Any = 0.0,
+) -> None:
+    _checks.check_baoa_hyperparameters(lr=lr, alpha=alpha, sigma=sigma, temperature=temperature)
+    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
+
+
+def build(
+    log_posterior: LogProbFn,
+    lr: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    momenta: ArrayTree | float | None = None,
+    decay: ScalarOrSchedule = 0.99,
+    eps: jax.typing.ArrayLike = 1e-5,
+    initial_scale: ArrayTree | float = 0.0,
+) -> Transform:
+    r"""Builds the preconditioned SGHMC transform, binding its hyperparameters.
+
+    .. math::
+
+        V_{t+1} &= \rho V_t + (1 - \rho)\, g_t^2, \qquad S_{t+1} = (\lambda + \sqrt{V_{t+1}})^{-1/2} \\
+        m_{t+1} &= m_t + \epsilon S_{t+1} g_t - \epsilon \sigma^{-2} \alpha m_t
+                   + \sqrt{2 \epsilon \alpha T}\, \xi_t \\
+        \theta_{t+1} &= \theta_t + \epsilon \sigma^{-2} S_{t+1} m_{t+1}
+
+    elementwise, with g_t = ∇ log p(θ_t), ξ_t ~ N(0, I) (see `sghmc_jax.psghmc`).
+
+    Args:
+        log_posterior: `log_posterior(params, batch) -> (value, aux)`, value a scalar.
+        lr: step size ε > 0, a float or a schedule of the step.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule of the step.
+        momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
+        decay: ρ in [0, 1], a float or a schedule; 1 freezes V.
+        eps: λ > 0.
+        initial_scale: V₀ >= 0, a scalar or a pytree like the params.
+
+    Returns:
+        `Transform(init, update)` with `init(params, *, key=None)` and
+        `update(state, batch, *, key, inplace=False)`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.sgmcmc import psghmc
+        >>> log_post = lambda p, batch: (-0.5 * jnp.sum((p - batch) ** 2), None)
+        >>> transform = psghmc.build(log_post, lr=1e-2, alpha=1.0, initial_scale=1.0)
+        >>> state = transform.init(jnp.zeros(2), key=jax.random.key(0))
+        >>> state = transform.update(state, jnp.ones(2), key=jax.random.key(1))
+        >>> int(state.step), state.v.shape
+        (1, (2,))
+
+    References:
+        Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
+        Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
+        Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
+        <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
+    """
+    _common.check_log_posterior(log_posterior)
+    _check(lr, alpha, sigma, temperature, decay, eps, initial_scale)
+    init_fn = functools.partial(
+        init, momenta=momenta, initial_scale=initial_scale, sigma=sigma, temperature=temperature
+    )
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma,
+        temperature=temperature, decay=decay, eps=eps,
+    )
+    return Transform(init_fn, update_fn)
+
+
+def init(
+    params: ArrayTree,
+    momenta: ArrayTree | float | None = None,
+    initial_scale: ArrayTree | float = 0.0,
+    *,
+    key: Any = None,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+) -> PSGHMCState:
+    """Initialises the preconditioned SGHMC state.
+
+    Args:
+        params: the initial parameters, a pytree of floating-point arrays.
+        momenta: None draws them from N(0, σ²T) (needs `key`), a scalar fills them, a pytree
+            like `params` is used as is.
+        initial_scale: V₀ >= 0: a scalar fills it, a pytree like `params` is used as is.
+        key: PRNG key (or int seed) used only to draw the momenta.
+        sigma: momentum scale σ, for the draw (`build` passes its own).
+        temperature: T, for the draw; a schedule is taken at step 0 (`build` passes its own).
+
+    Returns:
+        A `PSGHMCState` at step 0 with NaN log posterior and aux None.
+    """
+    _checks.check_float_tree("params", params)
+    params = jax.tree.map(jnp.asarray, params)
+    key = None if key is None else _checks.canonical_key(key)
+    m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
+    v0 = kernels.resolve_preconditioner(initial_scale, params)
+    return PSGHMCState(params, m0, v0, _common.nan_value(params), None, _common.step_zero())
+
+
+def update(
+    state: PSGHMCState,
+    batch: Any,
+    log_posterior: LogProbFn,
+    lr: ScalarOrSchedule,
+    alpha: jax.typing.ArrayLike = 0.01,
+    sigma: jax.typing.ArrayLike = 1.0,
+    temperature: ScalarOrSchedule = 1.0,
+    decay: ScalarOrSchedule = 0.99,
+    eps: jax.typing.ArrayLike = 1e-5,
+    *,
+    key: Any,
+    inplace: bool = False,
+) -> PSGHMCState:
+    """Takes one preconditioned SGHMC step (see `build`): one gradient, one noise draw.
+
+    Jit-compiled (cached per `log_posterior` and schedule); numeric hyperparameters are traced.
+
+    Args:
+        state: the current `PSGHMCState`.
+        batch: the data batch passed to `log_posterior`.
+        log_posterior: `log_posterior(params, batch) -> (value, aux)`.
+        lr: step size ε > 0, a float or a schedule of `state.step`.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: T >= 0, a float or a schedule of `state.step`.
+        decay: ρ in [0, 1], a float or a schedule of `state.step`.
+        eps: λ > 0.
+        key: this step's PRNG key (typed, raw uint32 or int seed); use each key once.
+        inplace: donate the state's params, momenta and V buffers to the result.
+
+    Returns:
+        The new `PSGHMCState`; `log_posterior` and `aux` are those at the old params.
+    """
+    _common.check_log_posterior(log_posterior)
+    _check(lr, alpha, sigma, temperature, decay, eps)
+    _checks.check_float_tree("state.params", state.params)
+    key = _checks.canonical_key(key)
+    lr_value, lr_schedule = _common.split_schedule(lr)
+    t_value, t_schedule = _common.split_schedule(temperature)
+    d_value, d_schedule = _common.split_schedule(decay)
+    step_fn = _update_donated if inplace else _update_jit
+    params, momenta, v, value, aux, step = step_fn(
+        state.params,
+        state.momenta,
+        state.v,
+        jnp.asarray(state.step, jnp.int32),
+        jnp.asarray(state.log_posterior),
+        batch,
+        key,
+        lr_value,
+        alpha,
+        sigma,
+        t_value,
+        d_value,
+        eps,
+        log_posterior=log_posterior,
+        lr_schedule=lr_schedule,
+        temperature_schedule=t_schedule,
+        decay_schedule=d_schedule,
+    )
+    return PSGHMCState(params, momenta, v, value, aux, step)
+
+
+def _update_impl(
+    params: ArrayTree,
+    momenta: ArrayTree,
+    v: ArrayTree,
+    step: jax.Array,
+    previous_value: jax.Array,
+    batch: Any,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike | None,
+    alpha: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike | None,
+    decay: jax.typing.ArrayLike | None,
+    eps: jax.typing.ArrayLike,
+    *,
+    log_posterior: LogProbFn,
+    lr_schedule: Any,
+    temperature_schedule: Any,
+    decay_schedule: Any,
+) -> tuple[ArrayTree, ArrayTree, ArrayTree, jax.Array, Any, jax.Array]:
+    lr = _common.at(lr, lr_schedule, step)
+    temperature = _common.at(temperature, temperature_schedule, step)
+    decay = _common.at(decay, decay_schedule, step)
+    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
+    tx = transforms.psghmc(lr, alpha, sigma, temperature, 0.0, decay, eps, key=key)
+    increment, tx_state = tx.update(
+        loss_grad, transforms.PSGHMCTransformState(step, momenta, v, key), params, key=key
+    )
+    new_params = optax.apply_updates(params, increment)
+    value = jnp.asarray(value, previous_value.dtype)
+    return new_params, tx_state.momenta, tx_state.v, value, aux, tx_state.step
+
+
+_STATIC = ("log_posterior", "lr_schedule", "temperature_schedule", "decay_schedule")
+_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
+_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1, 2))

@@ -1,0 +1,168 @@
+"""SGLD: exact couplings (T = 0 is SGD, faces agree bit for bit), exact stationary moments on
+Gaussian targets (the AR(1) law θ' = (I − εA)θ + noise), validation, posteriors' signatures."""
+
+from __future__ import annotations
+
+import inspect
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sghmc_jax
+from sghmc_jax.sgmcmc import sgld
+from tests import helpers
+from tests.test_sgmcmc_sghmc import _problem
+from tests.test_transforms import _logistic_problem, _run
+
+A2 = helpers.correlated_2d()
+A10 = helpers.ill_conditioned()
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.1])
+def test_zero_temperature_is_sgd(x64, lr):
+    """T = 0 equals optax.sgd(ε) on the loss gradient (to rounding: XLA may fuse ε·g + 0·ξ)."""
+    loss, params = _logistic_problem()
+    _, _, trace = _run(sghmc_jax.sgld(lr, temperature=0.0, key=0), loss, params, 100)
+    _, _, ref = _run(optax.sgd(lr), loss, params, 100)
+    chex.assert_trees_all_close(trace, ref, atol=1e-13, rtol=0)
+
+
+def test_one_step_is_the_rule(x64):
+    """The noise is the kernel's one draw per leaf, scaled by √(εT(2 − εβT))."""
+    params = {"a": jnp.zeros(3), "b": jnp.zeros(())}
+    grads = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.asarray(3.0)}
+    key = jax.random.key(4)
+    tx = sghmc_jax.sgld(0.1, beta=2.0, temperature=0.5, key=0)
+    updates, state = tx.update(grads, tx.init(params), params, key=key)
+    noise = sghmc_jax.kernels.normal_like(key, grads)
+    scale = np.sqrt(0.1 * 0.5 * (2 - 0.1 * 2.0 * 0.5))
+    expected = jax.tree.map(lambda g, z: -0.1 * g + scale * z, grads, noise)
+    chex.assert_trees_all_close(updates, expected, atol=1e-15)
+    assert int(state.step) == 1
+
+
+def test_faces_give_bit_identical_chains():
+    log_posterior, params, data = _problem()
+    lr, num_steps = 1e-3, 50
+    hyper = dict(beta=0.3, temperature=0.7)
+    keys = jax.random.split(jax.random.key(1), num_steps)
+    transform = sgld.build(log_posterior, lr, **hyper)
+    state = transform.init(params)
+    tx = sghmc_jax.sgld(lr, **hyper, key=0)
+    loss = lambda p, b: -log_posterior(p, b)[0]  # noqa: E731
+
+    @jax.jit
+    def optax_step(p, s, k):
+        updates, s = tx.update(jax.grad(loss)(p, data), s, p, key=k)
+        return optax.apply_updates(p, updates), s
+
+    p, s = params, tx.init(params)
+    for k in keys:
+        state = transform.update(state, data, key=k)
+        p, s = optax_step(p, s, k)
+        chex.assert_trees_all_equal(p, state.params)
+    assert int(state.step) == int(s.step) == num_steps
+
+
+def test_inplace_and_schedules_in_the_functional_face():
+    log_posterior, params, data = _problem(2)
+    lr_fn = optax.exponential_decay(1e-3, transition_steps=1, decay_rate=0.9)
+    t_fn = optax.linear_schedule(1.0, 0.0, transition_steps=4)
+    transform = sgld.build(log_posterior, lr_fn, temperature=t_fn)
+    a = transform.init(params)
+    b = transform.init(jax.tree.map(jnp.copy, params))
+    tx = sghmc_jax.sgld(lr_fn, temperature=t_fn, key=0)
+    p, s = params, tx.init(params)
+    loss = lambda p, b: -log_posterior(p, b)[0]  # noqa: E731
+
+    @jax.jit
+    def optax_step(p, s, k):
+        updates, s = tx.update(jax.grad(loss)(p, data), s, p, key=k)
+        return optax.apply_updates(p, updates), s
+
+    for i in range(5):
+        k = jax.random.key(i)
+        old = b
+        a = transform.update(a, data, key=k)
+        b = transform.update(b, data, key=k, inplace=True)
+        assert all(x.is_deleted() for x in jax.tree.leaves(old.params))
+        p, s = optax_step(p, s, k)
+        chex.assert_trees_all_equal(a.params, b.params, p)
+    assert np.isfinite(float(a.log_posterior)) and a.aux is not None
+
+
+@pytest.mark.parametrize(
+    ("precision", "lr", "temperature", "beta", "grad_noise_var"),
+    [
+        (A2, 0.05, 1.0, 0.0, 0.0),
+        (A2, 0.07, 0.3, 0.0, 0.0),  # ε·λ_max = 1.8: near the stability edge
+        (A2, 0.005, 2.0, 0.0, 0.0),
+        (A2, 0.05, 1.0, 4.0, 2.0),  # β models the injected gradient noise (to first order)
+        (A2, 0.05, 1.0, 0.0, 2.0),  # unmodelled gradient noise: ε²B in the exact answer
+        (A10, 0.15, 1.0, 0.0, 0.0),  # ε·λ_max = 1.5: far from the continuous limit
+    ],
+)
+def test_stationary_covariance(x64, precision, lr, temperature, beta, grad_noise_var):
+    f, q = helpers.sgld_transition(precision, lr, temperature, beta, grad_noise_var)
+    hyper = {"lr": lr, "beta": beta, "temperature": temperature}
+    est, exact, _ = helpers.check_stationary(
+        helpers.SGLD, precision, hyper, f, q, seed=21, grad_noise_var=grad_noise_var
+    )
+    if precision is A10:
+        # At this step the discrete answer is many standard errors from T·A⁻¹: the test pins
+        # the integrator, not just the target.
+        limit = temperature * np.linalg.inv(precision)
+        z_limit = est.z_scores(limit)
+        assert z_limit.max() > 20, f"seed=21: max |z| vs the continuous limit only {z_limit.max():.1f}"
+
+
+def test_float32_chains_match_the_float64_reference(x64):
+    f, q = helpers.sgld_transition(A2, 0.05, 1.0)
+    helpers.check_stationary(
+        helpers.SGLD, A2, {"lr": 0.05, "beta": 0.0, "temperature": 1.0}, f, q, seed=22,
+        dtype=jnp.float32,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"learning_rate": 0.0}, r"`learning_rate` must be finite and > 0, got learning_rate=0.0"),
+        ({"beta": -1.0}, r"`beta` must be finite and >= 0, got beta=-1.0"),
+        ({"temperature": float("inf")}, r"`temperature` must be finite and >= 0, got temperature=inf"),
+        (
+            {"learning_rate": 0.5, "beta": 5.0, "temperature": 1.0},
+            r"SGLD's noise variance needs 2 - lr\*beta\*temperature >= 0 .* got 2 - 0.5\*5.0\*1.0 = -0.5; lower `learning_rate` or `beta`",
+        ),
+    ],
+)
+def test_invalid_hyperparameters_are_named(kwargs, pattern):
+    kw = {"learning_rate": 0.1} | kwargs
+    with pytest.raises(ValueError, match=pattern):
+        sghmc_jax.sgld(**kw, key=0)
+
+
+def test_functional_validation():
+    log_posterior = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    with pytest.raises(ValueError, match=r"`lr` must be finite and > 0, got lr=-1.0"):
+        sgld.build(log_posterior, -1.0)
+    with pytest.raises(ValueError, match=r"2 - lr\*beta\*temperature >= 0 .* lower `lr` or `beta`"):
+        sgld.update(sgld.init(jnp.ones(2)), None, log_posterior, 1.0, beta=3.0, key=0)
+    with pytest.raises(TypeError, match=r"`log_posterior` must be a callable"):
+        sgld.build(None, 0.1)
+
+
+def test_signatures_mirror_posteriors():
+    assert list(inspect.signature(sgld.build).parameters) == [
+        "log_posterior", "lr", "beta", "temperature",
+    ]
+    assert list(inspect.signature(sgld.update).parameters) == [
+        "state", "batch", "log_posterior", "lr", "beta", "temperature", "key", "inplace",
+    ]
+    assert sgld.SGLDState._fields == ("params", "log_posterior", "aux", "step")
+    defaults = {k: v.default for k, v in inspect.signature(sgld.build).parameters.items()}
+    assert (defaults["beta"], defaults["temperature"]) == (0.0, 1.0)
