@@ -42,15 +42,23 @@ def _no_fma(x: jax.Array) -> jax.Array:
     return jax.lax.optimization_barrier(x)
 
 
-def _opaque(*coefficients: jax.Array) -> tuple[jax.Array, ...]:
-    """Scalar coefficients as XLA sees traced values, whether they came from Python floats or not.
+def _runtime(*hyperparameters: jax.typing.ArrayLike) -> tuple[jax.Array, ...]:
+    """Hyperparameters as values computed on the device, whether constants or traced.
 
-    A Python-float hyperparameter is a constant to XLA, which may then rewrite the leaf
-    arithmetic around it (reassociate a product, turn a division into a multiplication); a
-    traced one is not, so the optax face (floats) and the functional face (traced arguments)
-    would round differently. Behind a barrier both see the same opaque scalars: same graph, same
-    bits. Every kernel after `sghmc_step` passes each coefficient of its leaf arithmetic through
-    it (`sghmc_step` has not needed it: its faces are tested bit-identical as they are).
+    Hyperparameters arrive as compile-time constants (Python floats closed over by an optax face)
+    or as traced arguments (the functional faces, `inject_hyperparams`). XLA constant-folds
+    arithmetic on the former on the host and runs it on the device for the latter, and a GPU's
+    division and square root can round differently from the host's (seen on an H200), so the
+    faces would drift apart by an ulp. Behind this barrier every kernel derives its coefficients
+    from runtime values on the device, the same way for both; it costs a few scalar operations.
+    """
+    return jax.lax.optimization_barrier(tuple(jnp.asarray(v) for v in hyperparameters))
+
+
+def _opaque(*coefficients: jax.Array) -> tuple[jax.Array, ...]:
+    """Derived scalar coefficients kept opaque, so XLA does not rewrite the leaf arithmetic around
+    them (reassociate a product, turn a division into a multiplication) differently for
+    different programs; with `_runtime` on the inputs this keeps the faces bit-identical.
     """
     return jax.lax.optimization_barrier(coefficients)
 
@@ -199,15 +207,7 @@ def sghmc_step(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    # Bit-identical faces: hyperparameters arrive as compile-time constants (Python floats closed
-    # over by the optax face) or as traced arguments (the functional face, inject_hyperparams).
-    # XLA would constant-fold the former on the host and compute the latter on the device, whose
-    # division and square root may round differently (seen on a GPU), and would contract a
-    # product and a sum into an FMA in one case and not the other. The barriers make both
-    # compute the coefficients the same way, on the device; they cost a few scalar operations.
-    lr, alpha, beta, sigma, temperature = jax.lax.optimization_barrier(
-        tuple(jnp.asarray(v) for v in (lr, alpha, beta, sigma, temperature))
-    )
+    lr, alpha, beta, sigma, temperature = _runtime(lr, alpha, beta, sigma, temperature)
     drift = lr / (sigma * sigma)
     decay = 1 - _no_fma(drift * alpha)
     noise_var = lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature))
@@ -275,9 +275,7 @@ def sgld_step(
         Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
-    lr = jnp.asarray(lr)
-    beta = jnp.asarray(beta)
-    temperature = jnp.asarray(temperature)
+    lr, beta, temperature = _runtime(lr, beta, temperature)
     # Barriers: see sghmc_step and _opaque (a traced and a constant hyperparameter must round
     # alike).
     noise_std = jnp.sqrt(lr * temperature * (2 - _no_fma(lr * beta * temperature)))
@@ -348,11 +346,7 @@ def sgnht_step(
         Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
         NeurIPS 2014.
     """
-    lr = jnp.asarray(lr)
-    alpha = jnp.asarray(alpha)
-    beta = jnp.asarray(beta)
-    sigma = jnp.asarray(sigma)
-    temperature = jnp.asarray(temperature)
+    lr, alpha, beta, sigma, temperature = _runtime(lr, alpha, beta, sigma, temperature)
     xi = jnp.asarray(xi)
     xdt = _compute_dtype(xi.dtype)
     drift = lr / (sigma * sigma)
@@ -439,10 +433,7 @@ def baoa_step(
         Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013; and
         `Molecular Dynamics <https://doi.org/10.1007/978-3-319-16375-8>`_, Springer 2015.
     """
-    lr = jnp.asarray(lr)
-    alpha = jnp.asarray(alpha)
-    sigma = jnp.asarray(sigma)
-    temperature = jnp.asarray(temperature)
+    lr, alpha, sigma, temperature = _runtime(lr, alpha, sigma, temperature)
     half_drift = lr / (2 * sigma * sigma)
     gamma_lr = lr * alpha / (sigma * sigma)
     decay = jnp.exp(-gamma_lr)
@@ -526,8 +517,7 @@ def psgld_step(
         Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
-    lr = jnp.asarray(lr)
-    temperature = jnp.asarray(temperature)
+    lr, temperature = _runtime(lr, temperature)
     noise_std = jnp.sqrt(2 * lr * temperature)
     lr, decay, eps, noise_std = _opaque(lr, jnp.asarray(decay), jnp.asarray(eps), noise_std)
     noise = normal_like(key, grad_log_posterior)
@@ -608,12 +598,7 @@ def psghmc_step(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    lr = jnp.asarray(lr)
-    alpha = jnp.asarray(alpha)
-    sigma = jnp.asarray(sigma)
-    temperature = jnp.asarray(temperature)
-    decay = jnp.asarray(decay)
-    eps = jnp.asarray(eps)
+    lr, alpha, sigma, temperature, decay, eps = _runtime(lr, alpha, sigma, temperature, decay, eps)
     drift = lr / (sigma * sigma)
     m_decay = 1 - _no_fma(drift * alpha)
     noise_std = jnp.sqrt(2 * lr * alpha * temperature)

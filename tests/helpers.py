@@ -362,3 +362,54 @@ def psghmc_transition(
     g = np.vstack([(e / s2) * s, eye])  # how a momentum impulse moves z
     q = 2 * e * alpha * temperature * g @ g.T + e * e * grad_noise_var * (g @ s) @ (g @ s).T
     return f, q
+
+
+# ---- small problems shared by the face tests ----
+
+
+def regression_problem(seed: int = 0, n: int = 200, d: int = 4):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    y = x @ jnp.arange(1.0, d + 1) + jnp.asarray(rng.normal(size=n), jnp.float32)
+
+    def log_posterior(params, batch):
+        xb, yb = batch
+        resid = yb - xb @ params["w"] - params["b"]
+        value = -0.5 * jnp.sum(resid**2) - 0.5 * jnp.sum(params["w"] ** 2)
+        return value, {"rmse": jnp.sqrt(jnp.mean(resid**2))}
+
+    params = {"w": jnp.zeros(d), "b": jnp.zeros(())}
+    return log_posterior, params, (x, y)
+
+
+def logistic_problem(seed: int = 0, n: int = 64, d: int = 5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=d) + rng.normal(size=n) > 0).astype(float)
+
+    def loss(params):
+        logits = x @ params["w"] + params["b"]
+        return jnp.sum(jnp.logaddexp(0.0, logits) - y * logits) + 0.5 * jnp.sum(params["w"] ** 2)
+
+    params = {"w": jnp.asarray(rng.normal(size=d)), "b": jnp.asarray(0.3)}
+    return loss, params
+
+
+def run_optax(tx, loss, params, num_steps, keys=None):
+    """Runs `num_steps` updates in a jitted scan; per-step keys if given."""
+    state = tx.init(params)
+
+    def step(carry, key):
+        params, state = carry
+        grads = jax.grad(loss)(params)
+        if key is None:
+            updates, state = tx.update(grads, state, params)
+        else:
+            updates, state = tx.update(grads, state, params, key=key)
+        return (optax.apply_updates(params, updates), state), params
+
+    xs = keys if keys is not None else None
+    (params, state), trace = jax.jit(
+        lambda c: jax.lax.scan(step, c, xs, length=num_steps)
+    )((params, state))
+    return params, state, trace

@@ -15,8 +15,9 @@ import pytest
 import sghmc_jax
 from sghmc_jax.sgmcmc import sgld
 from tests import helpers
-from tests.test_sgmcmc_sghmc import _problem
-from tests.test_transforms import _logistic_problem, _run
+from tests.helpers import regression_problem as _problem
+from tests.helpers import logistic_problem as _logistic_problem
+from tests.helpers import run_optax as _run
 
 A2 = helpers.correlated_2d()
 A10 = helpers.ill_conditioned()

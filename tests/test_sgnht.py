@@ -20,8 +20,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import sgnht
 from tests import helpers
 from tests.helpers import Z_MAX
-from tests.test_sgmcmc_sghmc import _problem
-from tests.test_transforms import _logistic_problem, _run
+from tests.helpers import regression_problem as _problem
+from tests.helpers import logistic_problem as _logistic_problem
+from tests.helpers import run_optax as _run
 
 
 def test_thermostat_held_at_alpha_is_sghmc_bit_for_bit():

@@ -12,39 +12,8 @@ import optax
 import pytest
 
 import sghmc_jax
-
-
-def _logistic_problem(seed: int = 0, n: int = 64, d: int = 5):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = (x @ rng.normal(size=d) + rng.normal(size=n) > 0).astype(float)
-
-    def loss(params):
-        logits = x @ params["w"] + params["b"]
-        return jnp.sum(jnp.logaddexp(0.0, logits) - y * logits) + 0.5 * jnp.sum(params["w"] ** 2)
-
-    params = {"w": jnp.asarray(rng.normal(size=d)), "b": jnp.asarray(0.3)}
-    return loss, params
-
-
-def _run(tx, loss, params, num_steps, keys=None):
-    """Runs `num_steps` updates in a jitted scan; per-step keys if given."""
-    state = tx.init(params)
-
-    def step(carry, key):
-        params, state = carry
-        grads = jax.grad(loss)(params)
-        if key is None:
-            updates, state = tx.update(grads, state, params)
-        else:
-            updates, state = tx.update(grads, state, params, key=key)
-        return (optax.apply_updates(params, updates), state), params
-
-    xs = keys if keys is not None else None
-    (params, state), trace = jax.jit(
-        lambda c: jax.lax.scan(step, c, xs, length=num_steps)
-    )((params, state))
-    return params, state, trace
+from tests.helpers import logistic_problem as _logistic_problem
+from tests.helpers import run_optax as _run
 
 
 @pytest.mark.parametrize(("lr", "alpha", "sigma"), [(0.05, 1.0, 1.0), (0.02, 5.0, 0.7), (0.1, 0.01, 2.0)])
