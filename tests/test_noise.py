@@ -219,7 +219,7 @@ def test_no_correlation_across_steps():
     """Successive step keys of the optax face (its state key, split every step)."""
     key, draws = jax.random.key(8), []
     for _ in range(6):
-        step_key, key = jax.random.split(key)
+        step_key, key = kernels.split_key(key)
         draws.append(np.asarray(kernels.normal_like(step_key, jnp.zeros(200_000))))
     for i in range(len(draws) - 1):
         z = _corr_z(draws[i], draws[i + 1])
@@ -243,6 +243,25 @@ def test_other_key_implementations_give_standard_normals(impl):
     for k, exact, var in ((1, 0.0, 1.0), (2, 1.0, 2.0)):
         z = (np.mean(x**k) - exact) / np.sqrt(var / n)
         assert abs(z) < Z_MAX, f"seed=13 impl={impl}: E X^{k} z = {z:.2f}"
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_split_key_is_jax_random_split_bit_for_bit(partitionable):
+    with jax.threefry_partitionable(partitionable):
+        for seed in (0, 1, 2**31 + 5):
+            key = jax.random.key(seed)
+            ref = jax.random.key_data(jax.random.split(key))
+            for a, b in (kernels.split_key(key), jax.jit(kernels.split_key)(key)):
+                np.testing.assert_array_equal(jax.random.key_data(a), ref[0])
+                np.testing.assert_array_equal(jax.random.key_data(b), ref[1])
+        keys = jax.random.split(jax.random.key(3), 4)
+        a, b = jax.vmap(kernels.split_key)(keys)
+        ref = jax.vmap(lambda k: jax.random.key_data(jax.random.split(k)))(keys)
+        np.testing.assert_array_equal(jax.random.key_data(a), ref[:, 0])
+        np.testing.assert_array_equal(jax.random.key_data(b), ref[:, 1])
+    rbg = jax.random.key(0, impl="rbg")
+    a, b = kernels.split_key(rbg)
+    np.testing.assert_array_equal(jax.random.key_data(b), jax.random.key_data(jax.random.split(rbg))[1])
 
 
 def test_a_donated_update_of_a_large_leaf_needs_no_temporary_buffer():
