@@ -12,6 +12,7 @@ an exact normal, generated inside the update's fused loop.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -194,24 +195,34 @@ def _opaque_zero(k0: jax.Array, k1: jax.Array) -> jax.Array:
 
 
 def _small_leaf_noise(
-    k0: jax.Array, k1: jax.Array, start: int, members: list[tuple[int, tuple[int, ...]]], padded: int, dtype: Any
+    k0: jax.Array,
+    k1: jax.Array,
+    token: jax.Array,
+    start: int,
+    members: list[tuple[int, tuple[int, ...]]],
+    padded: int,
+    dtype: Any,
 ) -> list[jax.Array]:
     """Noise for consecutive small leaves from ONE generator over their shared counter range.
 
     Why: XLA:CPU compiles every distinct kernel separately (~30-100 ms each) but reuses the
-    code of identical kernels, and a per-leaf generator is ~150 HLO ops. A 200-leaf model with
-    per-leaf generators took ~20 s to compile. Here the generator runs once per bin (a flat
-    array of `padded` elements) inside a `lax.cond` whose predicate XLA cannot fold, which
-    (1) keeps XLA from cloning the generator into each leaf's update, and (2) turns the leaves'
-    slice offsets and the bin's start into runtime values, so the per-leaf update kernels of
-    same-shaped leaves (and the generators of equal bins) are identical and compiled once.
-    The numbers are exactly those of `_leaf_noise` at the same counters (the layout does not
-    depend on this choice); the price is materialising at most `padded` noise values per bin.
+    code of identical kernels, and a per-leaf generator is ~150 HLO ops: a 200-leaf model with a
+    generator per leaf took ~20 s to compile. Here the generator runs once per bin (a flat array
+    of `padded` elements) inside a `lax.cond` whose predicate XLA cannot fold, which (1) keeps
+    XLA from cloning the generator into each leaf's update, and (2) turns the leaves' slice
+    offsets and the bin's start into runtime values, so the update kernels of same-shaped leaves
+    (and the generators of equal bins) are identical and compiled once. `token` is an opaque
+    zero computed from the previous bin's results: it orders the bins so that at most one bin of
+    noise is alive at a time. The numbers are exactly those of `_leaf_noise` at the same
+    counters (the layout does not depend on this choice).
     """
     local = [o - start for o, _ in members]
+    # The bin's start goes in as a runtime value (+ an opaque zero) rather than a constant, which
+    # XLA would sink into the branch and bake into the generator, one distinct kernel per bin.
+    zero = _opaque_zero(k0, k1) + token
     operands = (
-        jnp.asarray(start >> 32, _U32),
-        jnp.asarray(start & 0xFFFFFFFF, _U32),
+        jnp.asarray(start >> 32, _U32) + zero,
+        jnp.asarray(start & 0xFFFFFFFF, _U32) ^ zero,  # not "+": XLA would merge hi and lo at 0
         k0,
         k1,
         tuple(jnp.asarray(o, jnp.int32) for o in local),
@@ -225,21 +236,31 @@ def _small_leaf_noise(
     def never(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
         return jnp.zeros((padded,), dtype), tuple(o + 1 for o in offsets)
 
-    flat, offsets = jax.lax.cond(_opaque_zero(k0, k1) == 0, generate, never, *operands)
+    flat, offsets = jax.lax.cond(zero == 0, generate, never, *operands)
     return [
         jax.lax.dynamic_slice(flat, (o,), (math.prod(shape),)).reshape(shape)
         for o, (_, shape) in zip(offsets, members)
     ]
 
 
-def _standard_normal_leaves(key: jax.Array, leaves: list[jax.Array]) -> list[jax.Array]:
-    """N(0, 1) noise for each leaf, in the leaf's noise dtype (float64 or float32).
+def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
+    """An opaque zero that depends on one element of every array in `results`."""
+    token = jnp.zeros((), _U32)
+    for x in jax.tree.leaves(results):
+        first = jnp.ravel(x)[0].astype(jnp.float32)
+        token = token + _opaque_zero(jax.lax.bitcast_convert_type(first, _U32), k0)
+    return token
+
+
+def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any]) -> list[Any]:
+    """`[fn(i, noise_i) for each leaf i]`, with noise_i ~ N(0, 1) in the leaf's noise dtype.
 
     Layout (documented in `normal_like`): element j (row-major) of leaf i gets counter
     c = (sizes of leaves 0..i−1) + j, and its value is `_normal_from_bits(threefry2x32(K, c))`
-    with K two 32-bit words drawn from `key`. Leaves of at least `_BIN_ELEMENTS` elements get a
-    generator fused into their own update (`_leaf_noise`); runs of smaller leaves share one
-    (`_small_leaf_noise`); both give the same numbers.
+    with K two 32-bit words drawn from `key`. Leaves of at least `_SMALL_LEAF` elements get a
+    generator fused into `fn`'s kernel (`_leaf_noise`: no temporaries, partitionable); runs of
+    smaller leaves share one per bin of at most `_BIN_ELEMENTS` (`_small_leaf_noise`: one
+    compiled generator, at most one bin of noise in memory); both give the same numbers.
     """
     k0, k1 = _key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
@@ -253,7 +274,8 @@ def _standard_normal_leaves(key: jax.Array, leaves: list[jax.Array]) -> list[jax
     for size in sizes[:-1]:
         offsets.append(offsets[-1] + size)
     dtypes = [_noise_dtype(jnp.result_type(x)) for x in leaves]
-    out: list[jax.Array | None] = [None] * len(leaves)
+    results: list[Any] = [None] * len(leaves)
+    done = [False] * len(leaves)
 
     # Runs of consecutive small leaves of one noise dtype, cut into bins of <= _BIN_ELEMENTS.
     bins: list[list[int]] = []
@@ -270,29 +292,42 @@ def _standard_normal_leaves(key: jax.Array, leaves: list[jax.Array]) -> list[jax
             last.append(i)
         else:
             bins.append([i])
-    # Equal-sized bins share one compiled generator; a lone bin needs no padding.
+    token = jnp.zeros((), _U32)
     for members in bins:
         fill = sum(sizes[j] for j in members)
-        padded = _BIN_ELEMENTS if len(bins) > 1 else fill
+        # Bins padded to a multiple of 2^16 mostly share one size, so one compiled generator
+        # (<= 6% extra work for full bins); a lone bin needs no padding.
+        padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
         noise = _small_leaf_noise(
-            k0, k1, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
+            k0, k1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
             padded, dtypes[members[0]],
         )
-        for j, x in zip(members, noise):
-            out[j] = x
+        for j, xi in zip(members, noise):
+            results[j], done[j] = fn(j, xi), True
+        if len(bins) > 1:
+            # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
+            # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
+            token = _token(k0, results[members[-1]])
     for i, x in enumerate(leaves):
-        if out[i] is None:
-            out[i] = (
+        if not done[i]:
+            xi = (
                 jnp.zeros(jnp.shape(x), dtypes[i])
                 if sizes[i] == 0
                 else _leaf_noise(k0, k1, offsets[i], jnp.shape(x), dtypes[i])
             )
-    return out  # type: ignore[return-value]
+            results[i] = fn(i, xi)
+    return results
+
+
+def _normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
+    leaves, treedef = jax.tree.flatten(tree)
+    noise = _map_with_noise(key, leaves, lambda i, xi: xi.astype(jnp.result_type(leaves[i])))
+    return jax.tree.unflatten(treedef, noise)
 
 
 # Jitted so that eager callers (e.g. drawing initial momenta) run the generator as one fused
 # kernel instead of op by op with a full-size temporary per hash round; inside a trace it inlines.
-_standard_normal_leaves_jit = jax.jit(_standard_normal_leaves)
+_normal_like_jit = jax.jit(_normal_like)
 
 
 def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
@@ -321,11 +356,7 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
         Box & Muller, `A note on the generation of random normal deviates
         <https://doi.org/10.1214/aoms/1177706645>`_, 1958.
     """
-    leaves, treedef = jax.tree.flatten(tree)
-    noise = _standard_normal_leaves_jit(key, leaves)
-    return jax.tree.unflatten(
-        treedef, [xi.astype(jnp.result_type(x)) for xi, x in zip(noise, leaves)]
-    )
+    return _normal_like_jit(key, tree)
 
 
 def init_momenta(
@@ -448,24 +479,23 @@ def sghmc_step(
     noise_std = jnp.sqrt(noise_var)
     treedef = jax.tree.structure(momenta)
     momenta_leaves = jax.tree.leaves(momenta)
-    # Noise in float32 (float64 for float64 leaves), never rounded to bf16/f16 before use: the
-    # update is computed in at least float32 anyway, and the generator fuses into it.
-    noise = _standard_normal_leaves_jit(key, momenta_leaves)
+    grad_leaves = treedef.flatten_up_to(grad_log_posterior)
 
-    def leaf(m: jax.Array, g: jax.Array, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    coefficients: dict[Any, tuple[jax.Array, ...]] = {}  # per compute dtype: fewer ops to trace
+
+    def leaf(i: int, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
+        m, g = momenta_leaves[i], grad_leaves[i]
         cdt = _compute_dtype(m.dtype)
-        m_new = (
-            decay.astype(cdt) * m.astype(cdt)
-            + lr.astype(cdt) * g.astype(cdt)
-            + noise_std.astype(cdt) * xi.astype(cdt)
-        ).astype(m.dtype)
-        increment = (drift.astype(cdt) * m_new.astype(cdt)).astype(m.dtype)
+        if cdt not in coefficients:
+            coefficients[cdt] = tuple(c.astype(cdt) for c in (decay, lr, noise_std, drift))
+        c_decay, c_lr, c_std, c_drift = coefficients[cdt]
+        m_new = (c_decay * m.astype(cdt) + c_lr * g.astype(cdt) + c_std * xi.astype(cdt)).astype(m.dtype)
+        increment = (c_drift * m_new.astype(cdt)).astype(m.dtype)
         return increment, m_new
 
-    pairs = [
-        leaf(m, g, xi)
-        for m, g, xi in zip(momenta_leaves, treedef.flatten_up_to(grad_log_posterior), noise)
-    ]
+    # Noise in float32 (float64 for float64 leaves), never rounded to bf16/f16 before use: the
+    # update is computed in at least float32 anyway, and the generator fuses into it.
+    pairs = _map_with_noise(key, momenta_leaves, leaf)
     increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
     new_momenta = jax.tree.unflatten(treedef, [m for _, m in pairs])
     return increment, new_momenta

@@ -63,12 +63,27 @@ def test_threefry_is_jaxs_threefry_bit_for_bit():
     np.testing.assert_array_equal(np.asarray(ours[1]), ref[1000:])
 
 
-@pytest.mark.parametrize("small_leaf", [1, 1 << 40], ids=["every-leaf-fused", "small-leaves-binned"])
-def test_normal_like_follows_the_documented_flat_layout(monkeypatch, small_leaf):
-    """Element c of the flattened tree is the transform of threefry(K, c), whichever generator
-    path produced it (per-leaf fused or shared per bin)."""
+def _generator_paths(monkeypatch, small_leaf: int, bin_elements: int) -> None:
+    """Switches the generator's thresholds (and drops normal_like's compiled cache)."""
     monkeypatch.setattr(kernels, "_SMALL_LEAF", small_leaf)
-    tree = {"a": jnp.zeros((3, 5)), "b": jnp.zeros(()), "c": jnp.zeros((7,)), "d": jnp.zeros((2, 3, 4))}
+    monkeypatch.setattr(kernels, "_BIN_ELEMENTS", bin_elements)
+    monkeypatch.setattr(kernels, "_normal_like_jit", jax.jit(kernels._normal_like))
+
+
+PATHS = {
+    "every-leaf-fused": (1, 1 << 20),
+    "one-bin": (1 << 40, 1 << 40),
+    "many-padded-bins": (1 << 40, 16),
+    "mixed": (40, 64),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_normal_like_follows_the_documented_flat_layout(monkeypatch, path):
+    """Element c of the flattened tree is the transform of threefry(K, c), whichever generator
+    path produced it (fused into each leaf, one shared bin, or a chain of padded bins)."""
+    _generator_paths(monkeypatch, *PATHS[path])
+    tree = {"a": jnp.zeros((3, 5)), "b": jnp.zeros(()), "c": jnp.zeros((7,)), "d": jnp.zeros((2, 3, 4)), "e": jnp.zeros(50)}
     key = jax.random.key(42)
     noise = kernels.normal_like(key, tree)
     flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(noise)])
@@ -76,15 +91,29 @@ def test_normal_like_follows_the_documented_flat_layout(monkeypatch, small_leaf)
     np.testing.assert_allclose(flat, ref, rtol=2e-6, atol=2e-6)
 
 
-def test_both_generator_paths_give_the_same_bits(monkeypatch):
-    tree = [jnp.zeros((300, 7)), jnp.zeros(5), jnp.zeros((64, 64)), jnp.zeros(1)]
+@pytest.mark.parametrize("path", list(PATHS)[1:])
+def test_every_generator_path_gives_the_same_bits(monkeypatch, path):
+    tree = [jnp.zeros((30, 7)), jnp.zeros(5), jnp.zeros((16, 16)), jnp.zeros(1), jnp.zeros((3, 40))]
     key = jax.random.key(5)
-    fused = jax.jit(kernels.normal_like)(key, tree)
-    monkeypatch.setattr(kernels, "_SMALL_LEAF", 1 << 40)
-    monkeypatch.setattr(kernels, "_standard_normal_leaves_jit", jax.jit(kernels._standard_normal_leaves))
-    binned = jax.jit(kernels.normal_like)(key, tree)
-    for a, b in zip(fused, binned):
+    _generator_paths(monkeypatch, *PATHS["every-leaf-fused"])
+    fused = kernels.normal_like(key, tree)
+    _generator_paths(monkeypatch, *PATHS[path])
+    other = kernels.normal_like(key, tree)
+    for a, b in zip(fused, other):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_sghmc_step_uses_the_same_noise_on_every_path(monkeypatch, path):
+    """The kernel's noise is normal_like's: at T = 1, zero momenta and zero gradient the new
+    momenta are sqrt(2αε)·ξ exactly."""
+    _generator_paths(monkeypatch, *PATHS[path])
+    tree = {"w": jnp.zeros((9, 4)), "b": jnp.zeros(4), "v": jnp.zeros((2, 50))}
+    key = jax.random.key(21)
+    _, m = jax.jit(kernels.sghmc_step)(tree, tree, key, 0.5, 2.0, 0.0, 1.0, 1.0)
+    xi = kernels.normal_like(key, tree)
+    for name in tree:
+        np.testing.assert_allclose(m[name], np.sqrt(2.0) * xi[name], rtol=1e-6, err_msg=name)
 
 
 def test_counters_carry_into_the_high_word():
