@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,29 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $@
+
+# posteriors (PyTorch) gets its own environment with the CPU torch build; when it cannot be
+# created the benchmarks say so and skip that candidate.
+POSTERIORS_VENV := benchmarks/.venv-posteriors
+$(POSTERIORS_VENV)/.installed:
+	-( $(PYTHON) -m venv $(POSTERIORS_VENV) \
+	   && $(POSTERIORS_VENV)/bin/python -m pip install --quiet torch==2.13.0 posteriors numpy \
+	   && touch $@ ) || echo "posteriors environment could not be created: its benchmark will be skipped"
+
+# Benchmarks print tables of ratios to optax SGD-momentum measured in the same run (see
+# benchmarks/README.md); `bench-quick` uses fewer repeats.
+bench: $(VENV)/.installed-bench $(POSTERIORS_VENV)/.installed
+	$(PY) benchmarks/noise.py
+	$(PY) benchmarks/update_only.py --rss
+	$(PY) benchmarks/training.py
+
+bench-quick: $(VENV)/.installed-bench $(POSTERIORS_VENV)/.installed
+	$(PY) benchmarks/noise.py --quick
+	$(PY) benchmarks/update_only.py --quick
+	$(PY) benchmarks/training.py --quick
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(POSTERIORS_VENV) build *.egg-info

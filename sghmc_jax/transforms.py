@@ -160,7 +160,7 @@ def sghmc(
         _checks.check_float_tree("updates", updates)
         _checks.check_tree_like("updates", updates, "state.momenta", state.momenta)
         if key is None:
-            step_key, next_key = jax.random.split(state.key)
+            step_key, next_key = kernels.split_key(state.key)
         else:
             step_key, next_key = _checks.canonical_key(key), state.key
         grad_log_posterior = jax.tree.map(jnp.negative, updates)

@@ -32,11 +32,15 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
     namespace: dict = {}
     exec(compile(BLOCKS[0], "README.md[0]", "exec"), namespace)
     capsys.readouterr()
-    import jax.numpy as jnp
+    import numpy as np
 
-    mean = jnp.mean(jnp.stack(namespace["samples"][500:]), axis=0)
-    # Posterior N(1/1.01, 1/1.01); 1,500 correlated draws: the mean is within ~0.15.
-    assert float(jnp.max(jnp.abs(mean - 1 / 1.01))) < 0.3
+    mean = np.mean(namespace["samples"][1000:], axis=0)
+    # Posterior N(1/1.01, 1/1.01); 9,000 draws near critical damping (ε = 0.1, α = 2): the
+    # per-coordinate Monte Carlo standard error of the mean is ~0.05 (measured over 200 seeds;
+    # the largest error of the three coordinates stayed below 0.24), so 0.3 is ~6 standard errors.
+    # (The earlier 1,500-draw version at α = 1, ε = 0.01 had a standard error of ~0.4 and passed
+    # for lucky seeds only.)
+    assert float(np.max(np.abs(mean - 1 / 1.01))) < 0.3
 
 
 @pytest.mark.parametrize(
