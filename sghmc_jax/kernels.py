@@ -1,7 +1,9 @@
 """The update maths: pure functions on pytrees, the only place each algorithm's rule lives.
 
 Every face of the library (the optax transforms, the posteriors-style functional API, the
-sampler) calls these functions, so given the same keys they produce bit-identical chains.
+sampler) calls these functions, so given the same keys and gradients they produce bit-identical
+chains (hyperparameters go through `_runtime`, so whether they are constants or traced does not
+change how XLA compiles the arithmetic).
 
 Arithmetic runs in at least float32 (bf16/f16 leaves are promoted for the update and stored back
 in their own dtype); each leaf keeps its dtype. Noise comes from one step key through a fixed,

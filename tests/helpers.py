@@ -173,25 +173,37 @@ def assert_faces_bit_identical(
     tx, transform, log_posterior, params, batch, *, num_steps: int = 30, fields=(), seed: int = 0
 ):
     """The optax face `tx` (built with key=seed) and the functional `transform` take identical
-    steps from the same keys, bit for bit: params and each state field in `fields`."""
+    steps from the same keys, bit for bit: params, log posterior and each state field in `fields`.
+
+    What is compared is the library's update, so both sides get the SAME gradient program: the
+    value and gradient of −log_posterior, with the batch a traced argument as in the functional
+    face. Closing over the data instead makes it a compile-time constant, and XLA may then fold
+    data-only subexpressions of the user's gradient on the host, or fuse them differently (an
+    FMA contraction on GPU), so the two gradients, not the updates, can differ in the last bit.
+    """
     init_key = jax.random.key(seed)
     step_keys = jax.random.split(jax.random.key(seed + 1), num_steps)
     # The optax face draws its initial momenta from the first half of its split key.
     state = transform.init(params, key=jax.random.split(init_key)[0])
-    loss = lambda p, b: -log_posterior(p, b)[0]  # noqa: E731
+
+    def negated(p, b):
+        value, aux = log_posterior(p, b)
+        return -value, aux
 
     @jax.jit
-    def optax_step(p, s, k):
-        updates, s = tx.update(jax.grad(loss)(p, batch), s, p, key=k)
-        return optax.apply_updates(p, updates), s
+    def optax_step(p, s, k, batch):
+        (neg_value, _), grads = jax.value_and_grad(negated, has_aux=True)(p, batch)
+        updates, s = tx.update(grads, s, p, key=k)
+        return optax.apply_updates(p, updates), s, -neg_value
 
     p, s = params, tx.init(params)
     for field in fields:
         chex.assert_trees_all_equal(getattr(s, field), getattr(state, field))
     for k in step_keys:
         state = transform.update(state, batch, key=k)
-        p, s = optax_step(p, s, k)
+        p, s, value = optax_step(p, s, k, batch)
         chex.assert_trees_all_equal(p, state.params)
+        chex.assert_trees_all_equal(value, state.log_posterior)
         for field in fields:
             chex.assert_trees_all_equal(getattr(s, field), getattr(state, field))
     assert int(state.step) == int(s.step) == num_steps
