@@ -13,6 +13,7 @@ an exact normal, generated inside the update's fused loop.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -54,9 +55,11 @@ def _runtime(*hyperparameters: jax.typing.ArrayLike) -> tuple[jax.Array, ...]:
     Hyperparameters arrive as compile-time constants (Python floats closed over by an optax face)
     or as traced arguments (the functional faces, `inject_hyperparams`). XLA constant-folds
     arithmetic on the former on the host and runs it on the device for the latter, and a GPU's
-    division and square root can round differently from the host's (seen on an H200), so the
-    faces would drift apart by an ulp. Behind this barrier every kernel derives its coefficients
-    from runtime values on the device, the same way for both; it costs a few scalar operations.
+    arithmetic can round differently from the host's, so the faces could drift apart by an ulp.
+    Behind this barrier the kernels derive their coefficients from the barrier's outputs the same
+    way for both. XLA:CPU removes barriers before fusion (the compiled HLO shows the constants
+    folded into the update), which is harmless there: its code rounds like the host's constant
+    folder, and the face tests check the faces bit for bit. It costs a few scalar operations.
     """
     return jax.lax.optimization_barrier(tuple(jnp.asarray(v) for v in hyperparameters))
 
@@ -230,6 +233,22 @@ def _opaque_zero(k0: jax.Array, k1: jax.Array) -> jax.Array:
     return (k0 ^ k1) - ((k0 | k1) - (k0 & k1))
 
 
+@functools.lru_cache(maxsize=64)
+def _bin_branches(padded: int, dtype: Any) -> tuple[Callable, Callable]:
+    """The two branches of a bin's conditional: one pair of function objects per (size, dtype),
+    so that JAX traces the generator once however many bins of that size a tree has."""
+
+    def generate(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
+        counter_lo = lo + jax.lax.iota(_U32, padded)
+        counter_hi = hi + (counter_lo < lo).astype(_U32)  # carry when the low word wraps
+        return _normal_from_bits(*_threefry2x32(k0, k1, counter_hi, counter_lo), dtype), offsets
+
+    def never(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
+        return jnp.zeros((padded,), dtype), tuple(o + 1 for o in offsets)
+
+    return generate, never
+
+
 def _small_leaf_noise(
     k0: jax.Array,
     k1: jax.Array,
@@ -264,14 +283,7 @@ def _small_leaf_noise(
         tuple(jnp.asarray(o, jnp.int32) for o in local),
     )
 
-    def generate(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
-        counter_lo = lo + jax.lax.iota(_U32, padded)
-        counter_hi = hi + (counter_lo < lo).astype(_U32)  # carry when the low word wraps
-        return _normal_from_bits(*_threefry2x32(k0, k1, counter_hi, counter_lo), dtype), offsets
-
-    def never(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
-        return jnp.zeros((padded,), dtype), tuple(o + 1 for o in offsets)
-
+    generate, never = _bin_branches(padded, jnp.dtype(dtype))
     flat, offsets = jax.lax.cond(zero == 0, generate, never, *operands)
     return [
         jax.lax.dynamic_slice(flat, (o,), (math.prod(shape),)).reshape(shape)
