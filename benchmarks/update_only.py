@@ -2,9 +2,10 @@
 
 Cases: one flat leaf of 10M float32 parameters, and a 200-leaf tree of 50k-element leaves (the
 compile-time case). Candidates, all jitted with params and state donated unless named otherwise:
-optax SGD with momentum (the floor), the same without donation, sghmc_jax's optax face, a
-"naive" SGHMC written the obvious way (one `jax.random.normal` per leaf, tree_map arithmetic),
-and BlackJAX's SGHMC diffusion step (skipped when blackjax is not importable).
+optax SGD with momentum (the floor), the same without donation, sghmc_jax's optax face (and, on
+the tree, the same traced with every leaf's generator fused into its own update), a "naive"
+SGHMC written the obvious way (one `jax.random.normal` per leaf, tree_map arithmetic), and
+BlackJAX's SGHMC diffusion step (skipped when blackjax is not importable).
 
 Columns: per-update time (median/min/max of interleaved repeats) and its ratio to the floor,
 compile time (trace + lower + compile), XLA's peak memory of one call (live arguments + unaliased
@@ -32,6 +33,9 @@ import optax  # noqa: E402
 
 import _common  # noqa: E402
 import sghmc_jax  # noqa: E402
+from sghmc_jax import kernels  # noqa: E402
+
+EVERY_LEAF_FUSED = "sghmc_jax.sghmc, every leaf fused"
 
 LR, ALPHA = 1e-3, 0.1  # SGHMC ε, α; the floor is its T = 0 twin optax.sgd(ε², momentum=1 − εα)
 
@@ -73,6 +77,10 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
     out.append(("optax sgd+momentum (floor)", optax_like(optax.sgd(LR**2, momentum=1 - LR * ALPHA), True), "donated"))
     out.append(("optax sgd+momentum, not donated", optax_like(optax.sgd(LR**2, momentum=1 - LR * ALPHA), False), ""))
     out.append(("sghmc_jax.sghmc", optax_like(sghmc_jax.sghmc(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
+    if case == "tree":
+        # The same transform traced with every leaf's generator fused into its own update (no
+        # bins, no lax.cond): what an accelerator may prefer; its compile time is the question.
+        out.append((EVERY_LEAF_FUSED, optax_like(sghmc_jax.sghmc(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
 
     def make_naive() -> tuple:
         params = make_tree(case)
@@ -102,6 +110,18 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
     return out
 
 
+def compile_candidate(name: str, f: Any, args: tuple) -> tuple[Any, float]:
+    """Compiles a candidate; EVERY_LEAF_FUSED is traced with the small-leaf bins switched off
+    (a private knob of kernels, read when the update is traced)."""
+    small_leaf = kernels._SMALL_LEAF
+    if name == EVERY_LEAF_FUSED:
+        kernels._SMALL_LEAF = 1
+    try:
+        return _common.compile_seconds(f, *args)
+    finally:
+        kernels._SMALL_LEAF = small_leaf
+
+
 def runner(f: Any, args: tuple) -> Callable[[], Any]:
     state = list(args)
 
@@ -120,7 +140,8 @@ def rss_mode(case: str, name: str) -> None:
     base = _common.current_rss_bytes()
     (_, make, _), = candidates(case, only=name)
     f, args = make()
-    run = runner(f, args)
+    compiled, _ = compile_candidate(name, f, args)
+    run = runner(compiled, args)
     for _ in range(3):
         run()
     print(f"RSS {_common.peak_rss_bytes() - base:.0f}")
@@ -143,7 +164,7 @@ def main() -> None:
         cands = []
         for name, make, note in candidates(case):
             f, fargs = make()
-            compiled, seconds = _common.compile_seconds(f, *fargs)
+            compiled, seconds = compile_candidate(name, f, fargs)
             c = _common.Candidate(name, runner(compiled, fargs), compile_s=seconds, note=note,
                                   peak_bytes=_common.xla_peak_bytes(compiled))
             cands.append(c)
