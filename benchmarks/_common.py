@@ -23,6 +23,8 @@ from typing import Any
 __all__ = [
     "Candidate",
     "Result",
+    "EVERY_LEAF_FUSED",
+    "compile_candidate",
     "compile_seconds",
     "environment",
     "interleaved",
@@ -87,6 +89,25 @@ def compile_seconds(jitted: Any, *args: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0
+
+
+# The candidate name of sghmc_jax's transform traced with every leaf's noise generator fused into
+# its own update (no small-leaf bins, no lax.cond): the path an accelerator may prefer.
+EVERY_LEAF_FUSED = "sghmc_jax.sghmc, every leaf fused"
+
+
+def compile_candidate(name: str, jitted: Any, *args: Any) -> tuple[Any, float]:
+    """`compile_seconds`, tracing the EVERY_LEAF_FUSED candidate with the small-leaf bins
+    switched off (a private knob of sghmc_jax.kernels, read when the update is traced)."""
+    from sghmc_jax import kernels
+
+    small_leaf = kernels._SMALL_LEAF
+    if name == EVERY_LEAF_FUSED:
+        kernels._SMALL_LEAF = 1
+    try:
+        return compile_seconds(jitted, *args)
+    finally:
+        kernels._SMALL_LEAF = small_leaf
 
 
 def xla_peak_bytes(compiled: Any) -> float:

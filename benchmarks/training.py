@@ -38,13 +38,11 @@ import optax  # noqa: E402
 
 import _common  # noqa: E402
 import sghmc_jax  # noqa: E402
-from sghmc_jax import kernels  # noqa: E402
+from _common import EVERY_LEAF_FUSED  # noqa: E402
 from sghmc_jax.sgmcmc import sghmc as functional_sghmc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 POSTERIORS_PYTHON = os.path.join(HERE, ".venv-posteriors", "bin", "python")
-
-EVERY_LEAF_FUSED = "sghmc_jax.sghmc, every leaf fused"
 
 # ε, α per problem (SGHMC's parameterisation, σ = 1, T = 1). εα ≈ 0.1: momentum 0.9 for the floor.
 HYPER = {"lr": (3e-3, 30.0), "mlp": (1e-2, 10.0)}
@@ -271,13 +269,7 @@ def bench_problem(problem: str, quick: bool, with_posteriors: bool, env: dict) -
     cands = []
     for name, (init, run) in runners.items():
         carry = init()
-        small_leaf = kernels._SMALL_LEAF
-        if name == EVERY_LEAF_FUSED:
-            kernels._SMALL_LEAF = 1  # private knob, read when the update is traced
-        try:
-            compiled, seconds = _common.compile_seconds(run, carry, jnp.asarray(0))
-        finally:
-            kernels._SMALL_LEAF = small_leaf
+        compiled, seconds = _common.compile_candidate(name, run, carry, jnp.asarray(0))
         # Accuracy first, from a fresh start, with the same compiled scan.
         acc_carry = init()
         for i in range(acc_steps // steps):

@@ -33,9 +33,7 @@ import optax  # noqa: E402
 
 import _common  # noqa: E402
 import sghmc_jax  # noqa: E402
-from sghmc_jax import kernels  # noqa: E402
-
-EVERY_LEAF_FUSED = "sghmc_jax.sghmc, every leaf fused"
+from _common import EVERY_LEAF_FUSED  # noqa: E402
 
 LR, ALPHA = 1e-3, 0.1  # SGHMC ε, α; the floor is its T = 0 twin optax.sgd(ε², momentum=1 − εα)
 
@@ -110,18 +108,6 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
     return out
 
 
-def compile_candidate(name: str, f: Any, args: tuple) -> tuple[Any, float]:
-    """Compiles a candidate; EVERY_LEAF_FUSED is traced with the small-leaf bins switched off
-    (a private knob of kernels, read when the update is traced)."""
-    small_leaf = kernels._SMALL_LEAF
-    if name == EVERY_LEAF_FUSED:
-        kernels._SMALL_LEAF = 1
-    try:
-        return _common.compile_seconds(f, *args)
-    finally:
-        kernels._SMALL_LEAF = small_leaf
-
-
 def runner(f: Any, args: tuple) -> Callable[[], Any]:
     state = list(args)
 
@@ -140,7 +126,7 @@ def rss_mode(case: str, name: str) -> None:
     base = _common.current_rss_bytes()
     (_, make, _), = candidates(case, only=name)
     f, args = make()
-    compiled, _ = compile_candidate(name, f, args)
+    compiled, _ = _common.compile_candidate(name, f, *args)
     run = runner(compiled, args)
     for _ in range(3):
         run()
@@ -164,7 +150,7 @@ def main() -> None:
         cands = []
         for name, make, note in candidates(case):
             f, fargs = make()
-            compiled, seconds = compile_candidate(name, f, fargs)
+            compiled, seconds = _common.compile_candidate(name, f, *fargs)
             c = _common.Candidate(name, runner(compiled, fargs), compile_s=seconds, note=note,
                                   peak_bytes=_common.xla_peak_bytes(compiled))
             cands.append(c)

@@ -2,8 +2,8 @@
 
 Every face of the library (the optax transforms, the posteriors-style functional API, the
 sampler) calls these functions, so given the same keys and gradients they produce bit-identical
-chains (hyperparameters go through `_runtime`, so whether they are constants or traced does not
-change how XLA compiles the arithmetic).
+chains (hyperparameters go through `_runtime`; see there for what it does and does not
+guarantee).
 
 Arithmetic runs in at least float32 (bf16/f16 leaves are promoted for the update and stored back
 in their own dtype); each leaf keeps its dtype. Noise comes from one step key through a fixed,

@@ -29,6 +29,7 @@ import optax
 import scipy.linalg
 
 import sghmc_jax
+from sghmc_jax.sgmcmc import _common as sgmcmc_common
 
 # A |z| above this for any of a test's moments fails it. With a few dozen moments per test and
 # ~20 tests, the chance of a false failure from N(0, 1) z-scores is ~1e-4 per full run.
@@ -176,25 +177,21 @@ def assert_faces_bit_identical(
     steps from the same keys, bit for bit: params, log posterior and each state field in `fields`.
 
     What is compared is the library's update, so both sides get the SAME gradient program: the
-    value and gradient of −log_posterior, with the batch a traced argument as in the functional
-    face. Closing over the data instead makes it a compile-time constant, and XLA may then fold
-    data-only subexpressions of the user's gradient on the host, or fuse them differently (an
-    FMA contraction on GPU), so the two gradients, not the updates, can differ in the last bit.
+    functional faces' own `loss_gradient`, with the batch a traced argument. Closing over the
+    data instead makes it a compile-time constant, and XLA may then fold data-only
+    subexpressions of the user's gradient on the host, or fuse them differently (an FMA
+    contraction on GPU), so the two gradients, not the updates, can differ in the last bit.
     """
     init_key = jax.random.key(seed)
     step_keys = jax.random.split(jax.random.key(seed + 1), num_steps)
     # The optax face draws its initial momenta from the first half of its split key.
     state = transform.init(params, key=jax.random.split(init_key)[0])
 
-    def negated(p, b):
-        value, aux = log_posterior(p, b)
-        return -value, aux
-
     @jax.jit
     def optax_step(p, s, k, batch):
-        (neg_value, _), grads = jax.value_and_grad(negated, has_aux=True)(p, batch)
+        value, _, grads = sgmcmc_common.loss_gradient(log_posterior, p, batch)
         updates, s = tx.update(grads, s, p, key=k)
-        return optax.apply_updates(p, updates), s, -neg_value
+        return optax.apply_updates(p, updates), s, value
 
     p, s = params, tx.init(params)
     for field in fields:
