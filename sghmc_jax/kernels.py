@@ -45,6 +45,16 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def _cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """`x.astype(dtype)`, but no operation at all when `x` already has that dtype."""
+    return x if x.dtype == dtype else jax.lax.convert_element_type(x, dtype)
+
+
+def _times(c: jax.Array, x: jax.Array) -> jax.Array:
+    """Scalar `c` times array `x` (same dtype) as two lax operations, without jnp's dispatch."""
+    return jax.lax.mul(jax.lax.broadcast_in_dim(c, x.shape, ()), x)
+
+
 def _no_fma(x: Any) -> Any:
     return jax.lax.optimization_barrier(x)
 
@@ -99,6 +109,12 @@ _COS_HALF_PI = (
 # into their update.
 _SMALL_LEAF = 1 << 20
 _BIN_ELEMENTS = 1 << 20
+# On accelerators (GPU, TPU) a tree with at most this many small leaves fuses a generator into
+# every leaf's update instead: there the bins' conditionals cost more per step than they save
+# (H200: MLP step 1.12x the optax floor fused, 1.39-1.51x binned), while compiling a fused
+# generator per leaf costs ~0.25 s each (200 leaves: 53 s against 3.6 s binned), so larger trees
+# keep the bins. The CPU always bins (benchmarks/README.md).
+_FUSED_ON_ACCELERATORS = 16
 _MAX_LEAF_ELEMENTS = (1 << 32) - 1
 
 
@@ -280,7 +296,7 @@ def _small_leaf_noise(
         jnp.asarray(start & 0xFFFFFFFF, _U32) ^ zero,  # not "+": XLA would merge hi and lo at 0
         k0,
         k1,
-        tuple(jnp.asarray(o, jnp.int32) for o in local),
+        tuple(jnp.asarray(o, _U32) for o in local),
     )
 
     generate, never = _bin_branches(padded, jnp.dtype(dtype))
@@ -308,7 +324,9 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
     with K two 32-bit words drawn from `key`. Leaves of at least `_SMALL_LEAF` elements get a
     generator fused into `fn`'s kernel (`_leaf_noise`: no temporaries, partitionable); runs of
     smaller leaves share one per bin of at most `_BIN_ELEMENTS` (`_small_leaf_noise`: one
-    compiled generator, at most one bin of noise in memory); both give the same numbers.
+    compiled generator, at most one bin of noise in memory), except on accelerators when there
+    are at most `_FUSED_ON_ACCELERATORS` small leaves (see there). Every path gives the same
+    numbers.
     """
     k0, k1 = _key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
@@ -322,8 +340,11 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
     for size in sizes[:-1]:
         offsets.append(offsets[-1] + size)
     dtypes = [_noise_dtype(jnp.result_type(x)) for x in leaves]
-    results: list[Any] = [None] * len(leaves)
-    done = [False] * len(leaves)
+
+    def fused(i: int) -> Any:
+        if sizes[i] == 0:
+            return fn(i, jnp.zeros(jnp.shape(leaves[i]), dtypes[i]))
+        return fn(i, _leaf_noise(k0, k1, offsets[i], jnp.shape(leaves[i]), dtypes[i]))
 
     # Runs of consecutive small leaves of one noise dtype, cut into bins of <= _BIN_ELEMENTS.
     bins: list[list[int]] = []
@@ -340,30 +361,39 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
             last.append(i)
         else:
             bins.append([i])
-    token = jnp.zeros((), _U32)
-    for members in bins:
-        fill = sum(sizes[j] for j in members)
-        # Bins padded to a multiple of 2^16 mostly share one size, so one compiled generator
-        # (<= 6% extra work for full bins); a lone bin needs no padding.
-        padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
-        noise = _small_leaf_noise(
-            k0, k1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
-            padded, dtypes[members[0]],
-        )
-        for j, xi in zip(members, noise):
-            results[j], done[j] = fn(j, xi), True
-        if len(bins) > 1:
-            # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
-            # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
-            token = _token(k0, results[members[-1]])
-    for i, x in enumerate(leaves):
-        if not done[i]:
-            xi = (
-                jnp.zeros(jnp.shape(x), dtypes[i])
-                if sizes[i] == 0
-                else _leaf_noise(k0, k1, offsets[i], jnp.shape(x), dtypes[i])
+    binned = [j for members in bins for j in members]
+    in_bins = set(binned)
+    results: list[Any] = [None if i in in_bins else fused(i) for i in range(len(leaves))]
+    if not bins:
+        return results
+
+    def small_leaves_binned() -> list[Any]:
+        out = []
+        token = jnp.zeros((), _U32)
+        for members in bins:
+            fill = sum(sizes[j] for j in members)
+            # Bins padded to a multiple of 2^16 mostly share one size, so one compiled generator
+            # (<= 6% extra work for full bins); a lone bin needs no padding.
+            padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
+            noise = _small_leaf_noise(
+                k0, k1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
+                padded, dtypes[members[0]],
             )
-            results[i] = fn(i, xi)
+            out.extend(fn(j, xi) for j, xi in zip(members, noise))
+            if len(bins) > 1:
+                # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
+                # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
+                token = _token(k0, out[-1])
+        return out
+
+    if len(binned) <= _FUSED_ON_ACCELERATORS:
+        small = jax.lax.platform_dependent(
+            cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned]
+        )
+    else:
+        small = small_leaves_binned()
+    for j, r in zip(binned, small):
+        results[j] = r
     return results
 
 
@@ -544,16 +574,21 @@ def sghmc_step(
     momenta_leaves = jax.tree.leaves(momenta)
     grad_leaves = treedef.flatten_up_to(grad_log_posterior)
 
-    coefficients: dict[Any, tuple[jax.Array, ...]] = {}  # per compute dtype: fewer ops to trace
+    # Once per compute dtype (here, not inside `leaf`, which may be traced inside a conditional),
+    # and lax rather than jnp operators in the per-leaf code: fewer operations to trace and
+    # compile for many-leaf models (see benchmarks/README.md).
+    coefficients = {
+        cdt: tuple(_cast(c, cdt) for c in (decay, lr, noise_std, drift))
+        for cdt in dict.fromkeys(_compute_dtype(m.dtype) for m in momenta_leaves)
+    }
 
     def leaf(i: int, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
         m, g = momenta_leaves[i], grad_leaves[i]
         cdt = _compute_dtype(m.dtype)
-        if cdt not in coefficients:
-            coefficients[cdt] = tuple(c.astype(cdt) for c in (decay, lr, noise_std, drift))
         c_decay, c_lr, c_std, c_drift = coefficients[cdt]
-        m_new = (c_decay * m.astype(cdt) + c_lr * g.astype(cdt) + c_std * xi.astype(cdt)).astype(m.dtype)
-        increment = (c_drift * m_new.astype(cdt)).astype(m.dtype)
+        kept = jax.lax.add(_times(c_decay, _cast(m, cdt)), _times(c_lr, _cast(g, cdt)))
+        m_new = _cast(jax.lax.add(kept, _times(c_std, _cast(xi, cdt))), m.dtype)
+        increment = _cast(_times(c_drift, _cast(m_new, cdt)), m.dtype)
         return increment, m_new
 
     # Noise in float32 (float64 for float64 leaves), never rounded to bf16/f16 before use: the

@@ -163,7 +163,7 @@ def sghmc(
             step_key, next_key = kernels.split_key(state.key)
         else:
             step_key, next_key = _checks.canonical_key(key), state.key
-        grad_log_posterior = jax.tree.map(jnp.negative, updates)
+        grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
         increment, new_momenta = kernels.sghmc_step(
             state.momenta,
             grad_log_posterior,
@@ -259,7 +259,7 @@ def sgld(
         _checks.check_float_tree("updates", updates)
         step_key, next_key = _step_keys(state.key, key)
         increment = kernels.sgld_step(
-            jax.tree.map(jnp.negative, updates),
+            jax.tree.map(jax.lax.neg, updates),
             step_key,
             _at(learning_rate, state.step),
             beta,
@@ -374,7 +374,7 @@ def sgnht(
         increment, new_momenta, new_xi = kernels.sgnht_step(
             state.momenta,
             state.xi,
-            jax.tree.map(jnp.negative, updates),
+            jax.tree.map(jax.lax.neg, updates),
             step_key,
             _at(learning_rate, state.step),
             alpha,
@@ -480,7 +480,7 @@ def baoa(
         step_key, next_key = _step_keys(state.key, key)
         increment, new_momenta = kernels.baoa_step(
             state.momenta,
-            jax.tree.map(jnp.negative, updates),
+            jax.tree.map(jax.lax.neg, updates),
             step_key,
             _at(learning_rate, state.step),
             alpha,
@@ -591,7 +591,7 @@ def psgld(
         step_key, next_key = _step_keys(state.key, key)
         increment, new_v = kernels.psgld_step(
             state.v,
-            jax.tree.map(jnp.negative, updates),
+            jax.tree.map(jax.lax.neg, updates),
             step_key,
             _at(learning_rate, state.step),
             _at(decay, state.step),
@@ -713,7 +713,7 @@ def psghmc(
         increment, new_momenta, new_v = kernels.psghmc_step(
             state.momenta,
             state.v,
-            jax.tree.map(jnp.negative, updates),
+            jax.tree.map(jax.lax.neg, updates),
             step_key,
             _at(learning_rate, state.step),
             alpha,

@@ -103,6 +103,18 @@ def test_every_generator_path_gives_the_same_bits(monkeypatch, path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("num_leaves, fused_on_gpu", [(6, True), (kernels._FUSED_ON_ACCELERATORS + 1, False)])
+def test_accelerators_fuse_the_generator_into_small_trees(num_leaves, fused_on_gpu):
+    """The CPU runs one generator per bin; lowered for a GPU, a tree of few small leaves gets one
+    generator per leaf (no conditional per bin), and a tree of many keeps the bins."""
+    tree = [jnp.zeros((7, 3)) for _ in range(num_leaves)]
+    traced = jax.jit(kernels._normal_like).trace(jax.random.key(0), tree)
+    cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
+    gpu = traced.lower(lowering_platforms=("cuda",)).as_text()
+    assert cpu.count("stablehlo.log") == 1  # one bin
+    assert gpu.count("stablehlo.log") == (num_leaves if fused_on_gpu else 1)
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_sghmc_step_uses_the_same_noise_on_every_path(monkeypatch, path):
     """The kernel's noise is normal_like's: at T = 1, zero momenta and zero gradient the new
