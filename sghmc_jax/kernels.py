@@ -105,10 +105,13 @@ _COS_HALF_PI = (
     -2.388307233643584e-05,
 )
 # Leaves smaller than _SMALL_LEAF share one generator per "bin" of consecutive leaves holding at
-# most _BIN_ELEMENTS elements (see _small_leaf_noise); larger leaves get their own generator fused
-# into their update.
+# most _BIN_ELEMENTS elements, or 1/_MAX_BINS of all small leaves' elements when that is more
+# (see _small_leaf_noise); larger leaves get their own generator fused into their update. Each
+# bin costs ~20 ms of compile on CPU, so _MAX_BINS caps that cost for large models, while one bin
+# of noise stays below 1/(3·_MAX_BINS) of params + momenta + gradients.
 _SMALL_LEAF = 1 << 20
 _BIN_ELEMENTS = 1 << 20
+_MAX_BINS = 16
 # On accelerators (GPU, TPU) a tree with at most this many small leaves fuses a generator into
 # every leaf's update instead: there the bins' conditionals cost more per step than they save
 # (H200: MLP step 1.12x the optax floor fused, 1.39-1.51x binned), while compiling a fused
@@ -323,10 +326,11 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
     c = (sizes of leaves 0..i−1) + j, and its value is `_normal_from_bits(threefry2x32(K, c))`
     with K two 32-bit words drawn from `key`. Leaves of at least `_SMALL_LEAF` elements get a
     generator fused into `fn`'s kernel (`_leaf_noise`: no temporaries, partitionable); runs of
-    smaller leaves share one per bin of at most `_BIN_ELEMENTS` (`_small_leaf_noise`: one
-    compiled generator, at most one bin of noise in memory), except on accelerators when there
-    are at most `_FUSED_ON_ACCELERATORS` small leaves (see there). Every path gives the same
-    numbers.
+    smaller leaves share one per bin of at most `_BIN_ELEMENTS` elements, or 1/`_MAX_BINS` of
+    them all (`_small_leaf_noise`: one compiled generator, at most one bin of noise in memory;
+    greedy packing of whole leaves keeps the count below 2·`_MAX_BINS` + 1), except on
+    accelerators when there are at most `_FUSED_ON_ACCELERATORS` small leaves (see there).
+    Every path gives the same numbers.
     """
     k0, k1 = _key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
@@ -346,7 +350,8 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
             return fn(i, jnp.zeros(jnp.shape(leaves[i]), dtypes[i]))
         return fn(i, _leaf_noise(k0, k1, offsets[i], jnp.shape(leaves[i]), dtypes[i]))
 
-    # Runs of consecutive small leaves of one noise dtype, cut into bins of <= _BIN_ELEMENTS.
+    # Runs of consecutive small leaves of one noise dtype, cut into bins of <= capacity elements.
+    capacity = max(_BIN_ELEMENTS, -(-sum(n for n in sizes if n < _SMALL_LEAF) // _MAX_BINS))
     bins: list[list[int]] = []
     for i, size in enumerate(sizes):
         if size >= _SMALL_LEAF or size == 0:
@@ -356,7 +361,7 @@ def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, 
             last is not None
             and last[-1] == i - 1
             and dtypes[last[0]] == dtypes[i]
-            and sum(sizes[j] for j in last) + size <= _BIN_ELEMENTS
+            and sum(sizes[j] for j in last) + size <= capacity
         ):
             last.append(i)
         else:

@@ -67,6 +67,7 @@ def _generator_paths(monkeypatch, small_leaf: int, bin_elements: int) -> None:
     """Switches the generator's thresholds (and drops normal_like's compiled cache)."""
     monkeypatch.setattr(kernels, "_SMALL_LEAF", small_leaf)
     monkeypatch.setattr(kernels, "_BIN_ELEMENTS", bin_elements)
+    monkeypatch.setattr(kernels, "_MAX_BINS", 1 << 30)
     monkeypatch.setattr(kernels, "_normal_like_jit", jax.jit(kernels._normal_like))
 
 
@@ -113,6 +114,14 @@ def test_accelerators_fuse_the_generator_into_small_trees(num_leaves, fused_on_g
     gpu = traced.lower(lowering_platforms=("cuda",)).as_text()
     assert cpu.count("stablehlo.log") == 1  # one bin
     assert gpu.count("stablehlo.log") == (num_leaves if fused_on_gpu else 1)
+
+
+def test_bins_grow_with_the_model_so_their_count_stays_bounded():
+    """100 small leaves of 300k elements: bins of 2^20 would be 34 conditionals to compile;
+    bins of 1/_MAX_BINS of the small leaves (6 leaves each) make 17 (one generator each)."""
+    tree = [jax.ShapeDtypeStruct((300_000,), jnp.float32)] * 100
+    text = jax.jit(kernels._normal_like).trace(jax.random.key(0), tree).lower().as_text()
+    assert text.count("stablehlo.log") == 17 <= 2 * kernels._MAX_BINS + 1
 
 
 @pytest.mark.parametrize("path", list(PATHS))
