@@ -84,7 +84,9 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
 
     def make_naive() -> tuple:
         params = make_tree(case)
-        f = jax.jit(naive_sghmc_step, donate_argnums=(0, 1))
+        # A fresh function per call, as for the other candidates: compile repeats then compile
+        # anew instead of hitting JAX's cache for a module-level function.
+        f = jax.jit(lambda *a: naive_sghmc_step(*a), donate_argnums=(0, 1))
         return f, (params, jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.ones_like, params), jax.random.key(1))
 
     out.append(("naive SGHMC (random.normal/leaf)", make_naive, "donated"))
