@@ -308,3 +308,36 @@ def test_tree_and_dtype_errors():
         tx.init({"a": jnp.zeros(2)})
     with pytest.raises(TypeError, match=re.escape("every leaf of `params` must be a floating-point array, got dtype int32 at params['n']")):
         sghmc_jax.sghmc(0.1, key=0).init({"w": jnp.zeros(2), "n": jnp.zeros(2, jnp.int32)})
+
+
+@pytest.mark.parametrize("name", ["sghmc", "sgld", "sgnht", "baoa", "psgld", "psghmc"])
+def test_steps_schedules_and_injected_hyperparameters_do_not_recompile(name):
+    """One compiled step serves every step (schedules read the traced step count) and every
+    value of an injected hyperparameter, with per-step keys or the state's own."""
+    make = getattr(sghmc_jax, name)
+    schedule = optax.cosine_decay_schedule(0.05, 100)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = jax.tree.map(lambda x: 0.1 * x + 0.2, params)
+    for tx, with_key in [(make(schedule, key=0), True), (make(schedule, key=0), False)]:
+
+        @jax.jit
+        def step(p, s, k, tx=tx, with_key=with_key):
+            u, s = tx.update(grads, s, p, key=k) if with_key else tx.update(grads, s, p)
+            return optax.apply_updates(p, u), s
+
+        p, s = params, tx.init(params)
+        for i in range(5):
+            p, s = step(p, s, jax.random.key(i))
+        assert step._cache_size() == 1
+    injected = optax.inject_hyperparams(make)(learning_rate=0.05, key=0)
+
+    @jax.jit
+    def injected_step(p, s):
+        u, s = injected.update(grads, s, p)
+        return optax.apply_updates(p, u), s
+
+    p, s = params, injected.init(params)
+    for lr in (0.05, 0.01, 0.2):
+        s.hyperparams["learning_rate"] = jnp.asarray(lr)
+        p, s = injected_step(p, s)
+    assert injected_step._cache_size() == 1
