@@ -2,14 +2,8 @@
 
 from sghmc_jax import diagnostics, kernels, sgmcmc
 from sghmc_jax._version import __version__
-from sghmc_jax.sampler import (
-    DivergenceError,
-    SampleResult,
-    SamplerState,
-    ScaledLogPosterior,
-    make_log_posterior,
-    sample,
-)
+from sghmc_jax.log_posterior import ScaledLogPosterior, as_loss, make_log_posterior
+from sghmc_jax.sampler import DivergenceError, SampleResult, SamplerState, sample
 from sghmc_jax.schedules import cyclical_schedule, cyclical_temperature_schedule, in_sampling_phase
 from sghmc_jax.transforms import (
     BAOATransformState,
@@ -40,6 +34,7 @@ __all__ = [
     "ScaledLogPosterior",
     "Transform",
     "__version__",
+    "as_loss",
     "baoa",
     "cyclical_schedule",
     "cyclical_temperature_schedule",

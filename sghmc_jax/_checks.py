@@ -184,7 +184,8 @@ def check_baoa_hyperparameters(
 
 
 def check_preconditioner(*, decay: Any, eps: Any, initial_scale: Any) -> None:
-    """Checks the RMSprop preconditioner's rules: 0 <= decay <= 1, eps > 0, initial_scale >= 0."""
+    """Checks the RMSprop preconditioner's rules: 0 <= decay <= 1, eps > 0, initial_scale >= 0
+    (every entry of a pytree `initial_scale`, when concrete)."""
     check_rules({"decay": decay, "eps": eps}, [("decay", *_UNIT), ("eps", *_POSITIVE)])
     if callable(eps):
         raise TypeError(f"`eps` must be a real number, not a schedule, got {eps!r}")
@@ -192,6 +193,18 @@ def check_preconditioner(*, decay: Any, eps: Any, initial_scale: Any) -> None:
         check_rules({"initial_scale": initial_scale}, [("initial_scale", *_NON_NEGATIVE)])
     else:
         check_float_tree("initial_scale", initial_scale)
+        check_non_negative_tree("initial_scale", initial_scale)
+
+
+def check_initial_momenta(momenta: Any) -> None:
+    """Initial momenta: None, a finite scalar, or a finite pytree of floating-point arrays."""
+    if momenta is None:
+        return
+    if is_scalar_like(momenta):
+        check_rules({"momenta": momenta}, [("momenta", *_ANY)])
+    else:
+        check_float_tree("momenta", momenta)
+        check_finite_tree("momenta", momenta)
 
 
 def is_scalar_like(value: Any) -> bool:
@@ -237,18 +250,114 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
     )
 
 
+def _framework(tree: Any) -> str | None:
+    """"equinox" or "flax" when `tree` is a model object of that library, else None."""
+    for cls in type(tree).__mro__:
+        root = (cls.__module__ or "").split(".")[0]
+        if root in ("equinox", "flax"):
+            return root
+    return None
+
+
+_SPLIT_HINTS = {
+    "equinox": (
+        "; it looks like a whole Equinox module: sample its arrays only, `params, static = "
+        "eqx.partition(model, eqx.is_inexact_array)`, and rebuild the model inside the log "
+        "posterior with `eqx.combine(params, static)`"
+    ),
+    "flax": (
+        "; it looks like a whole Flax module: sample its parameters only, `graphdef, params = "
+        "nnx.split(model, nnx.Param)`, and rebuild the model inside the log posterior with "
+        "`nnx.merge(graphdef, params)`"
+    ),
+    None: (
+        " (a whole model? split it into its arrays first: `nnx.split(model, nnx.Param)` for "
+        "Flax, `eqx.partition(model, eqx.is_inexact_array)` for Equinox)"
+    ),
+}
+
+
 def check_float_tree(name: str, tree: Any) -> None:
-    """Raises a TypeError naming the first leaf of `tree` that is not a floating-point array."""
+    """Raises a TypeError naming the first leaf of `tree` that is not a floating-point array.
+
+    A leaf that is not an array at all (a function, a module, a string) is named with what it
+    is, with a hint on splitting a Flax or Equinox model into its arrays.
+    """
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     if not leaves:
         raise ValueError(f"`{name}` must hold at least one array, got an empty pytree: {tree!r}")
+    framework = _framework(tree)
     for path, leaf in leaves:
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        if not (hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex, bool))):
+            what = "a function" if callable(leaf) else "an object"
+            raise TypeError(
+                f"every leaf of `{name}` must be a floating-point array, got {what} of type "
+                f"{type(leaf).__name__} at {where}{_SPLIT_HINTS[framework]}"
+            )
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
+            hint = _SPLIT_HINTS[framework] if framework else ""
             raise TypeError(
                 f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at "
-                f"{name}{jax.tree_util.keystr(path)}"
+                f"{where}{hint}"
             )
+
+
+def _host_values(tree: Any) -> list[tuple[Any, np.ndarray]]:
+    """(path, value) of every concrete leaf, on the host (NumPy: no JAX program to compile).
+    Traced leaves, and arrays this process does not hold whole, are left out."""
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            continue
+        out.append((path, np.asarray(leaf)))
+    return out
+
+
+def check_finite_tree(name: str, tree: Any) -> None:
+    """Raises a ValueError naming the first leaf of a concrete `tree` holding NaN or infinity.
+
+    Traced leaves (inside jit or vmap) are skipped: their values are not known yet.
+    """
+    for path, value in _host_values(tree):
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            count = int(value.size - np.isfinite(value).sum())
+            raise ValueError(
+                f"every element of `{name}` must be finite, got {count} non-finite value(s) "
+                f"(NaN or infinity) at {name}{jax.tree_util.keystr(path)}"
+            )
+
+
+def check_non_negative_tree(name: str, tree: Any) -> None:
+    """Raises a ValueError naming the first leaf of a concrete `tree` with a negative or
+    non-finite entry (traced leaves are skipped)."""
+    check_finite_tree(name, tree)
+    for path, value in _host_values(tree):
+        if value.size and value.min() < 0:
+            raise ValueError(
+                f"every element of `{name}` must be >= 0, got a minimum of {float(value.min())!r} "
+                f"at {name}{jax.tree_util.keystr(path)}"
+            )
+
+
+def describe(value: Any) -> str:
+    """What a user's function returned, in the user's terms (never a tracer's class name)."""
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}: (" + ", ".join(describe(v) for v in value) + ")"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if value is None:
+        return "None"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        shape = tuple(value.shape)
+        kind = "a scalar" if shape == () else f"an array of shape {shape}"
+        return f"{kind} of dtype {value.dtype}"
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    return f"a {type(value).__name__}"
 
 
 def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
@@ -265,3 +374,42 @@ def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
                 f"`{name}` must match the shapes of `{like_name}`, got shape {jnp.shape(leaf)} "
                 f"at {name}{jax.tree_util.keystr(path)} where {like_name} has {jnp.shape(ref)}"
             )
+
+
+# Steps at which a temperature schedule is compared with a log posterior's temperature: every
+# step of the first 4096, then every 4096th up to 2**26 (enough to meet a cyclical schedule's
+# sampling phases in any run of up to 67M steps).
+_SCHEDULE_GRID = np.unique(np.concatenate([np.arange(4096), np.arange(0, 1 << 26, 4096)])).astype(np.int32)
+
+
+def check_target_temperature(name: str, temperature: Any, target: Any) -> None:
+    """Raises unless a sampler's `temperature` agrees with the temperature its log posterior
+    declares (`ScaledLogPosterior.temperature`; None when the log posterior declares none).
+
+    A number must equal it (to 1e-6, relatively); a schedule's largest value over a grid of
+    steps must equal it (a cyclical or annealing schedule peaks at the target temperature; a
+    schedule that is 0 on the whole grid is not checked). Traced values are not checked.
+    """
+    if target is None:
+        return
+    target = float(target)
+    if callable(temperature):
+        with jax.ensure_compile_time_eval():
+            values = np.asarray(jax.vmap(temperature)(jnp.asarray(_SCHEDULE_GRID)))
+        peak = float(np.max(values))
+        if peak == 0.0:
+            return
+        given, how = peak, f"a schedule whose largest value is {peak!r}"
+    else:
+        given = concrete_float(temperature)
+        if given is None:
+            return
+        how = f"temperature={given!r}"
+    if not math.isclose(given, target, rel_tol=1e-6, abs_tol=0.0):
+        raise ValueError(
+            f"`temperature` of {name} must be the log posterior's temperature {target!r} (its "
+            f"`temperature` attribute: make_log_posterior(form='mean') divides by num_data), got "
+            f"{how}; pass temperature=log_posterior.temperature, build a cold posterior with "
+            f"make_log_posterior(..., temperature=T), or pass a plain function as the log "
+            f"posterior to use this temperature as given"
+        )

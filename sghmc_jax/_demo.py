@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sghmc_jax.sampler import make_log_posterior, sample
+from sghmc_jax.log_posterior import make_log_posterior
+from sghmc_jax.sampler import sample
 from sghmc_jax.transforms import sghmc
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def run(
     def log_prior(w: jax.Array) -> jax.Array:
         return -0.5 * jnp.sum(w**2) / problem.prior_std**2
 
-    log_posterior, temperature = make_log_posterior(log_likelihood, log_prior, n)
+    log_posterior = make_log_posterior(log_likelihood, log_prior, n)
     keys = jax.random.split(jax.random.key(seed))
     # Over-dispersed starts (N(0, 1) around the origin, ~30 posterior sds away) give R-hat power.
     init = jax.random.normal(keys[0], (num_chains, dim))
@@ -84,7 +85,7 @@ def run(
         log_posterior,
         init,
         stacked_init=True,
-        transform=lambda key: sghmc(lr, alpha=alpha, beta=beta, temperature=temperature, key=key),
+        transform=lambda key: sghmc(lr, alpha=alpha, beta=beta, temperature=log_posterior.temperature, key=key),
         num_steps=num_steps,
         num_chains=num_chains,
         data=data,
@@ -94,7 +95,7 @@ def run(
         progress=False,
     )
     samples = np.asarray(result.samples)
-    summary = result.summary()["x"]
+    summary = result.summary()["params"]
     return {
         "problem": problem,
         "samples": samples,

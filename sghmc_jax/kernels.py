@@ -252,6 +252,23 @@ def _opaque_zero(k0: jax.Array, k1: jax.Array) -> jax.Array:
     return (k0 ^ k1) - ((k0 | k1) - (k0 & k1))
 
 
+@jax.custom_batching.custom_vmap
+def _unbatched(x: jax.Array) -> jax.Array:
+    """`x` itself; under `vmap`, its first element, unbatched.
+
+    For the opaque zeros that order the bins: they must not be batched, or a `vmap` over chains
+    (whose keys differ) turns every bin's conditional into a select of both branches and its
+    slices into gathers, which tripled compile time. Any one chain's zero is as good as another.
+    """
+    return x
+
+
+@_unbatched.def_vmap
+def _unbatched_vmap(axis_size: int, in_batched: list[bool], x: jax.Array) -> tuple[jax.Array, bool]:
+    del axis_size
+    return (x[0] if in_batched[0] else x), False
+
+
 @functools.lru_cache(maxsize=64)
 def _bin_branches(padded: int, dtype: Any) -> tuple[Callable, Callable]:
     """The two branches of a bin's conditional: one pair of function objects per (size, dtype),
@@ -293,7 +310,7 @@ def _small_leaf_noise(
     local = [o - start for o, _ in members]
     # The bin's start goes in as a runtime value (+ an opaque zero) rather than a constant, which
     # XLA would sink into the branch and bake into the generator, one distinct kernel per bin.
-    zero = _opaque_zero(k0, k1) + token
+    zero = _opaque_zero(_unbatched(k0), _unbatched(k1)) + _unbatched(token)
     operands = (
         jnp.asarray(start >> 32, _U32) + zero,
         jnp.asarray(start & 0xFFFFFFFF, _U32) ^ zero,  # not "+": XLA would merge hi and lo at 0
@@ -485,10 +502,12 @@ def resolve_momenta(
                 "momenta=0.0 (or a pytree) to start from given momenta"
             )
         return init_momenta(key, params, sigma, temperature)
+    _checks.check_initial_momenta(momenta)
     if isinstance(momenta, (int, float)) or (hasattr(momenta, "shape") and momenta.shape == ()):
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
-    return jax.tree.map(lambda m, p: jnp.asarray(m, jnp.result_type(p)), momenta, params)
+    # A copy: the state owns its buffers (a donated update must not delete the caller's arrays).
+    return jax.tree.map(lambda m, p: jnp.array(m, jnp.result_type(p), copy=True), momenta, params)
 
 
 def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
@@ -498,7 +517,9 @@ def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) 
             lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
         )
     _checks.check_tree_like("initial_scale", initial_scale, "params", params)
-    return jax.tree.map(lambda v, p: jnp.asarray(v, jnp.result_type(p)), initial_scale, params)
+    return jax.tree.map(
+        lambda v, p: jnp.array(v, jnp.result_type(p), copy=True), initial_scale, params
+    )
 
 
 def resolve_xi(

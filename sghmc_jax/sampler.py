@@ -1,8 +1,11 @@
 """The sampler: runs any of this library's transforms for many steps, over several chains, with
 minibatches, burn-in, thinning, progress, diagnostics, divergence handling and exact resume.
 
-Steps run in jit-compiled `lax.scan` chunks with no per-step Python; between chunks the thinned
-samples move to the host, so the device holds one chunk of draws, never the whole run.
+Steps run in compiled chunks with no per-step Python; between chunks the thinned samples move to
+the host, so the device holds one chunk of draws, never the whole run. `sample` is four parts:
+validation into a `_Setup` (before anything compiles), the initial or restored state, the chunk
+loop, and the result. The compiled programs live in `_engine` and are reused by later calls with
+the same functions and shapes (a continuation compiles nothing).
 
 Randomness: `key` is split into one key per chain, and each chain's key into three: one seeds its
 transform's init (when `transform` is a factory of a key), one its per-step noise and one its
@@ -14,13 +17,8 @@ chunking, checkpoints or continuation.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -30,126 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checks, diagnostics
+from sghmc_jax import _checkpoint, _checks, _engine, _progress, diagnostics
+from sghmc_jax._engine import SamplerState
+from sghmc_jax.log_posterior import check_log_posterior_output
 from sghmc_jax.types import ArrayTree, LogProbFn
 
-__all__ = [
-    "DivergenceError",
-    "SampleResult",
-    "SamplerState",
-    "ScaledLogPosterior",
-    "make_log_posterior",
-    "sample",
-]
+__all__ = ["DivergenceError", "SampleResult", "SamplerState", "sample"]
 
 TransformLike = optax.GradientTransformation | Callable[[jax.Array], optax.GradientTransformation]
-
-
-class ScaledLogPosterior(NamedTuple):
-    """A log posterior built from a per-example likelihood, and the temperature it needs.
-
-    Attributes:
-        log_posterior: `log_posterior(params, batch) -> (value, aux)`.
-        temperature: the temperature to give the transform so that it targets the posterior.
-    """
-
-    log_posterior: LogProbFn
-    temperature: float
-
-
-def make_log_posterior(
-    log_likelihood: Callable[[ArrayTree, Any], jax.Array],
-    log_prior: Callable[[ArrayTree], jax.Array],
-    num_data: int,
-    *,
-    form: str = "sum",
-) -> ScaledLogPosterior:
-    """Builds `log_posterior(params, batch)` for minibatches with the data-size scaling right.
-
-    The minibatch estimate of the full-data log posterior log p(θ) + Σᵢ log p(yᵢ | θ) is
-    `N · mean_batch(log p(yᵢ | θ)) + log p(θ)`. Two equivalent forms are offered:
-
-    - `form="sum"` (the classic form): that estimate itself, with temperature 1.
-    - `form="mean"` (posteriors' recipe): the estimate divided by N, i.e.
-      `mean_batch(log p(yᵢ | θ)) + log p(θ) / N`, with temperature 1/N. Its gradients are O(1)
-      whatever N is, so step sizes carry over between data sets; exp(value / T) is the same
-      target.
-
-    Args:
-        log_likelihood: `log_likelihood(params, batch) -> (batch_size,)` per-example
-            log-likelihoods of the batch.
-        log_prior: `log_prior(params) -> scalar`.
-        num_data: N, the number of examples in the full data set.
-        form: "sum" or "mean".
-
-    Returns:
-        `ScaledLogPosterior(log_posterior, temperature)`; pass `temperature` to the transform.
-        The aux output is the batch's mean log-likelihood.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from sghmc_jax import make_log_posterior
-        >>> ll = lambda w, batch: -0.5 * (batch - w) ** 2
-        >>> lp, temperature = make_log_posterior(ll, lambda w: -0.5 * w**2, 100, form="mean")
-        >>> temperature
-        0.01
-    """
-    if not callable(log_likelihood):
-        raise TypeError(f"`log_likelihood` must be callable, got {type(log_likelihood).__name__}")
-    if not callable(log_prior):
-        raise TypeError(f"`log_prior` must be callable, got {type(log_prior).__name__}")
-    if isinstance(num_data, bool) or not isinstance(num_data, (int, np.integer)) or num_data < 1:
-        raise ValueError(f"`num_data` must be an int >= 1, got num_data={num_data!r}")
-    if form not in ("sum", "mean"):
-        raise ValueError(f"`form` must be 'sum' or 'mean', got form={form!r}")
-    n = int(num_data)
-
-    def _mean_ll(params: ArrayTree, batch: Any) -> jax.Array:
-        ll = log_likelihood(params, batch)
-        if jnp.ndim(ll) != 1:
-            raise TypeError(
-                "`log_likelihood` must return one value per example, shape (batch_size,), "
-                f"got shape {jnp.shape(ll)}"
-            )
-        return jnp.mean(ll)
-
-    if form == "sum":
-
-        def log_posterior(params: ArrayTree, batch: Any) -> tuple[jax.Array, jax.Array]:
-            mean_ll = _mean_ll(params, batch)
-            return n * mean_ll + log_prior(params), mean_ll
-
-        return ScaledLogPosterior(log_posterior, 1.0)
-
-    def log_posterior_mean(params: ArrayTree, batch: Any) -> tuple[jax.Array, jax.Array]:
-        mean_ll = _mean_ll(params, batch)
-        return mean_ll + log_prior(params) / n, mean_ll
-
-    return ScaledLogPosterior(log_posterior_mean, 1.0 / n)
-
-
-class SamplerState(NamedTuple):
-    """Everything needed to continue a run exactly (all arrays have a leading chain axis except
-    `step`).
-
-    Attributes:
-        step: number of steps taken by every chain (int32 scalar).
-        params: the chains' parameters.
-        transform_state: the chains' transform states (momenta, keys, counters).
-        noise_key: per-chain key of the step noise (step t uses fold_in(noise_key, t)).
-        data_key: per-chain key of the minibatch order (epoch e uses fold_in(data_key, e)).
-        perm: per-chain permutation of the data for the current epoch, shape (chain, N);
-            shape (chain, 0) without on-device data.
-        diverged_at: per-chain step at which the log posterior first became non-finite, or −1.
-    """
-
-    step: jax.Array
-    params: ArrayTree
-    transform_state: Any
-    noise_key: jax.Array
-    data_key: jax.Array
-    perm: jax.Array
-    diverged_at: jax.Array
 
 
 @dataclasses.dataclass
@@ -157,16 +43,20 @@ class SampleResult:
     """What `sample` returns.
 
     Attributes:
-        samples: pytree like the params with leading axes (chain, draw), on the host.
+        samples: pytree like the params with leading axes (chain, draw), on the host. With
+            `on_divergence="continue"`, a diverged chain's draws from its divergence on are NaN
+            (missing); `summary()` and `to_arviz()` leave diverged chains out.
         sample_steps: (draw,) the step count after which each draw was taken.
         log_posterior: (chain, step) the log posterior at every step of this run (at the params
-            the step's gradient was taken at), burn-in included.
+            the step's gradient was taken at), burn-in included; NaN after a chain diverged.
         final_state: a `SamplerState`; `sample(..., init_state=result.final_state)` continues.
-        diverged_at: (chain,) step of the first non-finite log posterior, −1 if none.
+        diverged_at: (chain,) the draw index (number of steps) at which a chain's params or log
+            posterior were first non-finite, −1 if never.
         predictive_mean: running mean of `predict_fn` over the kept draws, per chain (leading
             chain axis), or None.
         wall_time: seconds spent running steps (compilation excluded).
-        compile_time: seconds spent compiling.
+        compile_time: seconds spent tracing and compiling (the initial state's program and the
+            chunk's; 0 when both came from the cache of an earlier call).
         steps_per_second: steps per chain per second of `wall_time`.
     """
 
@@ -184,40 +74,59 @@ class SampleResult:
     def num_chains(self) -> int:
         return int(self.log_posterior.shape[0])
 
-    def summary(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-parameter mean, sd, MCSE, bulk/tail ESS and rank-normalised split R-hat
-        (`diagnostics.summary`) over the chains that did not diverge."""
+    def _healthy(self) -> np.ndarray:
         ok = self.diverged_at < 0
         if not ok.any():
             raise ValueError("every chain diverged: no draws to summarise")
+        return ok
+
+    def summary(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-parameter mean, sd, MCSE, bulk/tail ESS and rank-normalised split R-hat
+        (`diagnostics.summary`) over the chains that did not diverge."""
+        ok = self._healthy()
         return diagnostics.summary(jax.tree.map(lambda x: x[ok], self.samples))
 
     def to_arviz(self) -> Any:
-        """The draws as an `arviz.InferenceData` (needs ArviZ installed)."""
+        """The draws of the chains that did not diverge as an `arviz.InferenceData` (needs
+        ArviZ: `pip install sghmc_jax[arviz]`), with the log posterior as sample stats."""
         try:
             import arviz as az
         except ImportError as err:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from err
+        ok = self._healthy()
         leaves, _ = jax.tree_util.tree_flatten_with_path(self.samples)
-        posterior = {diagnostics._path_name(path): np.asarray(leaf) for path, leaf in leaves}
+        posterior = {diagnostics._path_name(path): np.asarray(leaf)[ok] for path, leaf in leaves}
         return az.from_dict(posterior=posterior)
+
+    def __repr__(self) -> str:
+        shapes = jax.tree.map(lambda x: tuple(np.shape(x)[2:]), self.samples)
+        dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(self.samples)})
+        draws = len(self.sample_steps)
+        steps = f"steps {self.sample_steps[0]}–{self.sample_steps[-1]}" if draws else "no draws"
+        diverged = int((self.diverged_at >= 0).sum())
+        return (
+            f"SampleResult({self.num_chains} chains × {draws} draws ({steps}) of "
+            f"{shapes} {'/'.join(dtypes)}; {diverged} diverged; sampling {self.wall_time:.3g} s "
+            f"({self.steps_per_second:,.0f} steps/s per chain), compile {self.compile_time:.3g} s)"
+        )
 
 
 class DivergenceError(FloatingPointError):
-    """A chain's log posterior became non-finite.
+    """A chain's params or log posterior became non-finite.
 
     Attributes:
         chain: the first chain that diverged.
-        step: the step at which its log posterior was first non-finite.
-        result: a `SampleResult` holding the draws (of all chains) taken before that step.
+        step: the draw index (number of steps) at which it first had non-finite params or a
+            non-finite log posterior.
+        result: a `SampleResult` holding the draws (of all chains) taken before that step, all
+            finite, and the log posterior of every chain up to that step.
     """
 
-    def __init__(self, chain: int, step: int, result: SampleResult):
+    def __init__(self, chain: int, step: int, cause: str, result: SampleResult):
         super().__init__(
-            f"chain {chain} diverged: its log posterior was non-finite at step {step} (evaluated "
-            f"at the params after {step} steps). The {len(result.sample_steps)} draws taken "
-            "before it are in this exception's `.result`; pass on_divergence='continue' to keep "
-            "the other chains running."
+            f"chain {chain} diverged: {cause} after {step} steps. The "
+            f"{len(result.sample_steps)} draws taken before it are in this exception's "
+            "`.result`; pass on_divergence='continue' to keep the other chains running."
         )
         self.chain = chain
         self.step = step
@@ -237,6 +146,32 @@ class _Config:
     continue_on_divergence: bool
 
 
+@dataclasses.dataclass
+class _Setup:
+    """Everything `sample` was asked to do, validated."""
+
+    config: _Config
+    key: jax.Array
+    log_posterior: LogProbFn
+    transform: Any
+    update_transform: optax.GradientTransformation
+    keep: Callable[[jax.Array], jax.Array] | None
+    predict_fn: Callable[[ArrayTree, Any], ArrayTree] | None
+    predict_inputs: Any
+    target_temperature: float | None
+    value_dtype: str
+    data: Any
+    batch_iter: Iterator[Any] | None
+    first_host_batch: Any
+    init_params: ArrayTree | None
+    stacked_init: bool
+    init_state: SamplerState | None
+    checkpoint_dir: str | None
+    checkpoint_every: int | None
+    callback: Callable[[dict], None] | None
+    progress: bool
+
+
 def _is_transform(x: Any) -> bool:
     return isinstance(x, optax.GradientTransformation) or (
         hasattr(x, "init") and hasattr(x, "update") and not isinstance(x, type)
@@ -247,6 +182,11 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {name}={value!r}")
     return int(value)
+
+
+def _check_callable(name: str, value: Any, signature: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"`{name}` must be a function {signature} or None, got {type(value).__name__}: {value!r}")
 
 
 def _leading_size(name: str, tree: Any) -> int:
@@ -292,7 +232,8 @@ def sample(
     Args:
         key: PRNG key (typed, raw or int seed) for everything random in the run.
         log_posterior: `log_posterior(params, batch) -> (value, aux)`; `make_log_posterior`
-            builds one from a per-example likelihood with the data-size scaling right.
+            builds one from a per-example likelihood with the data-size scaling right, and the
+            temperature it declares is checked against the transform's (a disagreement raises).
         init_params: the initial params: one pytree shared by all chains, or, with
             `stacked_init=True`, a pytree whose leaves have a leading axis of size `num_chains`.
         transform: one of this library's transforms (e.g. `sghmc_jax.sghmc(...)`), also inside
@@ -317,12 +258,13 @@ def sample(
             `sample_steps` is that index + 1), e.g. the sampling phase of a cyclical schedule
             (`functools.partial(sghmc_jax.in_sampling_phase, ...)`); draws where it is False
             are dropped.
-        chunk_size: steps per compiled chunk; samples go to the host between chunks.
+        chunk_size: steps per compiled chunk; samples go to the host between chunks. Calls with
+            the same functions, shapes, `chunk_size` and `thin` share one compiled program.
         progress: show a progress bar (tqdm if installed, else a line per chunk on stderr).
-        on_divergence: "raise" stops at the end of the chunk where a chain's log posterior
-            becomes non-finite and raises `DivergenceError` with the draws taken before it;
-            "continue" freezes that chain (its later draws are NaN, `diverged_at` says where)
-            and runs the others on.
+        on_divergence: "raise" stops at the end of the chunk where a chain's params or log
+            posterior become non-finite and raises `DivergenceError` with the draws taken
+            before it; "continue" holds that chain at its last finite state (its later draws
+            are NaN, `diverged_at` says where) and runs the others on.
         predict_fn: optional `predict_fn(params, predict_inputs)`; the sampler keeps a running
             mean of it over the kept draws without storing them.
         predict_inputs: the inputs for `predict_fn`.
@@ -342,7 +284,27 @@ def sample(
         DivergenceError: if a chain diverges with `on_divergence="raise"`.
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
-    # ---- validation, all before any compilation ---------------------------------------------
+    setup = _validate(
+        key=key, log_posterior=log_posterior, init_params=init_params, transform=transform,
+        num_steps=num_steps, num_chains=num_chains, stacked_init=stacked_init, data=data,
+        batch_size=batch_size, batches=batches, burn_in=burn_in, thin=thin, keep=keep,
+        chunk_size=chunk_size, progress=progress, on_divergence=on_divergence,
+        predict_fn=predict_fn, predict_inputs=predict_inputs, init_state=init_state,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
+    )
+    programs = _Programs(setup)
+    state = programs.initial_state()
+    outcome = _run(setup, programs, state)
+    return _result(setup, programs, outcome)
+
+
+# ---- 1. validation ---------------------------------------------------------------------------
+
+
+def _validate(**kw: Any) -> _Setup:
+    """Checks every argument and returns what the run needs; raises before anything compiles."""
+    log_posterior = kw["log_posterior"]
+    transform = kw["transform"]
     if not callable(log_posterior):
         raise TypeError(f"`log_posterior` must be callable, got {type(log_posterior).__name__}")
     if not (_is_transform(transform) or callable(transform)):
@@ -350,25 +312,31 @@ def sample(
             "`transform` must be an optax GradientTransformation (e.g. sghmc_jax.sghmc(...)) or "
             f"a function key -> transform, got {type(transform).__name__}"
         )
-    num_steps = _check_int("num_steps", num_steps, 1)
-    burn_in = _check_int("burn_in", burn_in, 0)
-    thin = _check_int("thin", thin, 1)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    num_steps = _check_int("num_steps", kw["num_steps"], 1)
+    burn_in = _check_int("burn_in", kw["burn_in"], 0)
+    thin = _check_int("thin", kw["thin"], 1)
+    chunk_size = _check_int("chunk_size", kw["chunk_size"], 1)
     if burn_in >= num_steps:
         raise ValueError(
             f"`burn_in` must be < num_steps so that some draws are kept, got burn_in={burn_in} "
             f"and num_steps={num_steps}"
         )
-    if on_divergence not in ("raise", "continue"):
-        raise ValueError(f"`on_divergence` must be 'raise' or 'continue', got {on_divergence!r}")
+    if kw["on_divergence"] not in ("raise", "continue"):
+        raise ValueError(f"`on_divergence` must be 'raise' or 'continue', got {kw['on_divergence']!r}")
+    _check_callable("keep", kw["keep"], "of the step index returning a bool")
+    _check_callable("callback", kw["callback"], "of a dict")
+    _check_callable("predict_fn", kw["predict_fn"], "predict_fn(params, predict_inputs)")
+    predict_fn, predict_inputs = kw["predict_fn"], kw["predict_inputs"]
     if (predict_fn is None) != (predict_inputs is None):
         raise ValueError("`predict_fn` and `predict_inputs` must be given together")
+    checkpoint_dir, checkpoint_every = kw["checkpoint_dir"], kw["checkpoint_every"]
     if checkpoint_every is not None:
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint_dir is None:
             raise ValueError("`checkpoint_every` needs `checkpoint_dir`")
     elif checkpoint_dir is not None:
         checkpoint_every = chunk_size
+    data, batches, batch_size = kw["data"], kw["batches"], kw["batch_size"]
     if data is not None and batches is not None:
         raise ValueError("pass either `data` (on the device) or `batches` (from the host), not both")
     num_data = None
@@ -386,33 +354,48 @@ def sample(
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
 
-    base_key = _checks.canonical_key(key)
+    base_key = _checks.canonical_key(kw["key"])
+    init_state = kw["init_state"]
+    num_chains = kw["num_chains"]
     if init_state is not None:
         if not isinstance(init_state, SamplerState):
             raise TypeError(f"`init_state` must be a SamplerState, got {type(init_state).__name__}")
         num_chains = int(init_state.noise_key.shape[0])
     num_chains = _check_int("num_chains", num_chains, 1)
+    init_params = None
     if init_state is None:
-        _checks.check_float_tree("init_params", init_params)
-        if stacked_init:
-            bad = {
-                jax.tree_util.keystr(p): np.shape(x)
-                for p, x in jax.tree_util.tree_flatten_with_path(init_params)[0]
-                if np.ndim(x) == 0 or np.shape(x)[0] != num_chains
-            }
-            if bad:
-                raise ValueError(
-                    f"with stacked_init=True every leaf of `init_params` must have a leading axis "
-                    f"of size num_chains={num_chains}, got shapes {bad}"
-                )
-            # A copy: the run donates its state's buffers, which must not be the caller's.
-            stacked = jax.tree.map(jnp.array, init_params)
-        else:
-            stacked = jax.tree.map(
-                lambda x: jnp.broadcast_to(jnp.asarray(x), (num_chains, *np.shape(x))), init_params
-            )
+        init_params = _check_init_params(kw["init_params"], kw["stacked_init"], num_chains)
+
+    batch_iter: Iterator[Any] | None = iter(batches) if batches is not None else None
+    first_host_batch = None
+    if batch_iter is not None:
+        try:
+            first_host_batch = next(batch_iter)
+        except StopIteration:
+            raise ValueError("`batches` is empty") from None
+
+    update_transform = transform if _is_transform(transform) else transform(jax.random.key(0))
+    if not _is_transform(update_transform):
+        raise TypeError(
+            f"`transform(key)` must return an optax GradientTransformation, got "
+            f"{type(update_transform).__name__}"
+        )
+
+    # Trace log_posterior once (no compilation) so a wrong return type fails here, clearly.
+    if init_params is None:
+        one_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init_state.params)
+    elif kw["stacked_init"]:
+        one_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init_params)
     else:
-        stacked = init_state.params
+        one_params = init_params
+    if data is not None:
+        example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype), data)
+    else:
+        example_batch = first_host_batch
+    value, _ = check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))
+    if predict_fn is not None:
+        jax.eval_shape(predict_fn, one_params, predict_inputs)
+    target = getattr(log_posterior, "temperature", None)
 
     config = _Config(
         num_chains=num_chains,
@@ -423,349 +406,217 @@ def sample(
         batch_size=batch_size,
         num_data=num_data,
         host_batches=batches is not None,
-        continue_on_divergence=on_divergence == "continue",
+        continue_on_divergence=kw["on_divergence"] == "continue",
+    )
+    return _Setup(
+        config=config,
+        key=base_key,
+        log_posterior=log_posterior,
+        transform=transform,
+        update_transform=update_transform,
+        keep=kw["keep"],
+        predict_fn=predict_fn,
+        predict_inputs=predict_inputs,
+        target_temperature=None if target is None else float(target),
+        value_dtype=str(value.dtype),
+        data=data,
+        batch_iter=batch_iter,
+        first_host_batch=first_host_batch,
+        init_params=init_params,
+        stacked_init=bool(kw["stacked_init"]),
+        init_state=init_state,
+        checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
+        checkpoint_every=checkpoint_every,
+        callback=kw["callback"],
+        progress=kw["progress"],
     )
 
-    batch_iter: Iterator[Any] | None = iter(batches) if batches is not None else None
-    first_host_batch = None
-    if batch_iter is not None:
-        try:
-            first_host_batch = next(batch_iter)
-        except StopIteration:
-            raise ValueError("`batches` is empty") from None
 
-    tx_for_update = transform if _is_transform(transform) else transform(jax.random.key(0))
-    if not _is_transform(tx_for_update):
-        raise TypeError(
-            f"`transform(key)` must return an optax GradientTransformation, got "
-            f"{type(tx_for_update).__name__}"
+def _check_init_params(init_params: ArrayTree, stacked_init: bool, num_chains: int) -> ArrayTree:
+    """The initial params, checked (floating-point, finite, and with a chain axis when
+    `stacked_init`); the initial state's program broadcasts or copies them into buffers of the
+    run's own (the run donates its state, which must never delete the caller's arrays)."""
+    _checks.check_float_tree("init_params", init_params)
+    _checks.check_finite_tree("init_params", init_params)
+    if stacked_init:
+        bad = {
+            jax.tree_util.keystr(p): np.shape(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(init_params)[0]
+            if np.ndim(x) == 0 or np.shape(x)[0] != num_chains
+        }
+        if bad:
+            raise ValueError(
+                f"with stacked_init=True every leaf of `init_params` must have a leading axis "
+                f"of size num_chains={num_chains}, got shapes {bad}"
+            )
+    return jax.tree.map(jnp.asarray, init_params)
+
+
+# ---- 2. programs and the initial state -------------------------------------------------------
+
+
+class _Programs:
+    """The run's compiled programs (from the cache when an earlier call compiled them), and the
+    time spent tracing and compiling them."""
+
+    def __init__(self, setup: _Setup):
+        self.setup = setup
+        cfg = setup.config
+        self.compile_time = 0.0
+        self.spec = _engine.ChunkSpec(
+            capacity=max(cfg.chunk_size, cfg.thin),
+            thin=cfg.thin,
+            batch_size=cfg.batch_size,
+            num_data=cfg.num_data,
+            freeze_diverged=cfg.continue_on_divergence,
+            value_dtype=setup.value_dtype,
         )
+        self.fns = _engine.Functions(
+            log_posterior=setup.log_posterior,
+            transform=setup.transform,
+            update=setup.update_transform.update,
+            keep=setup.keep,
+            predict_fn=setup.predict_fn,
+            target_temperature=setup.target_temperature,
+        )
+        self._init_program: _engine.Program | None = None
+        # Trace both programs now, so that errors in the user's functions (and a temperature
+        # that disagrees with the log posterior's) surface before anything compiles.
+        t0 = time.perf_counter()
+        if setup.init_state is None:
+            how = (_is_transform(setup.transform), cfg.num_chains, cfg.num_data or 0, setup.stacked_init)
+            self._init_program = _engine.Program(
+                ("init", setup.transform, *how),
+                _engine.initial_state_program(setup.transform, *how),
+                _engine.abstract((setup.key, setup.init_params)),
+            )
+            state_shape = self._init_program.out_info()
+        else:
+            state_shape = _engine.abstract(setup.init_state)
+        state_shape = self._for_mode(state_shape)
+        self.pred_sum, self.pred_count = self._predictive_buffers(state_shape)
+        xs = self._host_batch_shape()
+        self.chunk = _engine.Program(
+            ("chunk", self.spec, *self.fns._replace(update=None)),
+            _engine.chunk_program(self.spec, self.fns),
+            (
+                state_shape,
+                xs,
+                _engine.abstract(self.pred_sum),
+                _engine.abstract(self.pred_count),
+                _engine.abstract(setup.data),
+                _engine.abstract(setup.predict_inputs),
+                jax.ShapeDtypeStruct((3,), jnp.int32),
+            ),
+            donate_argnums=(0,),
+        )
+        if self.needs_compiling:  # a cache hit is not compilation
+            self.compile_time += time.perf_counter() - t0
 
-    # Trace log_posterior once (no compilation) so a wrong return type fails here, clearly.
-    one_params = jax.tree.map(lambda x: x[0], stacked)
-    if data is not None:
-        example_batch = jax.tree.map(lambda x: x[:batch_size], data)
-    else:
-        example_batch = first_host_batch
-    _eval_log_posterior_shape(log_posterior, one_params, example_batch)
-    if predict_fn is not None:
-        jax.eval_shape(predict_fn, one_params, predict_inputs)
+    @property
+    def needs_compiling(self) -> bool:
+        return not self.chunk.cached or (self._init_program is not None and not self._init_program.cached)
 
-    # ---- state -----------------------------------------------------------------------------
-    if init_state is None:
-        state = _initial_state(base_key, stacked, transform, num_chains, num_data)
-    else:
-        # A copy, so that continuing a run leaves the earlier result's final_state usable.
-        state = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, init_state)
-    step0 = int(state.step)
+    def _for_mode(self, state: Any) -> Any:
+        """The state with `last_finite` as this run's divergence mode needs it."""
+        if not self.setup.config.continue_on_divergence:
+            return state._replace(last_finite=None)
+        if state.last_finite is None:
+            return state._replace(last_finite=(state.params, state.transform_state))
+        return state
 
-    pred_sum = pred_count = None
-    if predict_fn is not None:
+    def _predictive_buffers(self, state_shape: SamplerState) -> tuple[Any, Any]:
+        setup = self.setup
+        if setup.predict_fn is None:
+            return None, None
         pred_shape = jax.eval_shape(
-            jax.vmap(predict_fn, in_axes=(0, None)), state.params, predict_inputs
+            jax.vmap(setup.predict_fn, in_axes=(0, None)), state_shape.params, setup.predict_inputs
         )
         pred_sum = jax.tree.map(
             lambda s: jnp.zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32)), pred_shape
         )
-        pred_count = jnp.zeros((num_chains,), jnp.int32)
+        return pred_sum, jnp.zeros((setup.config.num_chains,), jnp.int32)
 
-    checkpointer = None
-    restored = None
-    if checkpoint_dir is not None:
-        fingerprint = _fingerprint(config, base_key, step0, state)
-        checkpointer = _Checkpointer(os.fspath(checkpoint_dir), fingerprint)
-        restored = checkpointer.load(state, pred_sum)
-
-    runner = _Runner(
-        config=config,
-        log_posterior=log_posterior,
-        transform=tx_for_update,
-        data=data,
-        keep=keep,
-        predict_fn=predict_fn,
-        predict_inputs=predict_inputs,
-    )
-    plan = _plan(config, step0)
-    draws: list[Any] = []
-    draw_steps: list[np.ndarray] = []
-    traces: list[np.ndarray] = []
-    start_chunk = 0
-    if restored is not None:
-        state, draws, draw_steps, traces, pred_sum, pred_count, start_chunk = restored
-
-    bar = _Progress(num_steps, enabled=progress)
-    if start_chunk:
-        bar.resumed(int(state.step) - step0)
-    compile_time = 0.0
-    wall_time = 0.0
-    diverged_error: tuple[int, int] | None = None
-    last_checkpoint_step = int(state.step)
-    try:
-        for index in range(start_chunk, len(plan)):
-            kind, n = plan[index]
-            xs = None
-            if batch_iter is not None:
-                xs, first_host_batch = _take_host_batches(batch_iter, first_host_batch, n * (thin if kind == "draw" else 1))
-            t0 = time.perf_counter()
-            fn = runner.compiled(kind, n, state, xs, pred_sum, pred_count)
-            compile_time += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            out = fn(state, xs, pred_sum, pred_count, data, predict_inputs)
-            state, trace, chunk_draws, chunk_steps, pred_sum, pred_count = out
-            trace = np.asarray(jax.device_get(trace)).T  # (chain, n_steps)
-            if chunk_draws is not None:
-                chunk_draws = jax.device_get(chunk_draws)
-            wall_time += time.perf_counter() - t0
-            traces.append(trace)
-            if chunk_draws is not None:
-                chunk_steps = np.asarray(chunk_steps)
-                kept = np.asarray(chunk_draws[1]) if keep is not None else None
-                samples_chunk = chunk_draws[0]
-                if kept is not None:
-                    samples_chunk = jax.tree.map(lambda x: x[:, kept], samples_chunk)
-                    chunk_steps = chunk_steps[kept]
-                draws.append(samples_chunk)
-                draw_steps.append(chunk_steps)
-            last = trace[:, -1][np.isfinite(trace[:, -1])] if trace.size else trace
-            mean_lp = float(last.mean()) if last.size else float("nan")
-            bar.update(trace.shape[1], mean_lp, wall_time)
-            if callback is not None:
-                callback({"step": int(state.step) - step0, "num_steps": num_steps, "mean_log_posterior": mean_lp})
-            diverged_at = np.asarray(state.diverged_at)
-            if not config.continue_on_divergence and (diverged_at >= 0).any():
-                chain = int(np.argmin(np.where(diverged_at >= 0, diverged_at, np.iinfo(np.int32).max)))
-                diverged_error = (chain, int(diverged_at[chain]))
-                break
-            if checkpointer is not None and int(state.step) - last_checkpoint_step >= checkpoint_every:
-                checkpointer.save(state, draws, draw_steps, traces, pred_sum, pred_count, index + 1)
-                last_checkpoint_step = int(state.step)
-    finally:
-        bar.close()
-
-    samples, sample_steps = _concat_draws(draws, draw_steps, stacked)
-    log_post = np.concatenate(traces, axis=1) if traces else np.zeros((num_chains, 0))
-    predictive_mean = None
-    if pred_sum is not None:
-        predictive_mean = jax.tree.map(
-            lambda s: np.asarray(s) / np.maximum(np.asarray(pred_count), 1).reshape((-1,) + (1,) * (np.ndim(s) - 1)),
-            jax.device_get(pred_sum),
+    def _host_batch_shape(self) -> Any:
+        if self.setup.batch_iter is None:
+            return None
+        first = jax.tree.map(np.asarray, self.setup.first_host_batch)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((self.spec.capacity, *x.shape), x.dtype), first
         )
-    steps_run = int(state.step) - step0
-    result = SampleResult(
-        samples=samples,
-        sample_steps=sample_steps,
-        log_posterior=log_post,
-        final_state=state,
-        diverged_at=np.asarray(state.diverged_at),
-        predictive_mean=predictive_mean,
-        wall_time=wall_time,
-        compile_time=compile_time,
-        steps_per_second=steps_run / wall_time if wall_time > 0 else float("nan"),
-    )
-    if diverged_error is not None:
-        chain, step = diverged_error
-        before = result.sample_steps <= step
-        result.samples = jax.tree.map(lambda x: x[:, before], result.samples)
-        result.sample_steps = result.sample_steps[before]
-        raise DivergenceError(chain, step, result)
-    if checkpointer is not None:
-        checkpointer.save(state, draws, draw_steps, traces, pred_sum, pred_count, len(plan))
-    return result
+
+    def initial_state(self) -> SamplerState:
+        """The chains' state at the start of this call (not yet a checkpoint's)."""
+        setup = self.setup
+        if self._init_program is not None:
+            t0 = time.perf_counter()
+            cached = self._init_program.cached
+            init = self._init_program.executable()
+            if not cached:
+                self.compile_time += time.perf_counter() - t0
+            state = init(setup.key, setup.init_params)
+        else:
+            # A copy, so that continuing a run leaves the earlier result's final_state usable
+            # (the chunk donates its state).
+            state = _copy(setup.init_state)
+        state = self._for_mode(state)
+        if state.last_finite is not None and state.last_finite[0] is state.params:
+            # The chunk donates its state: `last_finite` needs buffers of its own.
+            state = state._replace(last_finite=_copy(state.last_finite))
+        return state
+
+    def chunk_executable(self) -> Any:
+        if self.chunk.cached:
+            return self.chunk.executable()
+        t0 = time.perf_counter()
+        executable = self.chunk.executable()
+        self.compile_time += time.perf_counter() - t0
+        return executable
 
 
-# ---- internals ------------------------------------------------------------------------------
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
 
 
-def _eval_log_posterior_shape(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> None:
-    out = jax.eval_shape(log_posterior, params, batch)
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            "`log_posterior` must return a tuple (value, aux); return (value, None) when there is "
-            f"no auxiliary output. Got {type(out).__name__}"
-            + (f" of shape {out.shape}" if hasattr(out, "shape") else "")
-        )
-    if out[0].shape != ():
-        raise TypeError(f"`log_posterior` must return a scalar value, got shape {out[0].shape}")
+# ---- 3. the chunk loop -----------------------------------------------------------------------
 
 
-def _initial_state(
-    key: jax.Array, params: ArrayTree, transform: TransformLike, num_chains: int, num_data: int | None
-) -> SamplerState:
-    chain_keys = jax.random.split(key, num_chains)
-
-    def init_one(chain_key: jax.Array, p: ArrayTree) -> tuple[Any, jax.Array, jax.Array]:
-        init_key, noise_key, data_key = jax.random.split(chain_key, 3)
-        tx = transform if _is_transform(transform) else transform(init_key)
-        return tx.init(p), noise_key, data_key
-
-    tx_state, noise_key, data_key = jax.jit(jax.vmap(init_one))(chain_keys, params)
-    n = num_data or 0
-    return SamplerState(
-        step=jnp.zeros([], jnp.int32),
-        params=params,
-        transform_state=tx_state,
-        noise_key=noise_key,
-        data_key=data_key,
-        perm=jnp.zeros((num_chains, n), jnp.int32),
-        diverged_at=jnp.full((num_chains,), -1, jnp.int32),
-    )
-
-
-def _plan(config: _Config, step0: int) -> list[tuple[str, int]]:
-    """The run as chunks: ("burn", steps) and ("draw", draws of `thin` steps each), then the
-    tail steps after the last draw as ("burn", steps)."""
-    plan: list[tuple[str, int]] = []
+def _plan(config: _Config, capacity: int) -> list[tuple[int, int, int]]:
+    """The call's steps as chunks (before, draws, after): burn-in steps, then draws of `thin`
+    steps each, then the steps after the last draw, at most `capacity` steps per chunk."""
+    thin = config.thin
     burn = config.burn_in
-    while burn > 0:
-        n = min(burn, config.chunk_size)
-        plan.append(("burn", n))
-        burn -= n
-    num_draws = (config.num_steps - config.burn_in) // config.thin
-    per_chunk = max(1, config.chunk_size // config.thin)
-    while num_draws > 0:
-        n = min(num_draws, per_chunk)
-        plan.append(("draw", n))
-        num_draws -= n
-    tail = (config.num_steps - config.burn_in) % config.thin
-    if tail:
-        plan.append(("burn", tail))
+    draws = (config.num_steps - config.burn_in) // thin
+    tail = (config.num_steps - config.burn_in) % thin
+    plan = []
+    while burn or draws or tail:
+        before = min(burn, capacity)
+        burn -= before
+        room = capacity - before
+        d = min(draws, room // thin) if not burn else 0
+        draws -= d
+        room -= d * thin
+        after = min(tail, room) if not draws and not burn else 0
+        tail -= after
+        plan.append((before, d, after))
     return plan
 
 
-class _Runner:
-    """Builds and caches the compiled chunk functions."""
-
-    def __init__(self, *, config, log_posterior, transform, data, keep, predict_fn, predict_inputs):
-        self.config = config
-        self.log_posterior = log_posterior
-        self.transform = transform
-        self.data = data
-        self.keep = keep
-        self.predict_fn = predict_fn
-        self.predict_inputs = predict_inputs
-        self._cache: dict[tuple[str, int], Any] = {}
-
-    def _neg_log_posterior(self, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-        value, aux = self.log_posterior(params, batch)
-        return -value, aux
-
-    def _step(self, state: SamplerState, host_batch: Any, data: Any) -> tuple[SamplerState, jax.Array]:
-        """One step of every chain; returns the new state and the (chain,) log posterior."""
-        cfg = self.config
-        t = state.step
-        perm = state.perm
-        if data is not None:
-            per_epoch = cfg.num_data // cfg.batch_size
-            j = t % per_epoch
-            epoch = t // per_epoch
-            n = cfg.num_data
-
-            def new_perm() -> jax.Array:
-                return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(
-                    state.data_key
-                ).astype(jnp.int32)
-
-            # `t` is shared by all chains, so this stays a real branch under the chain vmap.
-            perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
-            idx = jax.lax.dynamic_slice_in_dim(perm, j * cfg.batch_size, cfg.batch_size, axis=1)
-            batch = jax.vmap(lambda i: jax.tree.map(lambda x: x[i], data))(idx)
-            batch_axis = 0
-        else:
-            batch = host_batch
-            batch_axis = None
-
-        def chain_step(params, tx_state, noise_key, batch):
-            (neg_value, _), grads = jax.value_and_grad(self._neg_log_posterior, has_aux=True)(params, batch)
-            updates, tx_state = self.transform.update(
-                grads, tx_state, params, key=jax.random.fold_in(noise_key, t)
-            )
-            return optax.apply_updates(params, updates), tx_state, -neg_value
-
-        params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
-            state.params, state.transform_state, state.noise_key, batch
-        )
-        finite = jnp.isfinite(value)
-        newly = (state.diverged_at < 0) & ~finite
-        diverged_at = jnp.where(newly, t, state.diverged_at)
-        if cfg.continue_on_divergence:
-            # A diverged chain keeps its last finite state; its later draws are NaN (below).
-            alive = diverged_at < 0
-
-            def freeze(new, old):
-                mask = alive.reshape((-1,) + (1,) * (jnp.ndim(new) - 1))
-                return jnp.where(mask, new, old)
-
-            params = jax.tree.map(freeze, params, state.params)
-            tx_state = jax.tree.map(freeze, tx_state, state.transform_state)
-        new_state = SamplerState(
-            step=t + 1,
-            params=params,
-            transform_state=tx_state,
-            noise_key=state.noise_key,
-            data_key=state.data_key,
-            perm=perm,
-            diverged_at=diverged_at,
-        )
-        return new_state, value
-
-    def _chunk(self, kind: str, n: int):
-        cfg = self.config
-        thin = cfg.thin if kind == "draw" else 1
-
-        def run(state, xs, pred_sum, pred_count, data, predict_inputs):
-            def inner(state, x):
-                return self._step(state, x, data)
-
-            if kind == "burn":
-                state, trace = jax.lax.scan(inner, state, xs, length=n)
-                return state, trace, None, None, pred_sum, pred_count
-
-            def outer(carry, x):
-                state, pred_sum, pred_count = carry
-                state, trace = jax.lax.scan(inner, state, x, length=thin)
-                draw = state.params
-                if cfg.continue_on_divergence:
-                    dead = state.diverged_at >= 0
-                    draw = jax.tree.map(
-                        lambda d: jnp.where(dead.reshape((-1,) + (1,) * (d.ndim - 1)), jnp.nan, d), draw
-                    )
-                # The update that produced this draw ran at step index state.step − 1, where
-                # its schedules were evaluated: `keep` sees that index, like a schedule.
-                keep = self.keep(state.step - 1) if self.keep is not None else jnp.bool_(True)
-                if self.predict_fn is not None:
-                    preds = jax.vmap(self.predict_fn, in_axes=(0, None))(state.params, predict_inputs)
-                    w = keep & (state.diverged_at < 0)
-                    pred_sum = jax.tree.map(
-                        lambda s, p: s + jnp.where(w.reshape((-1,) + (1,) * (p.ndim - 1)), p, 0).astype(s.dtype),
-                        pred_sum,
-                        preds,
-                    )
-                    pred_count = pred_count + w.astype(pred_count.dtype)
-                return (state, pred_sum, pred_count), (trace, draw, state.step, keep)
-
-            xs_outer = None if xs is None else jax.tree.map(lambda a: a.reshape((n, thin) + a.shape[1:]), xs)
-            (state, pred_sum, pred_count), (trace, draws, steps, keeps) = jax.lax.scan(
-                outer, (state, pred_sum, pred_count), xs_outer, length=n
-            )
-            trace = trace.reshape((n * thin,) + trace.shape[2:])
-            draws = jax.tree.map(lambda d: jnp.swapaxes(d, 0, 1), draws)  # (chain, draw, ...)
-            return state, trace, (draws, keeps), steps, pred_sum, pred_count
-
-        return run
-
-    def compiled(self, kind: str, n: int, state, xs, pred_sum, pred_count):
-        """The chunk function compiled ahead of time (so compilation is timed apart)."""
-        key = (kind, n, jax.tree.structure(xs), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(xs)))
-        if key not in self._cache:
-            fn = jax.jit(self._chunk(kind, n), donate_argnums=(0,))
-            self._cache[key] = fn.lower(
-                state, xs, pred_sum, pred_count, self.data, self.predict_inputs
-            ).compile()
-        return self._cache[key]
+class _Outcome(NamedTuple):
+    state: SamplerState
+    step0: int
+    draws: list[ArrayTree]
+    draw_steps: list[np.ndarray]
+    traces: list[np.ndarray]
+    pred_sum: Any
+    pred_count: Any
+    wall_time: float
+    divergence: tuple[int, int] | None
 
 
-def _take_host_batches(it: Iterator[Any], first: Any, n: int) -> tuple[Any, Any]:
-    """Takes n batches (the pending one first) and stacks them on a new leading axis."""
+def _take_host_batches(it: Iterator[Any], first: Any, n: int, capacity: int) -> tuple[Any, Any]:
+    """Takes n batches (the pending one first), stacks them on a new leading axis and pads it to
+    `capacity` (the chunk program's fixed size) by repeating the last."""
     items = []
     pending = first
     for _ in range(n):
@@ -778,164 +629,174 @@ def _take_host_batches(it: Iterator[Any], first: Any, n: int) -> tuple[Any, Any]
                 ) from None
         items.append(pending)
         pending = None
+    items += [items[-1]] * (capacity - n)
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
     return jax.device_put(stacked), None
 
 
+def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
+    config = setup.config
+    spec = programs.spec
+    step0 = int(state.step)
+    pred_sum, pred_count = programs.pred_sum, programs.pred_count
+    plan = _plan(config, spec.capacity)
+    draws: list[ArrayTree] = []
+    draw_steps: list[np.ndarray] = []
+    traces: list[np.ndarray] = []
+    start_chunk = 0
+
+    checkpointer = None
+    if setup.checkpoint_dir is not None:
+        fingerprint = _checkpoint.fingerprint(config, setup.key, step0, state)
+        checkpointer = _checkpoint.Checkpointer(setup.checkpoint_dir, fingerprint)
+        restored = checkpointer.load(state)
+        if restored is not None:
+            state, arrays, start_chunk = restored
+            draws, draw_steps, traces, pred_sum, pred_count = _unpack_checkpoint(
+                arrays, state, pred_sum, pred_count
+            )
+
+    bar = _progress.Progress(config.num_steps, enabled=setup.progress)
+    if start_chunk:
+        bar.resumed(int(state.step) - step0)
+    wall_time = 0.0
+    divergence: tuple[int, int] | None = None
+    last_checkpoint_step = int(state.step)
+    first_host_batch = setup.first_host_batch
+    try:
+        if programs.needs_compiling:
+            bar.compiling()
+        run = programs.chunk_executable()
+        for index in range(start_chunk, len(plan)):
+            before, n_draws, after = plan[index]
+            n_steps = before + n_draws * spec.thin + after
+            xs = None
+            if setup.batch_iter is not None:
+                xs, first_host_batch = _take_host_batches(
+                    setup.batch_iter, first_host_batch, n_steps, spec.capacity
+                )
+            t0 = time.perf_counter()
+            out = run(
+                state, xs, pred_sum, pred_count, setup.data, setup.predict_inputs,
+                np.asarray([before, n_draws, after], np.int32),
+            )
+            state, pred_sum, pred_count = out.state, out.pred_sum, out.pred_count
+            trace = np.asarray(out.trace)[:n_steps].T  # (chain, n_steps)
+            if n_draws:
+                chunk_draws, steps, keeps = jax.device_get((out.draws, out.draw_steps, out.keeps))
+            wall_time += time.perf_counter() - t0
+            traces.append(trace)
+            if n_draws:
+                kept = np.asarray(keeps[:n_draws]) if setup.keep is not None else slice(None)
+                draws.append(
+                    jax.tree.map(lambda x: np.swapaxes(np.asarray(x)[:n_draws][kept], 0, 1), chunk_draws)
+                )
+                draw_steps.append(np.asarray(steps[:n_draws])[kept].astype(np.int64))
+            finite = trace[:, -1][np.isfinite(trace[:, -1])]
+            mean_lp = float(finite.mean()) if finite.size else float("nan")
+            bar.update(n_steps, mean_lp, wall_time)
+            if setup.callback is not None:
+                setup.callback(
+                    {"step": int(state.step) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
+                )
+            diverged_at = np.asarray(state.diverged_at)
+            if not config.continue_on_divergence and (diverged_at >= 0).any():
+                chain = int(np.argmin(np.where(diverged_at >= 0, diverged_at, np.iinfo(np.int32).max)))
+                divergence = (chain, int(diverged_at[chain]))
+                break
+            if checkpointer is not None and int(state.step) - last_checkpoint_step >= setup.checkpoint_every:
+                checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), index + 1)
+                last_checkpoint_step = int(state.step)
+        if checkpointer is not None and divergence is None:
+            checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), len(plan))
+    finally:
+        bar.close()
+    return _Outcome(state, step0, draws, draw_steps, traces, pred_sum, pred_count, wall_time, divergence)
+
+
 def _concat_draws(draws: list, draw_steps: list, like: ArrayTree) -> tuple[ArrayTree, np.ndarray]:
     if draws:
-        samples = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=1), *draws)
+        samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *draws)
         return samples, np.concatenate(draw_steps).astype(np.int64)
     empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
     return empty, np.zeros((0,), np.int64)
 
 
-class _Progress:
-    """tqdm when installed, else one line per chunk on stderr; nothing when disabled."""
+def _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    if draws:
+        samples, steps = _concat_draws(draws, draw_steps, state.params)
+        for i, leaf in enumerate(jax.tree.leaves(samples)):
+            arrays[f"draws_{i}"] = np.asarray(leaf)
+        arrays["draw_steps"] = steps
+    if traces:
+        arrays["trace"] = np.concatenate(traces, axis=1)
+    if pred_sum is not None:
+        for i, leaf in enumerate(jax.tree.leaves(pred_sum)):
+            arrays[f"pred_{i}"] = np.asarray(leaf)
+        arrays["pred_count"] = np.asarray(pred_count)
+    return arrays
 
-    def __init__(self, total: int, enabled: bool):
-        self.total = total
-        self.enabled = enabled
-        self.done = 0
-        self.ran = 0
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, unit="step", desc="sampling")
-            except ImportError:
-                self.bar = None
+def _unpack_checkpoint(arrays, state, pred_sum, pred_count):
+    draws, draw_steps = [], []
+    if "draw_steps" in arrays:
+        p_leaves, p_def = jax.tree.flatten(state.params)
+        draws = [jax.tree.unflatten(p_def, [arrays[f"draws_{i}"] for i in range(len(p_leaves))])]
+        draw_steps = [arrays["draw_steps"]]
+    traces = [arrays["trace"]] if "trace" in arrays else []
+    if "pred_count" in arrays:
+        leaves, treedef = jax.tree.flatten(pred_sum)
+        pred_sum = jax.tree.unflatten(treedef, [jnp.asarray(arrays[f"pred_{i}"]) for i in range(len(leaves))])
+        pred_count = jnp.asarray(arrays["pred_count"])
+    return draws, draw_steps, traces, pred_sum, pred_count
 
-    def resumed(self, n: int) -> None:
-        """Counts `n` steps restored from a checkpoint as done."""
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
 
-    def update(self, n: int, mean_log_posterior: float, run_seconds: float) -> None:
-        """Records `n` more steps; the rate is over `run_seconds` (compilation excluded)."""
-        if not self.enabled or n == 0:
-            return
-        self.done += n
-        self.ran += n
-        rate = self.ran / max(run_seconds, 1e-9)
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(steps_per_s=f"{rate:,.0f}", log_post=f"{mean_log_posterior:.4g}", refresh=False)
+# ---- 4. the result ---------------------------------------------------------------------------
+
+
+def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResult:
+    state = outcome.state
+    samples, sample_steps = _concat_draws(outcome.draws, outcome.draw_steps, state.params)
+    diverged_at = np.asarray(state.diverged_at)
+    if (diverged_at >= 0).any():
+        # A draw whose log posterior turned out non-finite (found at the next step, once the
+        # draw was taken) is missing too.
+        missing = (diverged_at[:, None] >= 0) & (sample_steps[None, :] >= diverged_at[:, None])
+        samples = jax.tree.map(
+            lambda x: np.where(missing.reshape(missing.shape + (1,) * (x.ndim - 2)), np.nan, x), samples
+        )
+    log_post = np.concatenate(outcome.traces, axis=1) if outcome.traces else np.zeros((setup.config.num_chains, 0))
+    predictive_mean = None
+    if outcome.pred_sum is not None:
+        counts = np.maximum(np.asarray(outcome.pred_count), 1)
+        predictive_mean = jax.tree.map(
+            lambda s: np.asarray(s) / counts.reshape((-1,) + (1,) * (np.ndim(s) - 1)),
+            jax.device_get(outcome.pred_sum),
+        )
+    steps_run = int(state.step) - outcome.step0
+    wall = outcome.wall_time
+    result = SampleResult(
+        samples=samples,
+        sample_steps=sample_steps,
+        log_posterior=log_post,
+        final_state=state,
+        diverged_at=diverged_at,
+        predictive_mean=predictive_mean,
+        wall_time=wall,
+        compile_time=programs.compile_time,
+        steps_per_second=steps_run / wall if wall > 0 else float("nan"),
+    )
+    if outcome.divergence is not None:
+        chain, step = outcome.divergence
+        local = step - outcome.step0  # index of that step in this call's trace
+        if bool(np.asarray(state.diverged_in_params)[chain]):
+            cause = "its params were non-finite"
         else:
-            sys.stderr.write(
-                f"sampling: step {self.done}/{self.total} ({rate:,.0f} steps/s, mean log "
-                f"posterior {mean_log_posterior:.6g})\n"
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ---- checkpoints -----------------------------------------------------------------------------
-
-
-def _fingerprint(config: _Config, key: jax.Array, step0: int, state: SamplerState) -> str:
-    """Identifies a run, so a checkpoint is only resumed by the same run."""
-    desc = {
-        "config": dataclasses.asdict(config),
-        "key": np.asarray(jax.random.key_data(key)).tolist(),
-        "key_impl": str(jax.random.key_impl(key)),
-        "step0": step0,
-        "state": [(str(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(state)],
-    }
-    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
-
-
-def _to_host(x: Any) -> np.ndarray:
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(x))
-    return np.asarray(x)
-
-
-class _Checkpointer:
-    """Saves and loads the whole run (state, draws so far, trace, predictive sums) atomically:
-    each save writes a temporary file in the directory, fsyncs it and renames it over the
-    previous checkpoint, so a crash mid-write leaves the previous checkpoint intact."""
-
-    FILE = "sghmc_checkpoint.npz"
-
-    def __init__(self, directory: str, fingerprint: str):
-        self.directory = directory
-        self.fingerprint = fingerprint
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, self.FILE)
-
-    def save(self, state, draws, draw_steps, traces, pred_sum, pred_count, next_chunk: int) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        for i, leaf in enumerate(jax.tree.leaves(state)):
-            arrays[f"state_{i}"] = _to_host(leaf)
-        samples, steps = _concat_draws(draws, draw_steps, state.params) if draws else (None, None)
-        if samples is not None:
-            for i, leaf in enumerate(jax.tree.leaves(samples)):
-                arrays[f"draws_{i}"] = np.asarray(leaf)
-            arrays["draw_steps"] = steps
-        if traces:
-            arrays["trace"] = np.concatenate(traces, axis=1)
-        if pred_sum is not None:
-            for i, leaf in enumerate(jax.tree.leaves(pred_sum)):
-                arrays[f"pred_{i}"] = np.asarray(leaf)
-            arrays["pred_count"] = np.asarray(pred_count)
-        meta = {"fingerprint": self.fingerprint, "next_chunk": next_chunk}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            _replace_atomically(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    def load(self, template: SamplerState, pred_template: Any):
-        if not os.path.exists(self.path):
-            return None
-        with np.load(self.path) as f:
-            meta = json.loads(bytes(f["meta"]).decode())
-            if meta["fingerprint"] != self.fingerprint:
-                raise ValueError(
-                    f"`checkpoint_dir` {self.directory!r} holds a checkpoint of a different run "
-                    "(key, sizes or settings differ); use another directory or delete it"
-                )
-            leaves, treedef = jax.tree.flatten(template)
-            restored = []
-            for i, ref in enumerate(leaves):
-                x = f[f"state_{i}"]
-                if isinstance(ref, jax.Array) and jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key):
-                    restored.append(jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(ref)))
-                else:
-                    restored.append(jnp.asarray(x, dtype=ref.dtype))
-            state = jax.tree.unflatten(treedef, restored)
-            draws, draw_steps = [], []
-            if "draw_steps" in f:
-                p_leaves, p_def = jax.tree.flatten(template.params)
-                draws = [jax.tree.unflatten(p_def, [f[f"draws_{i}"] for i in range(len(p_leaves))])]
-                draw_steps = [f["draw_steps"]]
-            traces = [f["trace"]] if "trace" in f else []
-            pred_sum = pred_count = None
-            if "pred_count" in f:
-                pred_leaves, pred_def = jax.tree.flatten(pred_template)
-                pred_sum = jax.tree.unflatten(
-                    pred_def, [jnp.asarray(f[f"pred_{i}"]) for i in range(len(pred_leaves))]
-                )
-                pred_count = jnp.asarray(f["pred_count"])
-            return state, draws, draw_steps, traces, pred_sum, pred_count, int(meta["next_chunk"])
-
-
-def _replace_atomically(src: str, dst: str) -> None:
-    os.replace(src, dst)
+            cause = "its log posterior was non-finite at the params"
+        before = result.sample_steps < step
+        result.samples = jax.tree.map(lambda x: x[:, before], result.samples)
+        result.sample_steps = result.sample_steps[before]
+        result.log_posterior = result.log_posterior[:, : local + 1]
+        raise DivergenceError(chain, step, cause, result)
+    return result

@@ -2,7 +2,13 @@
 
 Sign convention: like every optax transform, these consume gradients of the LOSS, i.e.
 −∇ log p(θ), and return updates for `optax.apply_updates`. Feed them `jax.grad(loss)` with
-`loss = -log_posterior`.
+`loss = -log_posterior` (`sghmc_jax.as_loss` builds it from a posteriors-style log posterior).
+
+Extra arguments of `update` (optax's `GradientTransformationExtraArgs`; `optax.chain` passes
+them on): `key=` a per-step PRNG key, which takes precedence over the state's; and
+`target_temperature=` the temperature the loss's log posterior needs (a `ScaledLogPosterior`'s
+`temperature`), which `sample()` passes so that a transform whose temperature disagrees raises
+when traced, before anything compiles.
 """
 
 from __future__ import annotations
@@ -61,11 +67,6 @@ def _step_keys(state_key: jax.Array, key: Any) -> tuple[jax.Array, jax.Array]:
 def _check_updates(updates: ArrayTree, like_name: str, like: ArrayTree) -> None:
     _checks.check_float_tree("updates", updates)
     _checks.check_tree_like("updates", updates, like_name, like)
-
-
-def _check_initial_momenta(momenta: Any) -> None:
-    if momenta is not None and not isinstance(momenta, (int, float)):
-        _checks.check_float_tree("momenta", momenta)
 
 
 def sghmc(
@@ -139,8 +140,7 @@ def sghmc(
         lr_name="learning_rate",
     )
     base_key = _checks.canonical_key(key)
-    if momenta is not None and not isinstance(momenta, (int, float)):
-        _checks.check_float_tree("momenta", momenta)
+    _checks.check_initial_momenta(momenta)
 
     def init_fn(params: ArrayTree) -> SGHMCTransformState:
         _checks.check_float_tree("params", params)
@@ -156,7 +156,8 @@ def sghmc(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, SGHMCTransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("sghmc", temperature, extra_args.get("target_temperature"))
         _checks.check_float_tree("updates", updates)
         _checks.check_tree_like("updates", updates, "state.momenta", state.momenta)
         if key is None:
@@ -255,7 +256,8 @@ def sgld(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, SGLDTransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("sgld", temperature, extra_args.get("target_temperature"))
         _checks.check_float_tree("updates", updates)
         step_key, next_key = _step_keys(state.key, key)
         increment = kernels.sgld_step(
@@ -349,7 +351,7 @@ def sgnht(
         lr_name="learning_rate",
     )
     base_key = _checks.canonical_key(key)
-    _check_initial_momenta(momenta)
+    _checks.check_initial_momenta(momenta)
 
     def init_fn(params: ArrayTree) -> SGNHTTransformState:
         _checks.check_float_tree("params", params)
@@ -368,7 +370,8 @@ def sgnht(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, SGNHTTransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("sgnht", temperature, extra_args.get("target_temperature"))
         _check_updates(updates, "state.momenta", state.momenta)
         step_key, next_key = _step_keys(state.key, key)
         increment, new_momenta, new_xi = kernels.sgnht_step(
@@ -457,7 +460,7 @@ def baoa(
         lr=learning_rate, alpha=alpha, sigma=sigma, temperature=temperature, lr_name="learning_rate"
     )
     base_key = _checks.canonical_key(key)
-    _check_initial_momenta(momenta)
+    _checks.check_initial_momenta(momenta)
 
     def init_fn(params: ArrayTree) -> BAOATransformState:
         _checks.check_float_tree("params", params)
@@ -475,7 +478,8 @@ def baoa(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, BAOATransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("baoa", temperature, extra_args.get("target_temperature"))
         _check_updates(updates, "state.momenta", state.momenta)
         step_key, next_key = _step_keys(state.key, key)
         increment, new_momenta = kernels.baoa_step(
@@ -586,7 +590,8 @@ def psgld(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, PSGLDTransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("psgld", temperature, extra_args.get("target_temperature"))
         _check_updates(updates, "state.v", state.v)
         step_key, next_key = _step_keys(state.key, key)
         increment, new_v = kernels.psgld_step(
@@ -686,7 +691,7 @@ def psghmc(
     )
     _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
     base_key = _checks.canonical_key(key)
-    _check_initial_momenta(momenta)
+    _checks.check_initial_momenta(momenta)
 
     def init_fn(params: ArrayTree) -> PSGHMCTransformState:
         _checks.check_float_tree("params", params)
@@ -707,7 +712,8 @@ def psghmc(
         key: Any = None,
         **extra_args: Any,
     ) -> tuple[ArrayTree, PSGHMCTransformState]:
-        del params, extra_args
+        del params
+        _checks.check_target_temperature("psghmc", temperature, extra_args.get("target_temperature"))
         _check_updates(updates, "state.momenta", state.momenta)
         step_key, next_key = _step_keys(state.key, key)
         increment, new_momenta, new_v = kernels.psghmc_step(

@@ -26,7 +26,8 @@ class Transform(NamedTuple):
     """A functional SGMCMC algorithm with its hyperparameters bound (posteriors' `Transform`).
 
     Attributes:
-        init: `init(params, *, key=None) -> state`.
+        init: `init(params, *, key=None, batch=None) -> state` (`batch`: an example batch with
+            which the log posterior is traced to lay out the state's `aux`).
         update: `update(state, batch, *, key, inplace=False) -> state`.
     """
 

@@ -244,10 +244,10 @@ def test_summary_single_array_names_and_errors(float64: None) -> None:
     # Trailing size 7 in float64, as in test_summary_pytree, so the batch compiles once.
     x = _dataset("iid", (2, 280)).reshape(2, 40, 7)
     out = diagnostics.summary(x)
-    assert list(out) == ["x"] and out["x"]["rhat"].shape == (7,)
+    assert list(out) == ["params"] and out["params"]["rhat"].shape == (7,)
     collide = diagnostics.summary({"a.b": x[..., :3], "a": {"b": x[..., 3:]}})
     assert list(collide) == ["['a']['b']", "['a.b']"]
-    np.testing.assert_array_equal(collide["['a.b']"]["ess_bulk"], out["x"]["ess_bulk"][:3])
+    np.testing.assert_array_equal(collide["['a.b']"]["ess_bulk"], out["params"]["ess_bulk"][:3])
     with pytest.raises(
         ValueError, match=r"`samples` leaves must have shape.*got shape \(40,\) for leaf 'a'"
     ):

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import sghmc_jax
-from sghmc_jax import sampler as sampler_mod
+from sghmc_jax import _checkpoint, _engine
 from tests import helpers
 from tests.helpers import Z_MAX, Hyper
 
@@ -192,7 +192,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
         batch_size=8, chunk_size=10, progress=False, checkpoint_dir=tmp_path, checkpoint_every=10,
     )
     clean = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **{**kw, "checkpoint_dir": None, "checkpoint_every": None})
-    real_replace = sampler_mod._replace_atomically
+    real_replace = _checkpoint.replace_atomically
     calls = {"n": 0}
 
     def crash_on_third(src, dst):
@@ -201,11 +201,11 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
             raise OSError("simulated crash mid-write")
         real_replace(src, dst)
 
-    monkeypatch.setattr(sampler_mod, "_replace_atomically", crash_on_third)
+    monkeypatch.setattr(_checkpoint, "replace_atomically", crash_on_third)
     with pytest.raises(OSError, match="simulated crash"):
         sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
-    assert os.listdir(tmp_path) == [sampler_mod._Checkpointer.FILE], "no temporary file left behind"
-    monkeypatch.setattr(sampler_mod, "_replace_atomically", real_replace)
+    assert os.listdir(tmp_path) == [_checkpoint.FILE], "no temporary file left behind"
+    monkeypatch.setattr(_checkpoint, "replace_atomically", real_replace)
     resumed = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
     np.testing.assert_array_equal(resumed.samples, clean.samples)
 
@@ -227,10 +227,11 @@ def test_divergence_is_reported_with_the_draws_before_it():
         sghmc_jax.sample(0, lp, init, transform=tx, num_steps=2000, num_chains=2, stacked_init=True, chunk_size=100, progress=False)
     err = info.value
     assert err.chain == 1 and 0 < err.step < 2000
-    assert re.search(rf"chain 1 diverged: its log posterior was non-finite at step {err.step}", str(err))
-    assert err.result.samples.shape[1] == err.step  # draws after steps 1..step
-    assert np.all(np.isfinite(err.result.samples[1, :-1]))
-    assert err.result.log_posterior.shape[1] % 100 == 0  # stopped at the end of that chunk
+    assert re.search(rf"chain 1 diverged: its (log posterior was non-finite at the params|params were non-finite) after {err.step} steps", str(err))
+    assert err.result.samples.shape[1] == err.step - 1  # draws after steps 1..step-1
+    np.testing.assert_array_equal(err.result.sample_steps, np.arange(1, err.step))
+    assert np.all(np.isfinite(err.result.samples))
+    assert err.result.log_posterior.shape[1] == err.step + 1  # up to the step that found it
 
 
 def test_continue_on_divergence_keeps_the_other_chains():
@@ -242,7 +243,7 @@ def test_continue_on_divergence_keeps_the_other_chains():
     assert np.all(np.isnan(r.samples[1, r.diverged_at[1] :]))
     assert np.all(np.isfinite(r.samples[[0, 2]]))
     assert r.samples.shape[1] == 1000
-    assert set(r.summary()) == {"x"}
+    assert set(r.summary()) == {"params"}
 
 
 def test_keep_predicate_drops_draws():
@@ -320,7 +321,7 @@ def test_progress_lines_without_tqdm(capsys, monkeypatch):
 )
 def test_bad_inputs_fail_before_compiling(kwargs, error, pattern, monkeypatch):
     log_posterior, data = _regression()
-    monkeypatch.setattr(sampler_mod._Runner, "compiled", lambda *a, **k: pytest.fail("compiled"))
+    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
     kw = dict(
         log_posterior=log_posterior, transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=50, data=data,
         batch_size=8, progress=False,
@@ -400,7 +401,7 @@ def test_conjugate_regression_with_minibatches_matches_the_closed_form():
         data={"x": problem.x.astype(np.float32), "y": problem.y.astype(np.float32)}, batch_size=50,
         burn_in=1000, thin=5, progress=False,
     )
-    s = r.summary()["x"]
+    s = r.summary()["params"]
     exact_sd = np.sqrt(np.diag(problem.post_cov))
     z_mean = (s["mean"] - problem.post_mean) / s["mcse_mean"]
     z_sd = (s["sd"] - exact_sd) / (s["sd"] / np.sqrt(2 * s["ess_bulk"]))
@@ -442,3 +443,176 @@ def test_cyclical_sampling_phase_plugs_into_keep():
     expected = [s + 1 for s in range(k) if bool(sghmc_jax.in_sampling_phase(s, k, m, beta))]
     np.testing.assert_array_equal(r.sample_steps, expected)
     assert len(expected) == k // 2
+
+
+# ---- regressions: what a new user ran into ---------------------------------------------------
+
+
+def _norm_log_posterior(p, batch):
+    return -jnp.sqrt(jnp.sum(p**2)), None  # NaN gradient at 0
+
+
+def test_a_nan_gradient_is_a_divergence_with_no_nan_draw_kept():
+    """Regression: `DivergenceError.result.samples` held the diverged chain's NaN draw."""
+    init = jnp.array([[1.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(sghmc_jax.DivergenceError) as info:
+        sghmc_jax.sample(
+            0, _norm_log_posterior, init, stacked_init=True, num_chains=2,
+            transform=sghmc_jax.sghmc(0.1, alpha=1.0, key=0), num_steps=10, progress=False,
+        )
+    err = info.value
+    assert (err.chain, err.step) == (1, 1)
+    assert "chain 1 diverged: its params were non-finite after 1 steps" in str(err)
+    assert err.result.samples.shape == (2, 0, 2) and err.result.sample_steps.size == 0
+
+
+def _support_log_posterior(p, batch):
+    # log p = −3θ on θ > 0, −inf elsewhere: the chain drifts out of the support at finite θ.
+    return jnp.sum(jnp.where(p > 0, -3.0 * p, -jnp.inf)), None
+
+
+def test_draws_before_a_divergence_all_have_a_finite_log_posterior():
+    """Regression: the last draw in `.result` had log posterior −inf."""
+    tx = sghmc_jax.sghmc(0.2, alpha=1.0, temperature=0.0, momenta=0.0, key=0)
+    init = jnp.array([[50.0], [1.0]])
+    with pytest.raises(sghmc_jax.DivergenceError) as info:
+        sghmc_jax.sample(0, _support_log_posterior, init, stacked_init=True, num_chains=2, transform=tx, num_steps=200, progress=False)
+    err = info.value
+    assert err.chain == 1 and "its log posterior was non-finite at the params after" in str(err)
+    r = err.result
+    assert r.sample_steps.size == err.step - 1
+    values = jax.vmap(jax.vmap(lambda p: _support_log_posterior(p, None)[0]))(jnp.asarray(r.samples))
+    assert np.all(np.isfinite(values)), values
+    assert not np.isfinite(r.log_posterior[1, err.step])  # the trace shows what was found
+
+
+@pytest.mark.parametrize("case", ["nan_gradient", "out_of_support"])
+def test_continue_holds_a_diverged_chain_at_its_last_finite_state(case):
+    """Regression: under on_divergence='continue' the chain was frozen at its NaN params."""
+    if case == "nan_gradient":
+        lp, init = _norm_log_posterior, jnp.array([[1.0, 1.0], [0.0, 0.0]])
+        tx = sghmc_jax.sghmc(0.1, alpha=1.0, key=0)
+    else:
+        lp, init = _support_log_posterior, jnp.array([[50.0], [1.0]])
+        tx = sghmc_jax.sghmc(0.2, alpha=1.0, temperature=0.0, momenta=0.0, key=0)
+    r = sghmc_jax.sample(
+        0, lp, init, stacked_init=True, num_chains=2, transform=tx, num_steps=60,
+        on_divergence="continue", progress=False,
+    )
+    step = int(r.diverged_at[1])
+    assert r.diverged_at[0] == -1 and step >= 1
+    frozen = jax.tree.map(lambda x: x[1], r.final_state.params)
+    assert np.all(np.isfinite(frozen)) and np.isfinite(lp(frozen, None)[0])
+    assert np.all(np.isfinite(jax.tree.map(lambda x: x[1], r.final_state.transform_state.momenta)))
+    before = r.sample_steps < step
+    assert np.all(np.isfinite(r.samples[1, before])) and np.all(np.isnan(r.samples[1, ~before]))
+    np.testing.assert_array_equal(r.samples[1, before.sum() - 1] if before.any() else init[1], frozen)
+    assert np.all(np.isnan(r.log_posterior[1, step + 1 :]))
+    assert np.all(np.isfinite(r.samples[0]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"init_params": jnp.array([0.0, jnp.nan, 1.0])}, ValueError, r"every element of `init_params` must be finite, got 1 non-finite value\(s\) \(NaN or infinity\) at init_params"),
+        ({"keep": 3}, TypeError, r"`keep` must be a function of the step index returning a bool or None, got int: 3"),
+        ({"callback": "print"}, TypeError, r"`callback` must be a function of a dict or None, got str"),
+        ({"log_posterior": lambda w, b: -jnp.sum(w**2)}, TypeError, r"`log_posterior` must return a tuple \(value, aux\); return \(value, None\) when there is no auxiliary output\. It returned a scalar of dtype float32$"),
+        ({"log_posterior": lambda w, b: (-(w**2), None)}, TypeError, r"`log_posterior` must return a scalar value, it returned an array of shape \(3,\) of dtype float32 as the value"),
+    ],
+)
+def test_more_bad_inputs_fail_before_compiling(kwargs, error, pattern, monkeypatch):
+    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+    kw = dict(log_posterior=_regression()[0], init_params=jnp.zeros(3)) | kwargs
+    with pytest.raises(error, match=pattern) as info:
+        sghmc_jax.sample(0, kw.pop("log_posterior"), kw.pop("init_params"), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=5, progress=False, **kw)
+    assert "Tracer" not in str(info.value) and "ShapeDtypeStruct" not in str(info.value)
+
+
+def test_a_whole_flax_or_equinox_model_as_params_says_how_to_split_it():
+    nnx = pytest.importorskip("flax.nnx")
+    eqx = pytest.importorskip("equinox")
+    lp = lambda p, b: (jnp.asarray(0.0), None)  # noqa: E731
+    tx = sghmc_jax.sghmc(1e-3, key=0)
+    mlp = eqx.nn.MLP(2, 1, 4, 1, key=jax.random.key(0))
+    with pytest.raises(TypeError, match=r"`init_params` must be a floating-point array, got a function .* at init_params\.activation; it looks like a whole Equinox module: .*eqx\.partition"):
+        sghmc_jax.sample(0, lp, mlp, transform=tx, num_steps=5, progress=False)
+    model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Dropout(0.1, rngs=nnx.Rngs(1)))
+    with pytest.raises(TypeError, match=r"got dtype uint32 at init_params\.layers\[1\]\.rngs.*it looks like a whole Flax module: .*nnx\.split\(model, nnx\.Param\)"):
+        sghmc_jax.sample(0, lp, model, transform=tx, num_steps=5, progress=False)
+
+
+def test_a_forgotten_temperature_is_an_error_before_compiling(monkeypatch):
+    """Regression: with `form="mean"` a transform at the default T = 1 sampled a posterior 25
+    times too wide, silently."""
+    log_posterior, data = _regression()
+    ll = lambda w, batch: -0.5 * (batch["y"] - batch["x"] @ w) ** 2  # noqa: E731
+    lp = sghmc_jax.make_log_posterior(ll, lambda w: -0.5 * jnp.sum(w**2), 64, form="mean")
+    kw = dict(num_steps=20, num_chains=2, data=data, batch_size=8, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+        for bad in (sghmc_jax.sghmc(1e-2, key=0), lambda k: sghmc_jax.sgld(1e-2, temperature=1 / 32, key=k),
+                    optax.chain(optax.clip_by_global_norm(10.0), sghmc_jax.baoa(1e-2, temperature=sghmc_jax.cyclical_temperature_schedule(1.0, 20, 2, 0.5), key=0))):
+            with pytest.raises(ValueError, match=r"`temperature` of \w+ must be the log posterior's temperature 0\.015625"):
+                sghmc_jax.sample(0, lp, jnp.zeros(3), transform=bad, **kw)
+    unpacked, temperature = lp  # the old README's spelling still carries the temperature
+    assert unpacked is lp and temperature == 1 / 64
+    r = sghmc_jax.sample(0, unpacked, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-2, temperature=temperature, key=0), **kw)
+    assert np.all(np.isfinite(r.samples))
+    cold = sghmc_jax.make_log_posterior(ll, lambda w: -0.5 * jnp.sum(w**2), 64, form="mean", temperature=0.5)
+    assert cold.temperature == 0.5 / 64
+
+
+def test_later_calls_with_the_same_functions_compile_nothing():
+    """Regression: every call recompiled, a continuation too (and its initial state apart)."""
+    log_posterior, data = _regression(9)
+    tx = lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k)  # noqa: E731
+    kw = dict(transform=tx, num_chains=2, data=data, batch_size=8, chunk_size=16, progress=False)
+    first = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), num_steps=40, **kw)
+    assert first.compile_time > 0
+    again = sghmc_jax.sample(1, log_posterior, jnp.ones(3), num_steps=70, burn_in=9, thin=1, **kw)
+    assert again.compile_time == 0.0
+    cont = sghmc_jax.sample(0, log_posterior, None, num_steps=33, init_state=first.final_state, **kw)
+    assert cont.compile_time == 0.0
+    other_thin = sghmc_jax.sample(0, log_posterior, None, num_steps=30, thin=3, init_state=cont.final_state, **kw)
+    assert other_thin.compile_time > 0  # thin is part of the compiled loop
+
+
+def test_progress_shows_a_compile_phase_and_one_rate(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name.startswith("tqdm") else real_import(name, *a, **k))
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2) - 0.25 * jnp.sum(p**4), None)  # noqa: E731
+    sghmc_jax.sample(0, lp, jnp.zeros(1), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=20, chunk_size=10)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("sampling: compiling")
+    assert all("steps/s excluding compilation" in line for line in lines[1:]) and len(lines) == 3
+
+
+def test_tqdm_progress_bar_runs(capsys):
+    pytest.importorskip("tqdm")
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2) - 0.125 * jnp.sum(p**4), None)  # noqa: E731
+    sghmc_jax.sample(0, lp, jnp.zeros(1), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=20, chunk_size=10)
+    err = capsys.readouterr().err
+    assert "steps/s" in err and "it/s" not in err  # one rate: ours, compilation excluded
+
+
+def test_result_repr_is_a_short_summary():
+    """Regression: `print(result)` printed every array (83 kB)."""
+    lp = lambda p, b: (-0.5 * jnp.sum(p["w"] ** 2), None)  # noqa: E731
+    r = sghmc_jax.sample(0, lp, {"w": jnp.zeros(50)}, transform=sghmc_jax.sghmc(0.1, key=0), num_steps=300, num_chains=3, progress=False)
+    text = repr(r)
+    assert len(text) < 300 and text.startswith("SampleResult(3 chains × 300 draws (steps 1–300) of {'w': (50,)} float32; 0 diverged")
+
+
+def test_stale_checkpoint_temporaries_are_removed_and_nothing_else(tmp_path):
+    """Regression: a kill during a checkpoint write left a temporary file, a full checkpoint's
+    size, that later runs never removed."""
+    for name in (".sghmc_checkpoint.tmp-abc123.npz", ".tmp-k2j4_x9q.npz"):
+        (tmp_path / name).write_bytes(b"partial")
+    (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / ".tmp-mine.npz").write_bytes(b"not ours: the wrong shape of name")
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=10, num_chains=2, progress=False, checkpoint_dir=tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [".tmp-mine.npz", "notes.txt", _checkpoint.FILE]

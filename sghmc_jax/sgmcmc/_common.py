@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sghmc_jax import _checks
+from sghmc_jax.log_posterior import check_log_posterior_output
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -22,24 +24,8 @@ def check_log_posterior(log_posterior: Any) -> None:
         )
 
 
-def value_and_aux(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-    out = log_posterior(params, batch)
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            "`log_posterior` must return a tuple (value, aux); return (value, None) when there "
-            f"is no auxiliary output. Got {type(out).__name__}"
-            + (f" of shape {out.shape}" if hasattr(out, "shape") else "")
-        )
-    value, aux = out
-    if jnp.shape(value) != ():
-        raise TypeError(
-            f"`log_posterior` must return a scalar value, got shape {jnp.shape(value)}"
-        )
-    return value, aux
-
-
 def _negated(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-    value, aux = value_and_aux(log_posterior, params, batch)
+    value, aux = check_log_posterior_output(log_posterior(params, batch))
     return -value, aux
 
 
@@ -69,3 +55,35 @@ def nan_value(params: ArrayTree) -> jax.Array:
 
 def step_zero() -> jax.Array:
     return jnp.zeros([], jnp.int32)
+
+
+def initial_params(params: ArrayTree) -> ArrayTree:
+    """The user's params, checked (floating-point, finite) and copied into buffers of the state's
+    own, so that `update(..., inplace=True)`, which donates the state's buffers, never deletes
+    the caller's arrays."""
+    _checks.check_float_tree("params", params)
+    _checks.check_finite_tree("params", params)
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+
+
+def initial_aux(log_posterior: LogProbFn | None, params: ArrayTree, batch: Any) -> Any:
+    """`aux` laid out as the log posterior returns it (NaN, or 0 for integers, before the first
+    update), so that the state's structure is the same before and after `update` (which a
+    `lax.scan` over `update` requires). The log posterior is traced once, with `batch`; without
+    a batch it is traced with `batch=None`, and when that fails `aux` stays None (then pass an
+    example `batch` to `init` to scan over `update`)."""
+    if log_posterior is None:
+        return None
+    try:
+        out = jax.eval_shape(log_posterior, params, batch)
+    except Exception:
+        if batch is None:
+            return None
+        raise
+    _, aux = check_log_posterior_output(out)
+
+    def empty(s: jax.ShapeDtypeStruct) -> jax.Array:
+        fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0
+        return jnp.full(s.shape, fill, s.dtype)
+
+    return jax.tree.map(empty, aux)

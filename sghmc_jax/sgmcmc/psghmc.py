@@ -104,9 +104,14 @@ def build(
         <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
     """
     _common.check_log_posterior(log_posterior)
+    _checks.check_initial_momenta(momenta)
+    _checks.check_target_temperature(
+        "psghmc", temperature, getattr(log_posterior, "temperature", None)
+    )
     _check(lr, alpha, sigma, temperature, decay, eps, initial_scale)
     init_fn = functools.partial(
-        init, momenta=momenta, initial_scale=initial_scale, sigma=sigma, temperature=temperature
+        init, momenta=momenta, initial_scale=initial_scale, sigma=sigma, temperature=temperature,
+        log_posterior=log_posterior,
     )
     update_fn = functools.partial(
         update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma,
@@ -123,6 +128,8 @@ def init(
     key: Any = None,
     sigma: jax.typing.ArrayLike = 1.0,
     temperature: ScalarOrSchedule = 1.0,
+    log_posterior: LogProbFn | None = None,
+    batch: Any = None,
 ) -> PSGHMCState:
     """Initialises the preconditioned SGHMC state.
 
@@ -134,16 +141,20 @@ def init(
         key: PRNG key (or int seed) used only to draw the momenta.
         sigma: momentum scale σ, for the draw (`build` passes its own).
         temperature: T, for the draw; a schedule is taken at step 0 (`build` passes its own).
+        log_posterior: the log posterior (`build` passes its own), traced once with `batch` to
+            lay out `aux`, so that the state's structure does not change across `update`.
+        batch: an example batch for that trace (needed when `log_posterior` cannot run with
+            `batch=None`).
 
     Returns:
-        A `PSGHMCState` at step 0 with NaN log posterior and aux None.
+        A `PSGHMCState` at step 0 with NaN log posterior and `aux` laid out
+        (NaN entries) when `log_posterior` is given, else None.
     """
-    _checks.check_float_tree("params", params)
-    params = jax.tree.map(jnp.asarray, params)
+    params = _common.initial_params(params)
     key = None if key is None else _checks.canonical_key(key)
     m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
     v0 = kernels.resolve_preconditioner(initial_scale, params)
-    return PSGHMCState(params, m0, v0, _common.nan_value(params), None, _common.step_zero())
+    return PSGHMCState(params, m0, v0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
 
 
 def update(

@@ -95,15 +95,25 @@ def build(
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
     _common.check_log_posterior(log_posterior)
+    _checks.check_target_temperature(
+        "psgld", temperature, getattr(log_posterior, "temperature", None)
+    )
     _check(lr, decay, eps, temperature, initial_scale)
-    init_fn = functools.partial(init, initial_scale=initial_scale)
+    init_fn = functools.partial(init, log_posterior=log_posterior, initial_scale=initial_scale)
     update_fn = functools.partial(
         update, log_posterior=log_posterior, lr=lr, decay=decay, eps=eps, temperature=temperature
     )
     return Transform(init_fn, update_fn)
 
 
-def init(params: ArrayTree, initial_scale: ArrayTree | float = 0.0, *, key: Any = None) -> PSGLDState:
+def init(
+    params: ArrayTree,
+    initial_scale: ArrayTree | float = 0.0,
+    *,
+    key: Any = None,
+    log_posterior: LogProbFn | None = None,
+    batch: Any = None,
+) -> PSGLDState:
     """Initialises the pSGLD state.
 
     Args:
@@ -111,15 +121,19 @@ def init(params: ArrayTree, initial_scale: ArrayTree | float = 0.0, *, key: Any 
         initial_scale: V₀ >= 0: a scalar fills it, a pytree like `params` is used as is.
         key: unused (nothing is drawn at initialisation); accepted so that every functional
             transform initialises alike.
+        log_posterior: the log posterior (`build` passes its own), traced once with `batch` to
+            lay out `aux`, so that the state's structure does not change across `update`.
+        batch: an example batch for that trace (needed when `log_posterior` cannot run with
+            `batch=None`).
 
     Returns:
-        A `PSGLDState` at step 0 with NaN log posterior and aux None.
+        A `PSGLDState` at step 0 with NaN log posterior and `aux` laid out
+        (NaN entries) when `log_posterior` is given, else None.
     """
     del key
-    _checks.check_float_tree("params", params)
-    params = jax.tree.map(jnp.asarray, params)
+    params = _common.initial_params(params)
     v0 = kernels.resolve_preconditioner(initial_scale, params)
-    return PSGLDState(params, v0, _common.nan_value(params), None, _common.step_zero())
+    return PSGLDState(params, v0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
 
 
 def update(

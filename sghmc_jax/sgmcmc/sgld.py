@@ -79,28 +79,41 @@ def build(
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
     _common.check_log_posterior(log_posterior)
+    _checks.check_target_temperature(
+        "sgld", temperature, getattr(log_posterior, "temperature", None)
+    )
     _checks.check_sgld_hyperparameters(lr=lr, beta=beta, temperature=temperature)
     update_fn = functools.partial(
         update, log_posterior=log_posterior, lr=lr, beta=beta, temperature=temperature
     )
-    return Transform(init, update_fn)
+    return Transform(functools.partial(init, log_posterior=log_posterior), update_fn)
 
 
-def init(params: ArrayTree, *, key: Any = None) -> SGLDState:
+def init(
+    params: ArrayTree,
+    *,
+    key: Any = None,
+    log_posterior: LogProbFn | None = None,
+    batch: Any = None,
+) -> SGLDState:
     """Initialises the SGLD state.
 
     Args:
         params: the initial parameters, a pytree of floating-point arrays.
         key: unused (SGLD draws nothing at initialisation); accepted so that every functional
             transform initialises alike.
+        log_posterior: the log posterior (`build` passes its own), traced once with `batch` to
+            lay out `aux`, so that the state's structure does not change across `update`.
+        batch: an example batch for that trace (needed when `log_posterior` cannot run with
+            `batch=None`).
 
     Returns:
-        An `SGLDState` at step 0 with NaN log posterior and aux None.
+        An `SGLDState` at step 0 with NaN log posterior and `aux` laid out
+        (NaN entries) when `log_posterior` is given, else None.
     """
     del key
-    _checks.check_float_tree("params", params)
-    params = jax.tree.map(jnp.asarray, params)
-    return SGLDState(params, _common.nan_value(params), None, _common.step_zero())
+    params = _common.initial_params(params)
+    return SGLDState(params, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
 
 
 def update(

@@ -100,11 +100,16 @@ def build(
         NeurIPS 2014.
     """
     _common.check_log_posterior(log_posterior)
+    _checks.check_initial_momenta(momenta)
+    _checks.check_target_temperature(
+        "sgnht", temperature, getattr(log_posterior, "temperature", None)
+    )
     _checks.check_sgnht_hyperparameters(
         lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=xi
     )
     init_fn = functools.partial(
-        init, momenta=momenta, xi=xi, alpha=alpha, sigma=sigma, temperature=temperature
+        init, momenta=momenta, xi=xi, alpha=alpha, sigma=sigma, temperature=temperature,
+        log_posterior=log_posterior,
     )
     update_fn = functools.partial(
         update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma,
@@ -122,6 +127,8 @@ def init(
     alpha: jax.typing.ArrayLike = 0.01,
     sigma: jax.typing.ArrayLike = 1.0,
     temperature: ScalarOrSchedule = 1.0,
+    log_posterior: LogProbFn | None = None,
+    batch: Any = None,
 ) -> SGNHTState:
     """Initialises the SGNHT state.
 
@@ -134,16 +141,20 @@ def init(
         alpha: the default ξ₀ (`build` passes its own).
         sigma: momentum scale σ, for the draw (`build` passes its own).
         temperature: T, for the draw; a schedule is taken at step 0 (`build` passes its own).
+        log_posterior: the log posterior (`build` passes its own), traced once with `batch` to
+            lay out `aux`, so that the state's structure does not change across `update`.
+        batch: an example batch for that trace (needed when `log_posterior` cannot run with
+            `batch=None`).
 
     Returns:
-        An `SGNHTState` at step 0 with NaN log posterior and aux None.
+        An `SGNHTState` at step 0 with NaN log posterior and `aux` laid out
+        (NaN entries) when `log_posterior` is given, else None.
     """
-    _checks.check_float_tree("params", params)
-    params = jax.tree.map(jnp.asarray, params)
+    params = _common.initial_params(params)
     key = None if key is None else _checks.canonical_key(key)
     m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
     xi0 = kernels.resolve_xi(xi, alpha, params)
-    return SGNHTState(params, m0, xi0, _common.nan_value(params), None, _common.step_zero())
+    return SGNHTState(params, m0, xi0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
 
 
 def update(

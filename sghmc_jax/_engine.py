@@ -1,0 +1,349 @@
+"""The compiled programs behind `sample()`: the chains' initial state, and the chunk of steps.
+
+One chunk program serves every chunk of a run, and of later runs with the same functions and
+shapes: the numbers of burn-in steps, draws and trailing steps are runtime arguments, so neither
+the run's length nor a continuation compiles anything new. Compiled programs are cached here,
+keyed by the user's functions (by identity) and the shapes, dtypes and shardings of the state.
+
+A chunk runs `before` single steps, then `draws` draws of `thin` steps each, then `after` single
+steps, recording every step's log posterior and every draw in buffers of the chunk's capacity.
+
+Divergence: a chain diverges at the first draw index s (the params after s steps) whose params
+are not finite or whose log posterior is not finite. Step t evaluates the log posterior at θ_t
+and makes θ_{t+1}, so it finds either s = t or s = t + 1. With `freeze_diverged` a diverged
+chain is held at its last state that passed both checks; its later draws and log posterior
+values are NaN, which marks them missing.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sghmc_jax.log_posterior import check_log_posterior_output
+from sghmc_jax.types import ArrayTree, LogProbFn
+
+__all__: list[str] = []
+
+
+class SamplerState(NamedTuple):
+    """Everything needed to continue a run exactly (all arrays have a leading chain axis except
+    `step`).
+
+    Attributes:
+        step: number of steps taken by every chain (int32 scalar).
+        params: the chains' parameters.
+        transform_state: the chains' transform states (momenta, keys, counters).
+        noise_key: per-chain key of the step noise (step t uses fold_in(noise_key, t)).
+        data_key: per-chain key of the minibatch order (epoch e uses fold_in(data_key, e)).
+        perm: per-chain permutation of the data for the current epoch, shape (chain, N);
+            shape (chain, 0) without on-device data.
+        diverged_at: per-chain draw index (number of steps) of the first non-finite params or
+            log posterior, or −1.
+        diverged_in_params: per-chain whether that divergence was non-finite params (made by an
+            update; else a non-finite log posterior at finite params).
+        last_finite: with `on_divergence="continue"`, each chain's last `(params,
+            transform_state)` whose params and log posterior were finite (where a diverged
+            chain is held); None otherwise.
+    """
+
+    step: jax.Array
+    params: ArrayTree
+    transform_state: Any
+    noise_key: jax.Array
+    data_key: jax.Array
+    perm: jax.Array
+    diverged_at: jax.Array
+    diverged_in_params: jax.Array
+    last_finite: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkSpec:
+    """What a compiled chunk depends on besides the functions and the state's shapes."""
+
+    capacity: int  # steps per chunk
+    thin: int
+    batch_size: int | None
+    num_data: int | None
+    freeze_diverged: bool
+    value_dtype: str  # the log posterior's dtype
+
+    @property
+    def max_draws(self) -> int:
+        return self.capacity // self.thin
+
+
+class Functions(NamedTuple):
+    """The user's functions a chunk runs (compared by identity in the cache)."""
+
+    log_posterior: LogProbFn
+    transform: Any  # what the user passed: a transform or a factory of one
+    update: Callable[..., Any]  # the transform's update
+    keep: Callable[[jax.Array], jax.Array] | None
+    predict_fn: Callable[[ArrayTree, Any], ArrayTree] | None
+    target_temperature: float | None
+
+
+class ChunkOutput(NamedTuple):
+    state: SamplerState
+    trace: jax.Array  # (capacity, chain) log posterior per step, NaN past the chunk's steps
+    draws: ArrayTree  # leaves (max_draws, chain, ...)
+    draw_steps: jax.Array  # (max_draws,) steps after which each draw was taken
+    keeps: jax.Array  # (max_draws,) the `keep` predicate per draw
+    pred_sum: Any
+    pred_count: Any
+
+
+def _per_chain(mask: jax.Array, x: jax.Array) -> jax.Array:
+    return mask.reshape((-1,) + (1,) * (jnp.ndim(x) - 1))
+
+
+def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+    """Per chain: `on_true` where `mask`, else `on_false` (trees with a leading chain axis)."""
+    return jax.tree.map(lambda a, b: jnp.where(_per_chain(mask, a), a, b), on_true, on_false)
+
+
+def _all_finite(tree: ArrayTree) -> jax.Array:
+    """(chain,) whether every element of the chain's slice of every leaf is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    ok = [jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1) for x in leaves]
+    return functools.reduce(jnp.logical_and, ok)
+
+
+def _step(
+    spec: ChunkSpec, fns: Functions, state: SamplerState, host_batch: Any, data: Any
+) -> tuple[SamplerState, jax.Array]:
+    """One step of every chain; returns the new state and the (chain,) log posterior."""
+    t = state.step
+    perm = state.perm
+    if data is not None:
+        per_epoch = spec.num_data // spec.batch_size
+        j = t % per_epoch
+        epoch = t // per_epoch
+        n = spec.num_data
+
+        def new_perm() -> jax.Array:
+            return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(
+                state.data_key
+            ).astype(jnp.int32)
+
+        # `t` is shared by all chains, so this stays a real branch under the chain vmap.
+        perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
+        idx = jax.lax.dynamic_slice_in_dim(perm, j * spec.batch_size, spec.batch_size, axis=1)
+        batch = jax.vmap(lambda i: jax.tree.map(lambda x: x[i], data))(idx)
+        batch_axis = 0
+    else:
+        batch = host_batch
+        batch_axis = None
+    extra = {} if fns.target_temperature is None else {"target_temperature": fns.target_temperature}
+
+    def neg_log_posterior(params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
+        value, aux = check_log_posterior_output(fns.log_posterior(params, batch))
+        return -value, aux
+
+    def chain_step(params, tx_state, noise_key, batch):
+        (neg_value, _), grads = jax.value_and_grad(neg_log_posterior, has_aux=True)(params, batch)
+        updates, tx_state = fns.update(
+            grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra
+        )
+        return optax.apply_updates(params, updates), tx_state, -neg_value
+
+    params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
+        state.params, state.transform_state, state.noise_key, batch
+    )
+    alive = state.diverged_at < 0
+    value_ok = jnp.isfinite(value)
+    params_ok = _all_finite(params)
+    newly = alive & ~(value_ok & params_ok)
+    diverged_at = jnp.where(newly, jnp.where(value_ok, t + 1, t), state.diverged_at)
+    diverged_in_params = jnp.where(newly, value_ok, state.diverged_in_params)
+    value = jnp.where(alive, value, jnp.nan)
+    last_finite = state.last_finite
+    if spec.freeze_diverged:
+        # θ_t passed both checks (finite params one step ago, finite log posterior now).
+        verified = alive & value_ok
+        last_finite = _select(verified, (state.params, state.transform_state), last_finite)
+        still = diverged_at < 0
+        params, tx_state = _select(still, (params, tx_state), last_finite)
+    new_state = state._replace(
+        step=t + 1,
+        params=params,
+        transform_state=tx_state,
+        perm=perm,
+        diverged_at=diverged_at,
+        diverged_in_params=diverged_in_params,
+        last_finite=last_finite,
+    )
+    return new_state, value
+
+
+def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]:
+    """The chunk as a function of (state, xs, pred_sum, pred_count, data, predict_inputs,
+    counts), counts = int32 [before, draws, after].
+
+    One loop over the chunk's steps with the draws recorded under a conditional, so that the
+    step (the user's gradient and the update) is compiled once, whatever the mix of burn-in,
+    draws and trailing steps.
+    """
+
+    def run(state, xs, pred_sum, pred_count, data, predict_inputs, counts):
+        n_before, n_draws, n_after = counts[0], counts[1], counts[2]
+        n_steps = n_before + n_draws * spec.thin + n_after
+        trace = jnp.full((spec.capacity, state.diverged_at.shape[0]), jnp.nan, spec.value_dtype)
+        draws = jax.tree.map(lambda p: jnp.zeros((spec.max_draws, *p.shape), p.dtype), state.params)
+        draw_steps = jnp.zeros((spec.max_draws,), jnp.int32)
+        keeps = jnp.zeros((spec.max_draws,), bool)
+
+        def record(k: jax.Array, state: SamplerState, buffers: tuple) -> tuple:
+            draws, draw_steps, keeps, pred_sum, pred_count = buffers
+            alive = state.diverged_at < 0
+            sample = jax.tree.map(lambda p: jnp.where(_per_chain(alive, p), p, jnp.nan), state.params)
+            draws = jax.tree.map(
+                lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample
+            )
+            # The update that produced this draw ran at step index state.step − 1, where its
+            # schedules were evaluated: `keep` sees that index, like a schedule.
+            keep = fns.keep(state.step - 1) if fns.keep is not None else jnp.bool_(True)
+            draw_steps = draw_steps.at[k].set(state.step)
+            keeps = keeps.at[k].set(keep)
+            if fns.predict_fn is not None:
+                preds = jax.vmap(fns.predict_fn, in_axes=(0, None))(state.params, predict_inputs)
+                w = keep & alive
+                pred_sum = jax.tree.map(
+                    lambda s, p: s + jnp.where(_per_chain(w, p), p, 0).astype(s.dtype),
+                    pred_sum,
+                    preds,
+                )
+                pred_count = pred_count + w.astype(pred_count.dtype)
+            return draws, draw_steps, keeps, pred_sum, pred_count
+
+        def one(pos: jax.Array, carry: tuple) -> tuple:
+            state, trace, buffers = carry
+            state, value = _step(spec, fns, state, _host_batch(xs, pos), data)
+            trace = jax.lax.dynamic_update_index_in_dim(trace, value, pos, 0)
+            into = pos + 1 - n_before  # steps into the draws
+            is_draw = (into > 0) & (into <= n_draws * spec.thin) & (into % spec.thin == 0)
+            k = jnp.maximum(into // spec.thin - 1, 0)
+            buffers = jax.lax.cond(
+                is_draw, lambda b: record(k, state, b), lambda b: b, buffers
+            )
+            return state, trace, buffers
+
+        buffers = (draws, draw_steps, keeps, pred_sum, pred_count)
+        state, trace, buffers = jax.lax.fori_loop(0, n_steps, one, (state, trace, buffers))
+        draws, draw_steps, keeps, pred_sum, pred_count = buffers
+        return ChunkOutput(state, trace, draws, draw_steps, keeps, pred_sum, pred_count)
+
+    return run
+
+
+def _host_batch(xs: Any, pos: Any) -> Any:
+    if xs is None:
+        return None
+    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, pos, keepdims=False), xs)
+
+
+def initial_state_program(
+    transform: Any, is_transform: bool, num_chains: int, num_data: int, stacked: bool
+) -> Callable[[jax.Array, ArrayTree], SamplerState]:
+    """(the run's key, the user's initial params) -> the chains' initial `SamplerState` (no
+    `last_finite`). The params are broadcast to every chain (or taken per chain when `stacked`)
+    into new buffers: the chunks donate their state, never the caller's arrays."""
+
+    def init_one(chain_key: jax.Array, params: ArrayTree) -> tuple[Any, jax.Array, jax.Array]:
+        init_key, noise_key, data_key = jax.random.split(chain_key, 3)
+        tx = transform if is_transform else transform(init_key)
+        return tx.init(params), noise_key, data_key
+
+    def init(key: jax.Array, params: ArrayTree) -> SamplerState:
+        if not stacked:
+            params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))), params)
+        tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+        return SamplerState(
+            step=jnp.zeros([], jnp.int32),
+            params=params,
+            transform_state=tx_state,
+            noise_key=noise_key,
+            data_key=data_key,
+            perm=jnp.zeros((num_chains, num_data), jnp.int32),
+            diverged_at=jnp.full((num_chains,), -1, jnp.int32),
+            diverged_in_params=jnp.zeros((num_chains,), bool),
+        )
+
+    return init
+
+
+# ---- the cache of compiled programs ----------------------------------------------------------
+
+_CACHE_SIZE = 32
+_cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+
+def _sharding_key(x: Any) -> Any:
+    """The sharding a program is compiled for: None for the default device."""
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or (
+        isinstance(sharding, jax.sharding.SingleDeviceSharding)
+        and sharding._device == jax.devices()[0]
+    ):
+        return None
+    return sharding
+
+
+def abstract(tree: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s of a tree's leaves, with their shardings (None: default device)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=_sharding_key(x)),
+        tree,
+    )
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(x.shape), str(x.dtype), x.sharding) for x in leaves)
+
+
+class Program:
+    """A program for given abstract arguments: taken from the cache, or traced now (so errors in
+    the user's functions surface before anything compiles) and compiled by `executable()`."""
+
+    def __init__(self, key: tuple, fn: Callable, abstract_args: tuple, donate_argnums: tuple[int, ...] = ()):
+        self._key = (key, _signature(abstract_args))
+        self._executable = _cache.get(self._key)
+        self._traced = None
+        if self._executable is not None:
+            _cache.move_to_end(self._key)
+        else:
+            self._traced = jax.jit(fn, donate_argnums=donate_argnums).trace(*abstract_args)
+
+    @property
+    def cached(self) -> bool:
+        return self._traced is None
+
+    def out_info(self) -> Any:
+        """Abstract outputs (shardings as `abstract` spells them)."""
+        info = self._traced.out_info if self._traced is not None else self._executable.out_info
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_sharding_key(s)), info
+        )
+
+    def executable(self) -> Any:
+        if self._executable is None:
+            self._executable = self._traced.lower().compile()
+            _cache[self._key] = self._executable
+            if len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        return self._executable
+
+
+def clear_cache() -> None:
+    """Drops every cached compiled program (they hold references to the user's functions)."""
+    _cache.clear()

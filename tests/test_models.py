@@ -1,0 +1,101 @@
+"""Flax NNX and Equinox models through the sampler and the optax face: the README's recipes
+(`nnx.split(model, nnx.Param)`, `eqx.partition(model, eqx.is_inexact_array)`) give the exact
+posterior of a Bayesian linear regression, the same whichever library holds the model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sghmc_jax
+
+nnx = pytest.importorskip("flax.nnx")
+eqx = pytest.importorskip("equinox")
+
+N, D, PRIOR_SD = 200, 3, 2.0
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, D)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.7 + rng.normal(size=N)).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def _exact_posterior(data):
+    """Mean and sd of (w, b) under N(0, PRIOR_SD²) priors and unit noise."""
+    design = np.hstack([data["x"], np.ones((N, 1))]).astype(np.float64)
+    precision = design.T @ design + np.eye(D + 1) / PRIOR_SD**2
+    cov = np.linalg.inv(precision)
+    return cov @ design.T @ data["y"], np.sqrt(np.diag(cov))
+
+
+def _flax():
+    model = nnx.Linear(D, 1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def predict(params, x):
+        return nnx.merge(graphdef, params)(x)[:, 0]
+
+    def flat(samples):  # (chain, draw, w1, w2, w3, b)
+        return np.concatenate([samples["kernel"][...][..., 0], samples["bias"][...]], axis=-1)
+
+    return params, predict, flat
+
+
+def _equinox():
+    model = eqx.nn.Linear(D, 1, key=jax.random.key(0))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def predict(params, x):
+        return jax.vmap(eqx.combine(params, static))(x)[:, 0]
+
+    def flat(samples):
+        return np.concatenate([samples.weight[..., 0, :], samples.bias], axis=-1)
+
+    return params, predict, flat
+
+
+@pytest.mark.parametrize("library", ["flax", "equinox"])
+def test_sampler_gives_the_exact_posterior_for_either_library(library):
+    params, predict, flat = {"flax": _flax, "equinox": _equinox}[library]()
+    data = _data()
+    log_lik = lambda p, batch: -0.5 * (batch["y"] - predict(p, batch["x"])) ** 2  # noqa: E731
+    log_prior = lambda p: -0.5 * sum(jnp.sum(w**2) for w in jax.tree.leaves(p)) / PRIOR_SD**2  # noqa: E731
+    lp = sghmc_jax.make_log_posterior(log_lik, log_prior, N)
+    result = sghmc_jax.sample(
+        jax.random.key(1), lp, params,
+        transform=lambda k: sghmc_jax.sghmc(0.01, alpha=1.5, temperature=lp.temperature, key=k),
+        num_steps=6000, num_chains=4, data=data, batch_size=N, burn_in=500, thin=2, progress=False,
+    )
+    draws = flat(result.samples)
+    mean, sd = _exact_posterior(data)
+    from sghmc_jax import diagnostics
+
+    stats = diagnostics.summary(draws)["params"]
+    z = (stats["mean"] - mean) / stats["mcse_mean"]
+    assert np.all(np.abs(z) < 5), f"seed=1 {library}: z = {z}"
+    np.testing.assert_allclose(stats["sd"], sd, rtol=0.25)
+    assert np.all(stats["rhat"] < 1.05)
+
+
+@pytest.mark.parametrize("library", ["flax", "equinox"])
+def test_optax_face_trains_the_model_in_a_jitted_loop(library):
+    params, predict, flat = {"flax": _flax, "equinox": _equinox}[library]()
+    data = jax.tree.map(jnp.asarray, _data())
+    tx = optax.chain(optax.add_decayed_weights(1 / PRIOR_SD**2), sghmc_jax.sghmc(0.05, alpha=3.0, temperature=0.0, momenta=0.0, key=0))
+    loss = lambda p, batch: 0.5 * jnp.sum((batch["y"] - predict(p, batch["x"])) ** 2)  # noqa: E731
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params, data), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(1000):
+        params, state = step(params, state)
+    # T = 0: heavy-ball descent to the posterior mode, the posterior mean of this Gaussian.
+    np.testing.assert_allclose(flat(jax.tree.map(lambda x: x[None, None], params))[0, 0], _exact_posterior(_data())[0], atol=1e-3)
