@@ -17,7 +17,7 @@ $(VENV)/.installed-examples: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,examples]"
+	$(PY) -m pip install --quiet -e ".[test,examples,notebooks]"
 	touch $@
 
 demo: $(VENV)/.installed-examples
