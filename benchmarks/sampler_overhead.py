@@ -42,11 +42,13 @@ def logistic_problem(n: int = 100_000, d: int = 100, seed: int = 0):
     return {"x": x, "y": y}, params, log_posterior
 
 
-def mlp_problem(n: int = 10_000, d: int = 64, hidden: int = 100, classes: int = 10, seed: int = 0):
+def mlp_problem(
+    n: int = 10_000, d: int = 64, hidden: int = 100, classes: int = 10, seed: int = 0, hidden_layers: int = 2
+):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
     y = rng.integers(0, classes, size=n).astype(np.int32)
-    sizes = [d, hidden, hidden, classes]
+    sizes = [d, *([hidden] * hidden_layers), classes]
     keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
     params = [
         {"w": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
