@@ -15,7 +15,6 @@ import os
 import platform
 import resource
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -98,16 +97,16 @@ EVERY_LEAF_FUSED = "sghmc_jax.sghmc, every leaf fused"
 
 def compile_candidate(name: str, jitted: Any, *args: Any) -> tuple[Any, float]:
     """`compile_seconds`, tracing the EVERY_LEAF_FUSED candidate with the small-leaf bins
-    switched off (a private knob of sghmc_jax.kernels, read when the update is traced)."""
-    from sghmc_jax import kernels
+    switched off (a private knob of sghmc_jax._noise, read when the update is traced)."""
+    from sghmc_jax import _noise
 
-    small_leaf = kernels._SMALL_LEAF
+    small_leaf = _noise._SMALL_LEAF
     if name == EVERY_LEAF_FUSED:
-        kernels._SMALL_LEAF = 1
+        _noise._SMALL_LEAF = 1
     try:
         return compile_seconds(jitted, *args)
     finally:
-        kernels._SMALL_LEAF = small_leaf
+        _noise._SMALL_LEAF = small_leaf
 
 
 def xla_peak_bytes(compiled: Any) -> float:

@@ -6,7 +6,7 @@
 #    (bit for bit), the noise generator's exactness and layout, the per-platform generator
 #    choice, dtypes (test_diagnostics is skipped: it needs arviz, a test extra the image lacks);
 # 2. the quick benchmarks: update only (10M and 200 leaves, with the every-leaf-fused path whose
-#    compile time bounds `kernels._FUSED_ON_ACCELERATORS`) and the training steps
+#    compile time bounds `_noise._FUSED_ON_ACCELERATORS`) and the training steps
 #    (benchmarks/README.md, "GPU figures"). About 6 minutes on an H200.
 set -uo pipefail
 out=${OUT:-/tmp/sghmc_gpu}

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 import _common  # noqa: E402
-from sghmc_jax import kernels  # noqa: E402
+from sghmc_jax import _noise  # noqa: E402
 
 N = 10_000_000
 U32 = jnp.uint32
@@ -68,8 +68,8 @@ def _no_log(b0: jax.Array, b1: jax.Array) -> jax.Array:
     radius = jnp.sqrt((b0.astype(f) + f(0.5)) * f(2.0**-32))
     v = (b1 & U32(0x7FFFFFFF)).astype(f) * f(2.0**-31)
     w = v * v
-    cos = jnp.full_like(w, kernels._COS_HALF_PI[-1])
-    for c in kernels._COS_HALF_PI[-2::-1]:
+    cos = jnp.full_like(w, _noise._COS_HALF_PI[-1])
+    for c in _noise._COS_HALF_PI[-2::-1]:
         cos = cos * w + f(c)
     x = radius * cos
     return jnp.where(b1 >= U32(0x80000000), -x, x)
@@ -77,20 +77,20 @@ def _no_log(b0: jax.Array, b1: jax.Array) -> jax.Array:
 
 def generators() -> dict[str, Callable[[jax.Array, int], jax.Array]]:
     def words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return kernels._key_words(key)
+        return _noise.key_words(key)
 
     gens: dict[str, Callable[[jax.Array, int], jax.Array]] = {
         "jax.random.normal (threefry, partitionable)": lambda k, n: jax.random.normal(k, (n,)),
         "jax.random.bits (threefry, partitionable)": lambda k, n: jax.random.bits(k, (n,), jnp.uint32).astype(jnp.float32),
         "erfinv transform alone (given uniforms)": None,  # type: ignore[dict-item]
-        "sghmc_jax: threefry2x32 hash alone": lambda k, n: kernels._threefry2x32(*words(k), *_counters(n))[0].astype(jnp.float32),
-        "sghmc_jax: hash + half Box-Muller (shipped)": lambda k, n: kernels._normal_from_bits(
-            *kernels._threefry2x32(*words(k), *_counters(n)), jnp.float32),
-        "hash + erfinv (jax's transform)": lambda k, n: _erfinv_from_bits(kernels._threefry2x32(*words(k), *_counters(n))[0]),
-        "hash + half Box-Muller without log (timing only)": lambda k, n: _no_log(*kernels._threefry2x32(*words(k), *_counters(n))),
+        "sghmc_jax: threefry2x32 hash alone": lambda k, n: _noise.threefry2x32(*words(k), *_counters(n))[0].astype(jnp.float32),
+        "sghmc_jax: hash + half Box-Muller (shipped)": lambda k, n: _noise.normal_from_bits(
+            *_noise.threefry2x32(*words(k), *_counters(n)), jnp.float32),
+        "hash + erfinv (jax's transform)": lambda k, n: _erfinv_from_bits(_noise.threefry2x32(*words(k), *_counters(n))[0]),
+        "hash + half Box-Muller without log (timing only)": lambda k, n: _no_log(*_noise.threefry2x32(*words(k), *_counters(n))),
     }
     if hasattr(lax, "mulhi"):
-        gens["philox2x32-10 + half Box-Muller"] = lambda k, n: kernels._normal_from_bits(
+        gens["philox2x32-10 + half Box-Muller"] = lambda k, n: _noise.normal_from_bits(
             *_philox2x32(words(k)[0], *_counters(n)), jnp.float32)
     for impl in ("rbg", "unsafe_rbg", "threefry4x32", "philox4x32"):
         try:

@@ -57,11 +57,39 @@ def check_scalar(name: str, value: Any) -> None:
     )
 
 
-def value_at_start(value: Any) -> Any:
-    """The value a hyperparameter takes at step 0 (schedules are evaluated there)."""
+def schedule_value(value: Any, step: Any = 0) -> Any:
+    """The value a hyperparameter takes at `step`: a schedule is evaluated there, a number is
+    itself."""
     if callable(value):
-        return value(jnp.zeros([], jnp.int32))
+        return value(jnp.asarray(step, jnp.int32))
     return value
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, maximum_name: str = "") -> int:
+    """`value` as an int: a TypeError unless it is an int (not a bool), a ValueError unless
+    `minimum` <= value (<= `maximum`, the value of the argument `maximum_name`, when given)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be a Python int, got {type(value).__name__}: {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        rule = f">= {minimum}" if maximum is None else f"with {minimum} <= {name} <= {maximum_name}"
+        raise ValueError(f"`{name}` must be an int {rule}, got {name}={value!r}")
+    return int(value)
+
+
+def check_log_posterior_output(out: Any) -> tuple[Any, Any]:
+    """`(value, aux)` from what a log posterior returned, or a TypeError saying what it was."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            "`log_posterior` must return a tuple (value, aux); return (value, None) when there is "
+            f"no auxiliary output. It returned {describe(out)}"
+        )
+    value, aux = out
+    if jnp.shape(value) != ():
+        raise TypeError(
+            f"`log_posterior` must return a scalar value, it returned {describe(value)} "
+            "as the value (sum or average the per-example terms)"
+        )
+    return value, aux
 
 
 Rule = tuple[str, Callable[[float], bool], str]
@@ -76,7 +104,7 @@ def check_rules(values: dict[str, Any], rules: list[Rule]) -> dict[str, float | 
     """
     for name, value in values.items():
         check_scalar(name, value)
-    c = {name: concrete_float(value_at_start(value)) for name, value in values.items()}
+    c = {name: concrete_float(schedule_value(value)) for name, value in values.items()}
     for name, ok, rule in rules:
         v = c[name]
         if v is None:
@@ -116,84 +144,65 @@ def _check_noise_rule(
         )
 
 
-def check_sghmc_hyperparameters(
-    *,
-    lr: Any,
-    alpha: Any,
-    beta: Any,
-    sigma: Any,
-    temperature: Any,
-    lr_name: str = "lr",
-    name: str = "SGHMC",
-) -> None:
-    """Checks SGHMC's (and SGNHT's) hyperparameter rules for every value that is concrete.
+# Each sampler's hyperparameters: (name, rule, whether a schedule of the step is accepted), in
+# the order of its signature; `lr` is spelled `learning_rate` by the optax faces. The noise rule
+# (SGHMC and SGNHT: 2α − εβT >= 0; SGLD: 2 − εβT >= 0) is checked after the table.
+_LR = ("lr", *_POSITIVE, True)
+_TEMPERATURE = ("temperature", *_NON_NEGATIVE, True)
+_ALPHA = ("alpha", *_NON_NEGATIVE, False)
+_BETA = ("beta", *_NON_NEGATIVE, False)
+_SIGMA = ("sigma", *_POSITIVE, False)
+_DECAY = ("decay", *_UNIT, True)
+_EPS = ("eps", *_POSITIVE, False)
+HYPERPARAMETERS: dict[str, tuple[tuple[str, Callable[[float], bool], str, bool], ...]] = {
+    "sghmc": (_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
+    "sgld": (_LR, _BETA, _TEMPERATURE),
+    "sgnht": (_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
+    "baoa": (_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+    "psgld": (_LR, _DECAY, _EPS, _TEMPERATURE),
+    "psghmc": (_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS),
+}
+_NOISE_RULE = {"sghmc": "alpha", "sgnht": "alpha", "sgld": None}
 
-    Schedules are checked at step 0 (the only step whose value is known at build time).
+
+def check_hyperparameters(sampler: str, values: dict[str, Any], *, lr_name: str = "lr") -> None:
+    """Checks a sampler's hyperparameters against its table, for every value that is concrete.
+
+    Schedules are checked at step 0 (the only step whose value is known when built); a schedule
+    where the table wants a number is a TypeError.
     """
-    values = {lr_name: lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}
-    c = check_rules(
-        values,
-        [
-            (lr_name, *_POSITIVE),
-            ("alpha", *_NON_NEGATIVE),
-            ("beta", *_NON_NEGATIVE),
-            ("sigma", *_POSITIVE),
-            ("temperature", *_NON_NEGATIVE),
-        ],
-    )
-    if c["alpha"] is not None:
-        _check_noise_rule(name, c, lr_name, c["alpha"])
+    table = HYPERPARAMETERS[sampler]
+    named = {(lr_name if name == "lr" else name): values[name] for name, *_ in table}
+    for name, _, _, schedulable in table:
+        arg = lr_name if name == "lr" else name
+        if callable(named[arg]) and not schedulable:
+            raise TypeError(f"`{arg}` must be a real number, not a schedule, got {named[arg]!r}")
+    c = check_rules(named, [((lr_name if n == "lr" else n), ok, rule) for n, ok, rule, _ in table])
+    if sampler in _NOISE_RULE:
+        alpha = _NOISE_RULE[sampler]
+        if alpha is None:
+            _check_noise_rule(sampler.upper(), c, lr_name, None)
+        elif c["alpha"] is not None:
+            _check_noise_rule(sampler.upper(), c, lr_name, c["alpha"])
 
 
-def check_sgld_hyperparameters(*, lr: Any, beta: Any, temperature: Any, lr_name: str = "lr") -> None:
-    """Checks SGLD's rules: lr > 0, beta >= 0, temperature >= 0, 2 − lr·beta·T >= 0."""
-    c = check_rules(
-        {lr_name: lr, "beta": beta, "temperature": temperature},
-        [(lr_name, *_POSITIVE), ("beta", *_NON_NEGATIVE), ("temperature", *_NON_NEGATIVE)],
-    )
-    _check_noise_rule("SGLD", c, lr_name, None)
-
-
-def check_sgnht_hyperparameters(
-    *, lr: Any, alpha: Any, beta: Any, sigma: Any, temperature: Any, xi: Any, lr_name: str = "lr"
-) -> None:
-    """SGHMC's rules (alpha is the friction whose noise is injected) and a finite initial xi."""
-    check_sghmc_hyperparameters(
-        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, lr_name=lr_name,
-        name="SGNHT",
-    )
-    if xi is not None:
-        if callable(xi):
-            raise TypeError(f"`xi` must be a real number (the initial thermostat), got a callable {xi!r}")
-        check_rules({"xi": xi}, [("xi", *_ANY)])
-
-
-def check_baoa_hyperparameters(
-    *, lr: Any, alpha: Any, sigma: Any, temperature: Any, lr_name: str = "lr"
-) -> None:
-    """Checks BAOA's rules: lr > 0, alpha >= 0, sigma > 0, temperature >= 0."""
-    check_rules(
-        {lr_name: lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
-        [
-            (lr_name, *_POSITIVE),
-            ("alpha", *_NON_NEGATIVE),
-            ("sigma", *_POSITIVE),
-            ("temperature", *_NON_NEGATIVE),
-        ],
-    )
-
-
-def check_preconditioner(*, decay: Any, eps: Any, initial_scale: Any) -> None:
-    """Checks the RMSprop preconditioner's rules: 0 <= decay <= 1, eps > 0, initial_scale >= 0
-    (every entry of a pytree `initial_scale`, when concrete)."""
-    check_rules({"decay": decay, "eps": eps}, [("decay", *_UNIT), ("eps", *_POSITIVE)])
-    if callable(eps):
-        raise TypeError(f"`eps` must be a real number, not a schedule, got {eps!r}")
+def check_initial_scale(initial_scale: Any) -> None:
+    """The preconditioner's initial V: a scalar >= 0, or a pytree whose every (concrete) entry
+    is >= 0."""
     if is_scalar_like(initial_scale):
         check_rules({"initial_scale": initial_scale}, [("initial_scale", *_NON_NEGATIVE)])
     else:
         check_float_tree("initial_scale", initial_scale)
         check_non_negative_tree("initial_scale", initial_scale)
+
+
+def check_initial_xi(xi: Any) -> None:
+    """SGNHT's initial thermostat: None (start at alpha) or a finite real number."""
+    if xi is None:
+        return
+    if callable(xi):
+        raise TypeError(f"`xi` must be a real number (the initial thermostat), got a callable {xi!r}")
+    check_rules({"xi": xi}, [("xi", *_ANY)])
 
 
 def check_initial_momenta(momenta: Any) -> None:
@@ -205,6 +214,13 @@ def check_initial_momenta(momenta: Any) -> None:
     else:
         check_float_tree("momenta", momenta)
         check_finite_tree("momenta", momenta)
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Checks a sampler's initial-state options (`momenta`, `xi`, `initial_scale`)."""
+    checks = {"momenta": check_initial_momenta, "xi": check_initial_xi, "initial_scale": check_initial_scale}
+    for name, value in settings.items():
+        checks[name](value)
 
 
 def is_scalar_like(value: Any) -> bool:

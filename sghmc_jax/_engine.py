@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax.log_posterior import check_log_posterior_output
+from sghmc_jax import _checks
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -146,7 +146,7 @@ def _step(
     extra = {} if fns.target_temperature is None else {"target_temperature": fns.target_temperature}
 
     def neg_log_posterior(params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-        value, aux = check_log_posterior_output(fns.log_posterior(params, batch))
+        value, aux = _checks.check_log_posterior_output(fns.log_posterior(params, batch))
         return -value, aux
 
     def chain_step(params, tx_state, noise_key, batch):

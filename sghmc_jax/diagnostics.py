@@ -48,7 +48,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.stats import norm
 
 __all__ = [
     "ess_bulk",

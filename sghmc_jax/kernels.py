@@ -1,43 +1,50 @@
-"""The update maths: pure functions on pytrees, the only place each algorithm's rule lives.
+"""The update rules: one short function per sampler, the only place each algorithm's maths lives.
 
 Every face of the library (the optax transforms, the posteriors-style functional API, the
-sampler) calls these functions, so given the same keys and gradients they produce bit-identical
-chains (hyperparameters go through `_runtime`; see there for what it does and does not
-guarantee).
+sampler) calls these rules, through each sampler's `Rule` (what state it carries, how that state
+starts and how one step updates it), so given the same keys and gradients they produce
+bit-identical chains.
+
+Every rule has one shape: scalar coefficients derived once from the hyperparameters
+(`_coefficients`, which owns the rules that keep constant and traced hyperparameters rounding
+alike), then a per-leaf formula mapped over the trees with the shared Gaussian noise
+(`_map_leaves`, which fuses the noise generator of `_noise` into each leaf's update, or shares
+one per bin of small leaves).
 
 Arithmetic runs in at least float32 (bf16/f16 leaves are promoted for the update and stored back
-in their own dtype); each leaf keeps its dtype. Noise comes from one step key through a fixed,
-documented layout (`normal_like`): a threefry2x32 hash of each element's flat position turned into
-an exact normal, generated inside the update's fused loop.
+in their own dtype, the noise is never rounded below float32); each leaf keeps its dtype.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from sghmc_jax import _checks
+from sghmc_jax import _checks, _noise
+from sghmc_jax._noise import normal_like, split_key
 from sghmc_jax.types import ArrayTree
 
 __all__ = [
-    "normal_like",
-    "split_key",
+    "Rule",
+    "baoa_step",
     "init_momenta",
+    "normal_like",
+    "psghmc_step",
+    "psgld_step",
     "resolve_momenta",
     "resolve_preconditioner",
     "resolve_xi",
     "sghmc_step",
     "sgld_step",
     "sgnht_step",
-    "baoa_step",
-    "psgld_step",
-    "psghmc_step",
+    "split_key",
 ]
+
+
+# ---- the shape every rule shares ------------------------------------------------------------
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -50,413 +57,96 @@ def _cast(x: jax.Array, dtype: Any) -> jax.Array:
     return x if x.dtype == dtype else jax.lax.convert_element_type(x, dtype)
 
 
-def _times(c: jax.Array, x: jax.Array) -> jax.Array:
-    """Scalar `c` times array `x` (same dtype) as two lax operations, without jnp's dispatch."""
-    return jax.lax.mul(jax.lax.broadcast_in_dim(c, x.shape, ()), x)
+def _unfused(x: Any) -> Any:
+    """`x`, kept from being contracted with its consumer into a fused multiply-add.
 
-
-def _no_fma(x: Any) -> Any:
+    A product that XLA may contract into an FMA in one program (a hyperparameter folded to a
+    constant) and not in another (the same hyperparameter traced) would round differently; the
+    rules mark such products so that both faces compute them alike.
+    """
     return jax.lax.optimization_barrier(x)
 
 
-def _runtime(*hyperparameters: jax.typing.ArrayLike) -> tuple[jax.Array, ...]:
-    """Hyperparameters as values computed on the device, whether constants or traced.
+def _coefficients(
+    derive: Callable[..., tuple[jax.Array, ...]], *hyperparameters: jax.typing.ArrayLike
+) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """(hyperparameters as runtime values, `derive(*those)` as fixed coefficients).
 
     Hyperparameters arrive as compile-time constants (Python floats closed over by an optax face)
     or as traced arguments (the functional faces, `inject_hyperparams`). XLA constant-folds
     arithmetic on the former on the host and runs it on the device for the latter, and a GPU's
     arithmetic can round differently from the host's, so the faces could drift apart by an ulp.
-    Behind this barrier the kernels derive their coefficients from the barrier's outputs the same
-    way for both. XLA:CPU removes barriers before fusion (the compiled HLO shows the constants
-    folded into the update), which is harmless there: its code rounds like the host's constant
-    folder, and the face tests check the faces bit for bit. It costs a few scalar operations.
+    So the hyperparameters pass a barrier first (becoming runtime values for both), the scalar
+    coefficients are derived from them the same way for both, and the coefficients pass a second
+    barrier, so that XLA does not rewrite the leaf arithmetic around them (reassociate a product,
+    turn a division into a multiplication) differently for different programs. XLA:CPU removes
+    barriers before fusion (the compiled HLO shows the constants folded into the update), which
+    is harmless there: its code rounds like the host's constant folder, and the face tests check
+    the faces bit for bit. It costs a few scalar operations.
     """
-    return jax.lax.optimization_barrier(tuple(jnp.asarray(v) for v in hyperparameters))
+    runtime = jax.lax.optimization_barrier(tuple(jnp.asarray(v) for v in hyperparameters))
+    return runtime, jax.lax.optimization_barrier(tuple(derive(*runtime)))
 
 
-def _opaque(*coefficients: jax.Array) -> tuple[jax.Array, ...]:
-    """Derived scalar coefficients kept opaque, so XLA does not rewrite the leaf arithmetic around
-    them (reassociate a product, turn a division into a multiplication) differently for
-    different programs; with `_runtime` on the inputs this keeps the faces bit-identical.
+def _map_leaves(
+    formula: Callable[..., tuple[jax.Array, ...]],
+    key: jax.Array,
+    coefficients: tuple[jax.Array, ...],
+    *trees: ArrayTree,
+) -> tuple[ArrayTree, ...]:
+    """`formula(up, coefficients, noise, *leaves)` for every leaf, as trees like `trees[0]`.
+
+    `noise` is the leaf's N(0, 1) noise (float32, float64 for float64 leaves; its layout is
+    `_noise.normal_like`'s over `trees[0]`), `coefficients` are cast to the leaf's compute dtype,
+    and `up(x)` casts an array to it; the formula returns its outputs in their storage dtypes.
     """
-    return jax.lax.optimization_barrier(coefficients)
+    treedef = jax.tree.structure(trees[0])
+    leaves = [treedef.flatten_up_to(tree) for tree in trees]
+    # Once per compute dtype, here rather than in the formula, which may be traced inside the
+    # noise generator's platform branches.
+    cast = {
+        cdt: tuple(_cast(c, cdt) for c in coefficients)
+        for cdt in dict.fromkeys(_compute_dtype(x.dtype) for x in leaves[0])
+    }
+
+    def leaf(i: int, noise: jax.Array) -> tuple[jax.Array, ...]:
+        args = [tree_leaves[i] for tree_leaves in leaves]
+        cdt = _compute_dtype(args[0].dtype)
+        return formula(lambda x: _cast(x, cdt), cast[cdt], noise, *args)
+
+    outputs = _noise.map_with_noise(key, leaves[0], leaf)
+    return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
 
 
-# ---------------------------------------------------------------------------------------------
-# Gaussian noise: threefry2x32 counter hashing + an exact bits -> normal transform.
-#
-# jax.random.normal costs ~30x an SGD-momentum update on CPU because XLA:CPU lowers threefry as
-# a rolled while loop that cannot fuse with the update (and the partitionable layout hashes every
-# element twice). Here the same hash is written out in plain uint32 ops so it fuses into the
-# update's loop, and each 64-bit hash output becomes one normal by a "half Box-Muller" transform.
-# See benchmarks/README.md for the measurements behind every choice below.
-# ---------------------------------------------------------------------------------------------
+class Rule(NamedTuple):
+    """A sampler's update rule as both of its faces use it.
 
-_U32 = jnp.uint32
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-# cos(pi/2 * v) = sum_k _COS[k] * (v*v)**k on [0, 1], a degree-5 Chebyshev fit: max error 7e-10,
-# well below float32's resolution (evaluated in float32 the error is ~1 ulp, 1.3e-7).
-_COS_HALF_PI = (
-    0.9999999998457044,
-    -1.233700538086723,
-    0.25366935703338306,
-    -0.020862795129400275,
-    0.0009178587303443954,
-    -2.388307233643584e-05,
-)
-# Leaves smaller than _SMALL_LEAF share one generator per "bin" of consecutive leaves holding at
-# most _BIN_ELEMENTS elements, or 1/_MAX_BINS of all small leaves' elements when that is more
-# (see _small_leaf_noise); larger leaves get their own generator fused into their update. Each
-# bin costs ~20 ms of compile on CPU, so _MAX_BINS caps that cost for large models, while one bin
-# of noise stays below 1/(3·_MAX_BINS) of params + momenta + gradients.
-_SMALL_LEAF = 1 << 20
-_BIN_ELEMENTS = 1 << 20
-_MAX_BINS = 16
-# On accelerators (GPU, TPU) a tree with at most this many small leaves fuses a generator into
-# every leaf's update instead: there the bins' conditionals cost more per step than they save
-# (H200: MLP step 1.12x the optax floor fused, 1.39-1.51x binned), while compiling a fused
-# generator per leaf costs ~0.25 s each (200 leaves: 53 s against 3.6 s binned), so larger trees
-# keep the bins. The CPU always bins (benchmarks/README.md).
-_FUSED_ON_ACCELERATORS = 16
-_MAX_LEAF_ELEMENTS = (1 << 32) - 1
-
-
-def _rotl(x: jax.Array, r: int) -> jax.Array:
-    return (x << _U32(r)) | (x >> _U32(32 - r))
-
-
-def _threefry2x32(
-    k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Threefry-2x32 with 20 rounds (Salmon et al. 2011), bit-identical to JAX's own hash.
-
-    Written in elementwise uint32 ops, so XLA fuses it into its consumer, unlike JAX's CPU
-    lowering (a rolled loop); `tests/test_noise.py` checks it against
-    `jax.extend.random.threefry_2x32`.
+    Attributes:
+        name: the sampler's name (its optax face's).
+        fields: the state it carries besides the params and the step count.
+        init: `init(params, key, settings) -> {field: value}`, the initial state from the
+            hyperparameters at step 0 and the initial-state settings (e.g. `momenta`); `key` is
+            None when `draws_at_init` is False.
+        step: `step(fields, grad_log_posterior, key, hyper) -> (params increment, new fields)`,
+            one step from the gradient at the current params with the hyperparameters' values
+            at this step.
+        draws_at_init: whether `init` draws from a key (the optax face then splits its key).
+        integrate: for a sampler that takes more than one gradient per step, `integrate(params,
+            fields, gradient, key, hyper) -> (new params, new fields, value, aux)`, with
+            `gradient(params) -> (value, aux, grad_log_posterior)` on the step's minibatch at
+            any params; it replaces `step` in the functional face, and such a sampler has no
+            optax face (an optax update receives one gradient, at the current params).
     """
-    ks = (k0, k1, k0 ^ k1 ^ _U32(0x1BD11BDA))
-    x0 = x0 + ks[0]
-    x1 = x1 + ks[1]
-    for i in range(5):
-        for r in _ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotl(x1, r)
-            x1 = x0 ^ x1
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + _U32(i + 1)
-    return x0, x1
+
+    name: str
+    fields: tuple[str, ...]
+    init: Callable[[ArrayTree, jax.Array | None, Mapping[str, Any]], dict[str, Any]]
+    step: Callable[..., tuple[ArrayTree, dict[str, Any]]] | None
+    draws_at_init: bool
+    integrate: Callable[..., tuple[ArrayTree, dict[str, Any], jax.Array, Any]] | None = None
 
 
-def _normal_from_bits(b0: jax.Array, b1: jax.Array, dtype: Any) -> jax.Array:
-    r"""One exact N(0, 1) draw from 64 uniform bits: X = S·sqrt(−2 ln U)·cos(πV/2).
-
-    With U ~ U(0, 1), V ~ U(0, 1) and a random sign S independent, X is exactly standard
-    normal: (R, Θ) = (sqrt(−2 ln U), 2πV') is the polar form of a standard bivariate normal
-    (Box & Muller 1958), so R cos Θ ~ N(0, 1), and cos Θ has the law of S·cos(πV/2). Only the
-    cosine half of Box–Muller is kept so that each element needs its own 64 bits and nothing
-    else, which keeps generation elementwise (fusable, partitionable).
-
-    U = (b0 + ½)·2⁻³² from all 32 bits of `b0` (never 0, so no infinities; the tail of R is
-    exact down to P(R > r) = 2⁻³³, i.e. |X| up to 6.8σ, where N(0, 1) has mass 1.1e-11 beyond);
-    S is the top bit of `b1` and V its other 31 bits.
-    """
-    f = jnp.float64 if dtype == jnp.float64 else jnp.float32
-    u = (b0.astype(f) + f(0.5)) * f(2.0**-32)
-    radius = jnp.sqrt(f(-2.0) * jnp.log(u))
-    v = (b1 & _U32(0x7FFFFFFF)).astype(f) * f(2.0**-31)
-    if f == jnp.float64:
-        cos = jnp.cos(f(jnp.pi / 2) * v)
-    else:
-        w = v * v
-        cos = jnp.full_like(w, _COS_HALF_PI[-1])
-        for c in _COS_HALF_PI[-2::-1]:
-            cos = cos * w + f(c)
-    x = radius * cos
-    return jnp.where(b1 >= _U32(0x80000000), -x, x)
-
-
-def _noise_dtype(dtype: Any) -> Any:
-    """Noise is generated in float64 for float64 leaves and in float32 for every other float."""
-    return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
-
-
-# Counter words reserved for deriving the noise key from a threefry key, so that the noise never
-# reuses a hash input that jax.random would use for the same key ("SGHN" in ASCII, then 0).
-_KEY_DOMAIN = (0x5347484E, 0)
-
-
-def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The two 32-bit words that key every element's hash, drawn from the step key.
-
-    For threefry keys (JAX's default) they are one threefry2x32 hash of the key under a reserved
-    counter, computed inline: `jax.random.bits` would cost a rolled loop per step on CPU. Any
-    other implementation (rbg, unsafe_rbg, philox, ...) goes through `jax.random.bits`.
-    """
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)
-    if str(jax.random.key_impl(key)) == "threefry2x32":
-        data = jax.random.key_data(key)
-        return _threefry2x32(data[0], data[1], _U32(_KEY_DOMAIN[0]), _U32(_KEY_DOMAIN[1]))
-    words = jax.random.bits(key, (2,), jnp.uint32)
-    return words[0], words[1]
-
-
-def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`jax.random.split(key)` as two keys, bit for bit, without JAX's CPU loop for threefry.
-
-    For threefry keys JAX's CPU lowering of the hash is a rolled while loop, which costs ~50 µs
-    per call on CPU, a quarter of a small model's whole training step; the same two hashes
-    written inline cost nothing measurable. Other key implementations use `jax.random.split`.
-    """
-    if str(jax.random.key_impl(key)) != "threefry2x32":
-        pair = jax.random.split(key)
-        return pair[0], pair[1]
-    data = jax.random.key_data(key)
-    k0, k1 = data[..., 0], data[..., 1]
-    zero, one = jnp.zeros_like(k0), jnp.ones_like(k0)
-    if jax.config.jax_threefry_partitionable:
-        # split(key)[i] = threefry2x32(key, (0, i)).
-        a = _threefry2x32(k0, k1, zero, zero)
-        b = _threefry2x32(k0, k1, zero, one)
-        words = (a, b)
-    else:
-        # Original layout: hash counters (0, 2) and (1, 3); key i = (x0[i], x1[i]) read row-major
-        # from the concatenation [x0(0), x0(1), x1(0), x1(1)].
-        x0_0, x1_0 = _threefry2x32(k0, k1, zero, one + one)
-        x0_1, x1_1 = _threefry2x32(k0, k1, one, one + one + one)
-        words = ((x0_0, x0_1), (x1_0, x1_1))
-    impl = jax.random.key_impl(key)
-    return tuple(jax.random.wrap_key_data(jnp.stack(w, axis=-1), impl=impl) for w in words)  # type: ignore[return-value]
-
-
-def _leaf_noise(k0: jax.Array, k1: jax.Array, offset: int, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    """Noise for one leaf whose first element has flat counter `offset` (a Python int).
-
-    Elementwise on an iota of the leaf's own shape, so XLA fuses it into the update and the
-    SPMD partitioner can shard it like the leaf (no gather, each device hashes its own slice).
-    """
-    size = math.prod(shape)
-    lo0, hi0 = offset & 0xFFFFFFFF, offset >> 32
-    index = jax.lax.iota(_U32, size).reshape(shape) if shape else jnp.zeros((), _U32)
-    lo = index + _U32(lo0)
-    if lo0 + size > 1 << 32:  # the low word wraps inside this leaf: carry into the high word
-        hi = _U32(hi0) + (lo < _U32(lo0)).astype(_U32)
-    else:
-        hi = jnp.full(shape, hi0, _U32)
-    return _normal_from_bits(*_threefry2x32(k0, k1, hi, lo), dtype)
-
-
-def _opaque_zero(k0: jax.Array, k1: jax.Array) -> jax.Array:
-    # a ^ b == (a | b) - (a & b) for all a, b, which XLA's simplifier does not know: a zero it
-    # cannot fold, so the conditional below stays a real one.
-    return (k0 ^ k1) - ((k0 | k1) - (k0 & k1))
-
-
-@jax.custom_batching.custom_vmap
-def _unbatched(x: jax.Array) -> jax.Array:
-    """`x` itself; under `vmap`, its first element, unbatched.
-
-    For the opaque zeros that order the bins: they must not be batched, or a `vmap` over chains
-    (whose keys differ) turns every bin's conditional into a select of both branches and its
-    slices into gathers, which tripled compile time. Any one chain's zero is as good as another.
-    """
-    return x
-
-
-@_unbatched.def_vmap
-def _unbatched_vmap(axis_size: int, in_batched: list[bool], x: jax.Array) -> tuple[jax.Array, bool]:
-    del axis_size
-    return (x[0] if in_batched[0] else x), False
-
-
-@functools.lru_cache(maxsize=64)
-def _bin_branches(padded: int, dtype: Any) -> tuple[Callable, Callable]:
-    """The two branches of a bin's conditional: one pair of function objects per (size, dtype),
-    so that JAX traces the generator once however many bins of that size a tree has."""
-
-    def generate(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
-        counter_lo = lo + jax.lax.iota(_U32, padded)
-        counter_hi = hi + (counter_lo < lo).astype(_U32)  # carry when the low word wraps
-        return _normal_from_bits(*_threefry2x32(k0, k1, counter_hi, counter_lo), dtype), offsets
-
-    def never(hi: jax.Array, lo: jax.Array, k0: jax.Array, k1: jax.Array, offsets: tuple) -> tuple:
-        return jnp.zeros((padded,), dtype), tuple(o + 1 for o in offsets)
-
-    return generate, never
-
-
-def _small_leaf_noise(
-    k0: jax.Array,
-    k1: jax.Array,
-    token: jax.Array,
-    start: int,
-    members: list[tuple[int, tuple[int, ...]]],
-    padded: int,
-    dtype: Any,
-) -> list[jax.Array]:
-    """Noise for consecutive small leaves from ONE generator over their shared counter range.
-
-    Why: XLA:CPU compiles every distinct kernel separately (~30-100 ms each) but reuses the
-    code of identical kernels, and a per-leaf generator is ~150 HLO ops: a 200-leaf model with a
-    generator per leaf took ~20 s to compile. Here the generator runs once per bin (a flat array
-    of `padded` elements) inside a `lax.cond` whose predicate XLA cannot fold, which (1) keeps
-    XLA from cloning the generator into each leaf's update, and (2) turns the leaves' slice
-    offsets and the bin's start into runtime values, so the update kernels of same-shaped leaves
-    (and the generators of equal bins) are identical and compiled once. `token` is an opaque
-    zero computed from the previous bin's results: it orders the bins so that at most one bin of
-    noise is alive at a time. The numbers are exactly those of `_leaf_noise` at the same
-    counters (the layout does not depend on this choice).
-    """
-    local = [o - start for o, _ in members]
-    # The bin's start goes in as a runtime value (+ an opaque zero) rather than a constant, which
-    # XLA would sink into the branch and bake into the generator, one distinct kernel per bin.
-    zero = _opaque_zero(_unbatched(k0), _unbatched(k1)) + _unbatched(token)
-    operands = (
-        jnp.asarray(start >> 32, _U32) + zero,
-        jnp.asarray(start & 0xFFFFFFFF, _U32) ^ zero,  # not "+": XLA would merge hi and lo at 0
-        k0,
-        k1,
-        tuple(jnp.asarray(o, _U32) for o in local),
-    )
-
-    generate, never = _bin_branches(padded, jnp.dtype(dtype))
-    flat, offsets = jax.lax.cond(zero == 0, generate, never, *operands)
-    return [
-        jax.lax.dynamic_slice(flat, (o,), (math.prod(shape),)).reshape(shape)
-        for o, (_, shape) in zip(offsets, members)
-    ]
-
-
-def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
-    """An opaque zero that depends on one element of every array in `results`."""
-    token = jnp.zeros((), _U32)
-    for x in jax.tree.leaves(results):
-        first = jnp.ravel(x)[0].astype(jnp.float32)
-        token = token + _opaque_zero(jax.lax.bitcast_convert_type(first, _U32), k0)
-    return token
-
-
-def _map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any]) -> list[Any]:
-    """`[fn(i, noise_i) for each leaf i]`, with noise_i ~ N(0, 1) in the leaf's noise dtype.
-
-    Layout (documented in `normal_like`): element j (row-major) of leaf i gets counter
-    c = (sizes of leaves 0..i−1) + j, and its value is `_normal_from_bits(threefry2x32(K, c))`
-    with K two 32-bit words drawn from `key`. Leaves of at least `_SMALL_LEAF` elements get a
-    generator fused into `fn`'s kernel (`_leaf_noise`: no temporaries, partitionable); runs of
-    smaller leaves share one per bin of at most `_BIN_ELEMENTS` elements, or 1/`_MAX_BINS` of
-    them all (`_small_leaf_noise`: one compiled generator, at most one bin of noise in memory;
-    greedy packing of whole leaves keeps the count below 2·`_MAX_BINS` + 1), except on
-    accelerators when there are at most `_FUSED_ON_ACCELERATORS` small leaves (see there).
-    Every path gives the same numbers.
-    """
-    k0, k1 = _key_words(key)
-    sizes = [math.prod(jnp.shape(x)) for x in leaves]
-    for size, x in zip(sizes, leaves):
-        if size > _MAX_LEAF_ELEMENTS:
-            raise ValueError(
-                f"noise generation supports leaves of at most 2**32 - 1 elements, got a leaf of "
-                f"shape {jnp.shape(x)} ({size} elements); split it into smaller leaves"
-            )
-    offsets = [0]
-    for size in sizes[:-1]:
-        offsets.append(offsets[-1] + size)
-    dtypes = [_noise_dtype(jnp.result_type(x)) for x in leaves]
-
-    def fused(i: int) -> Any:
-        if sizes[i] == 0:
-            return fn(i, jnp.zeros(jnp.shape(leaves[i]), dtypes[i]))
-        return fn(i, _leaf_noise(k0, k1, offsets[i], jnp.shape(leaves[i]), dtypes[i]))
-
-    # Runs of consecutive small leaves of one noise dtype, cut into bins of <= capacity elements.
-    capacity = max(_BIN_ELEMENTS, -(-sum(n for n in sizes if n < _SMALL_LEAF) // _MAX_BINS))
-    bins: list[list[int]] = []
-    for i, size in enumerate(sizes):
-        if size >= _SMALL_LEAF or size == 0:
-            continue
-        last = bins[-1] if bins else None
-        if (
-            last is not None
-            and last[-1] == i - 1
-            and dtypes[last[0]] == dtypes[i]
-            and sum(sizes[j] for j in last) + size <= capacity
-        ):
-            last.append(i)
-        else:
-            bins.append([i])
-    binned = [j for members in bins for j in members]
-    in_bins = set(binned)
-    results: list[Any] = [None if i in in_bins else fused(i) for i in range(len(leaves))]
-    if not bins:
-        return results
-
-    def small_leaves_binned() -> list[Any]:
-        out = []
-        token = jnp.zeros((), _U32)
-        for members in bins:
-            fill = sum(sizes[j] for j in members)
-            # Bins padded to a multiple of 2^16 mostly share one size, so one compiled generator
-            # (<= 6% extra work for full bins); a lone bin needs no padding.
-            padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
-            noise = _small_leaf_noise(
-                k0, k1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
-                padded, dtypes[members[0]],
-            )
-            out.extend(fn(j, xi) for j, xi in zip(members, noise))
-            if len(bins) > 1:
-                # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
-                # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
-                token = _token(k0, out[-1])
-        return out
-
-    if len(binned) <= _FUSED_ON_ACCELERATORS:
-        small = jax.lax.platform_dependent(
-            cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned]
-        )
-    else:
-        small = small_leaves_binned()
-    for j, r in zip(binned, small):
-        results[j] = r
-    return results
-
-
-def _normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
-    leaves, treedef = jax.tree.flatten(tree)
-    noise = _map_with_noise(key, leaves, lambda i, xi: xi.astype(jnp.result_type(leaves[i])))
-    return jax.tree.unflatten(treedef, noise)
-
-
-# Jitted so that eager callers (e.g. drawing initial momenta) run the generator as one fused
-# kernel instead of op by op with a full-size temporary per hash round; inside a trace it inlines.
-_normal_like_jit = jax.jit(_normal_like)
-
-
-def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
-    """Standard normal noise shaped like `tree`, in each leaf's dtype.
-
-    The layout is fixed and reproducible from the key: flatten `tree` (JAX's leaf order) and
-    number every element of every leaf consecutively, c = 0, 1, 2, ... (row-major within a
-    leaf); element c is `S·sqrt(−2 ln U)·cos(πV/2)` computed from the 64-bit threefry2x32 hash
-    of c under two key words drawn from `key` (U from the first 32 bits, the sign S and V from
-    the second). The key words are threefry2x32(key, (0x5347484E, 0)) for threefry keys and
-    `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere in the tree share a hash input, leaves of the same
-    shape never share noise, and the value at an element depends only on the key and its flat
-    position. Noise is computed in float32 (float64 for float64 leaves) and rounded to the
-    leaf's dtype.
-
-    Args:
-        key: a PRNG key of any implementation (threefry, rbg, unsafe_rbg, ...).
-        tree: a pytree of floating-point arrays.
-
-    Returns:
-        A pytree like `tree` of independent N(0, 1) draws.
-
-    References:
-        Salmon, Moraes, Dror & Shaw, `Parallel random numbers: as easy as 1, 2, 3
-        <https://doi.org/10.1145/2063384.2063405>`_, SC 2011 (threefry);
-        Box & Muller, `A note on the generation of random normal deviates
-        <https://doi.org/10.1214/aoms/1177706645>`_, 1958.
-    """
-    return _normal_like_jit(key, tree)
+# ---- initial state ---------------------------------------------------------------------------
 
 
 def init_momenta(
@@ -479,9 +169,9 @@ def init_momenta(
     """
     scale = jnp.asarray(sigma) * jnp.sqrt(jnp.asarray(temperature))
 
-    def leaf(p: jax.Array, xi: jax.Array) -> jax.Array:
+    def leaf(p: jax.Array, noise: jax.Array) -> jax.Array:
         cdt = _compute_dtype(p.dtype)
-        return (scale.astype(cdt) * xi.astype(cdt)).astype(p.dtype)
+        return (scale.astype(cdt) * noise.astype(cdt)).astype(p.dtype)
 
     params = jax.tree.map(jnp.asarray, params)
     return jax.tree.map(leaf, params, normal_like(key, params))
@@ -503,7 +193,7 @@ def resolve_momenta(
             )
         return init_momenta(key, params, sigma, temperature)
     _checks.check_initial_momenta(momenta)
-    if isinstance(momenta, (int, float)) or (hasattr(momenta, "shape") and momenta.shape == ()):
+    if _checks.is_scalar_like(momenta):
         return jax.tree.map(lambda p: jnp.full(jnp.shape(p), momenta, jnp.result_type(p)), params)
     _checks.check_tree_like("momenta", momenta, "params", params)
     # A copy: the state owns its buffers (a donated update must not delete the caller's arrays).
@@ -511,7 +201,7 @@ def resolve_momenta(
 
 
 def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
-    """The initial RMS accumulator V: filled when a scalar, checked and cast when a tree."""
+    """The initial RMS accumulator V: filled when a scalar, checked and copied when a tree."""
     if _checks.is_scalar_like(initial_scale):
         return jax.tree.map(
             lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
@@ -533,9 +223,11 @@ def resolve_xi(
     return jnp.asarray(alpha if xi is None else xi, dtype)
 
 
-def _leaves(treedef: Any, *trees: ArrayTree) -> list[tuple[jax.Array, ...]]:
-    """Per-leaf tuples of the trees' leaves, in `treedef`'s order (the first tree's structure)."""
-    return list(zip(*(treedef.flatten_up_to(t) for t in trees)))
+def _with_momenta(params: ArrayTree, key: jax.Array | None, s: Mapping[str, Any]) -> dict[str, Any]:
+    return {"momenta": resolve_momenta(s["momenta"], params, key, s["sigma"], s["temperature"])}
+
+
+# ---- the rules -------------------------------------------------------------------------------
 
 
 def sghmc_step(
@@ -591,38 +283,31 @@ def sghmc_step(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    lr, alpha, beta, sigma, temperature = _runtime(lr, alpha, beta, sigma, temperature)
-    drift = lr / (sigma * sigma)
-    decay = 1 - _no_fma(drift * alpha)
-    noise_var = lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature))
-    noise_std = jnp.sqrt(noise_var)
-    treedef = jax.tree.structure(momenta)
-    momenta_leaves = jax.tree.leaves(momenta)
-    grad_leaves = treedef.flatten_up_to(grad_log_posterior)
 
-    # Once per compute dtype (here, not inside `leaf`, which may be traced inside a conditional),
-    # and lax rather than jnp operators in the per-leaf code: fewer operations to trace and
-    # compile for many-leaf models (see benchmarks/README.md).
-    coefficients = {
-        cdt: tuple(_cast(c, cdt) for c in (decay, lr, noise_std, drift))
-        for cdt in dict.fromkeys(_compute_dtype(m.dtype) for m in momenta_leaves)
-    }
+    def derive(lr, alpha, beta, sigma, temperature):
+        drift = lr / (sigma * sigma)
+        decay = 1 - _unfused(drift * alpha)
+        noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _unfused(lr * beta * temperature)))
+        return decay, lr, noise_std, drift
 
-    def leaf(i: int, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
-        m, g = momenta_leaves[i], grad_leaves[i]
-        cdt = _compute_dtype(m.dtype)
-        c_decay, c_lr, c_std, c_drift = coefficients[cdt]
-        kept = jax.lax.add(_times(c_decay, _cast(m, cdt)), _times(c_lr, _cast(g, cdt)))
-        m_new = _cast(jax.lax.add(kept, _times(c_std, _cast(xi, cdt))), m.dtype)
-        increment = _cast(_times(c_drift, _cast(m_new, cdt)), m.dtype)
-        return increment, m_new
+    _, coefficients = _coefficients(derive, lr, alpha, beta, sigma, temperature)
 
-    # Noise in float32 (float64 for float64 leaves), never rounded to bf16/f16 before use: the
-    # update is computed in at least float32 anyway, and the generator fuses into it.
-    pairs = _map_with_noise(key, momenta_leaves, leaf)
-    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
-    new_momenta = jax.tree.unflatten(treedef, [m for _, m in pairs])
-    return increment, new_momenta
+    def leaf(up, c, noise, m, g):
+        decay, lr, noise_std, drift = c
+        m_new = _cast(decay * up(m) + lr * up(g) + noise_std * up(noise), m.dtype)
+        return _cast(drift * up(m_new), m.dtype), m_new
+
+    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+
+
+def _sghmc(fields, grad, key, h):
+    increment, momenta = sghmc_step(
+        fields["momenta"], grad, key, h["lr"], h["alpha"], h["beta"], h["sigma"], h["temperature"]
+    )
+    return increment, {"momenta": momenta}
+
+
+SGHMC = Rule("sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True)
 
 
 def sgld_step(
@@ -662,18 +347,24 @@ def sgld_step(
         Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
-    lr, beta, temperature = _runtime(lr, beta, temperature)
-    # Barriers: see sghmc_step and _opaque (a traced and a constant hyperparameter must round
-    # alike).
-    noise_std = jnp.sqrt(lr * temperature * (2 - _no_fma(lr * beta * temperature)))
-    lr, noise_std = _opaque(lr, noise_std)
-    noise = normal_like(key, grad_log_posterior)
 
-    def leaf(g: jax.Array, xi: jax.Array) -> jax.Array:
-        cdt = _compute_dtype(g.dtype)
-        return (lr.astype(cdt) * g.astype(cdt) + noise_std.astype(cdt) * xi.astype(cdt)).astype(g.dtype)
+    def derive(lr, beta, temperature):
+        return lr, jnp.sqrt(lr * temperature * (2 - _unfused(lr * beta * temperature)))
 
-    return jax.tree.map(leaf, grad_log_posterior, noise)
+    _, coefficients = _coefficients(derive, lr, beta, temperature)
+
+    def leaf(up, c, noise, g):
+        lr, noise_std = c
+        return (_cast(lr * up(g) + noise_std * up(noise), g.dtype),)
+
+    return _map_leaves(leaf, key, coefficients, grad_log_posterior)[0]
+
+
+def _sgld(fields, grad, key, h):
+    return sgld_step(grad, key, h["lr"], h["beta"], h["temperature"]), {}
+
+
+SGLD = Rule("sgld", (), lambda params, key, s: {}, _sgld, draws_at_init=False)
 
 
 def sgnht_step(
@@ -733,40 +424,52 @@ def sgnht_step(
         Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
         NeurIPS 2014.
     """
-    lr, alpha, beta, sigma, temperature = _runtime(lr, alpha, beta, sigma, temperature)
+
     xi = jnp.asarray(xi)
-    xdt = _compute_dtype(xi.dtype)
-    drift = lr / (sigma * sigma)
-    decay = 1 - _no_fma(drift * xi)
-    noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _no_fma(lr * beta * temperature)))
-    lr, drift, decay, noise_std = _opaque(lr, drift, decay, noise_std)
-    noise = normal_like(key, momenta)
 
-    def leaf(m: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-        cdt = _compute_dtype(m.dtype)
-        m_new = (
-            decay.astype(cdt) * m.astype(cdt)
-            + lr.astype(cdt) * g.astype(cdt)
-            + noise_std.astype(cdt) * z.astype(cdt)
-        ).astype(m.dtype)
-        increment = (drift.astype(cdt) * m_new.astype(cdt)).astype(m.dtype)
-        return increment, m_new
+    def derive(lr, alpha, beta, sigma, temperature):
+        drift = lr / (sigma * sigma)
+        decay = 1 - _unfused(drift * xi)
+        noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _unfused(lr * beta * temperature)))
+        return decay, lr, noise_std, drift
 
-    treedef = jax.tree.structure(momenta)
-    pairs = [leaf(*ls) for ls in _leaves(treedef, momenta, grad_log_posterior, noise)]
-    new_momenta = [m for _, m in pairs]
+    (_, _, _, sigma, temperature), coefficients = _coefficients(
+        derive, lr, alpha, beta, sigma, temperature
+    )
+
+    def leaf(up, c, noise, m, g):
+        decay, lr, noise_std, drift = c
+        m_new = _cast(decay * up(m) + lr * up(g) + noise_std * up(noise), m.dtype)
+        return _cast(drift * up(m_new), m.dtype), m_new
+
+    increment, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
     # The kinetic temperature of the momenta as stored, so users recomputing it from the state
     # see exactly what drove the thermostat.
-    dim = sum(m.size for m in new_momenta)
-    sumsq = sum(jnp.sum(jnp.square(m.astype(xdt))) for m in new_momenta)
+    xdt = _compute_dtype(xi.dtype)
+    stored = jax.tree.leaves(new_momenta)
+    dim = sum(m.size for m in stored)
+    sumsq = sum(jnp.sum(jnp.square(m.astype(xdt))) for m in stored)
     # The barrier keeps XLA from turning the division by a constant into a multiplication by
     # its reciprocal (what it may do when σ is a Python float but not when it is traced).
-    kinetic = sumsq / _no_fma(sigma.astype(xdt) * sigma.astype(xdt) * dim)
-    new_xi = (xi.astype(xdt) + _no_fma(lr.astype(xdt) * (kinetic - temperature.astype(xdt)))).astype(
-        xi.dtype
+    kinetic = sumsq / _unfused(sigma.astype(xdt) * sigma.astype(xdt) * dim)
+    lr = coefficients[1]
+    new_xi = xi.astype(xdt) + _unfused(lr.astype(xdt) * (kinetic - temperature.astype(xdt)))
+    return increment, new_momenta, new_xi.astype(xi.dtype)
+
+
+def _sgnht_init(params, key, s):
+    return _with_momenta(params, key, s) | {"xi": resolve_xi(s["xi"], s["alpha"], params)}
+
+
+def _sgnht(fields, grad, key, h):
+    increment, momenta, xi = sgnht_step(
+        fields["momenta"], fields["xi"], grad, key, h["lr"], h["alpha"], h["beta"], h["sigma"],
+        h["temperature"],
     )
-    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
-    return increment, jax.tree.unflatten(treedef, new_momenta), new_xi
+    return increment, {"momenta": momenta, "xi": xi}
+
+
+SGNHT = Rule("sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True)
 
 
 def baoa_step(
@@ -820,37 +523,40 @@ def baoa_step(
         Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013; and
         `Molecular Dynamics <https://doi.org/10.1007/978-3-319-16375-8>`_, Springer 2015.
     """
-    lr, alpha, sigma, temperature = _runtime(lr, alpha, sigma, temperature)
-    half_drift = lr / (2 * sigma * sigma)
-    gamma_lr = lr * alpha / (sigma * sigma)
-    decay = jnp.exp(-gamma_lr)
-    # expm1: 1 − e^{−2γε} keeps its digits when γε is small (α = 0.01 is the default).
-    noise_std = sigma * jnp.sqrt(temperature * -jnp.expm1(-2 * gamma_lr))
-    lr, half_drift, decay, noise_std = _opaque(lr, half_drift, decay, noise_std)
-    noise = normal_like(key, momenta)
 
-    def leaf(m: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-        cdt = _compute_dtype(m.dtype)
-        m_kick = m.astype(cdt) + lr.astype(cdt) * g.astype(cdt)
-        m_new = (decay.astype(cdt) * m_kick + noise_std.astype(cdt) * z.astype(cdt)).astype(m.dtype)
-        increment = (half_drift.astype(cdt) * (m_kick + m_new.astype(cdt))).astype(m.dtype)
-        return increment, m_new
+    def derive(lr, alpha, sigma, temperature):
+        half_drift = lr / (2 * sigma * sigma)
+        gamma_lr = lr * alpha / (sigma * sigma)
+        # expm1: 1 − e^{−2γε} keeps its digits when γε is small (α = 0.01 is the default).
+        noise_std = sigma * jnp.sqrt(temperature * -jnp.expm1(-2 * gamma_lr))
+        return lr, half_drift, jnp.exp(-gamma_lr), noise_std
 
-    treedef = jax.tree.structure(momenta)
-    pairs = [leaf(*ls) for ls in _leaves(treedef, momenta, grad_log_posterior, noise)]
-    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
-    return increment, jax.tree.unflatten(treedef, [m for _, m in pairs])
+    _, coefficients = _coefficients(derive, lr, alpha, sigma, temperature)
+
+    def leaf(up, c, noise, m, g):
+        lr, half_drift, decay, noise_std = c
+        m_kick = up(m) + lr * up(g)
+        m_new = _cast(decay * m_kick + noise_std * up(noise), m.dtype)
+        return _cast(half_drift * (m_kick + up(m_new)), m.dtype), m_new
+
+    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
 
 
-def _rms_preconditioner(
-    v: jax.Array, g: jax.Array, decay: jax.Array, eps: jax.Array, cdt: Any
-) -> tuple[jax.Array, jax.Array]:
+def _baoa(fields, grad, key, h):
+    increment, momenta = baoa_step(
+        fields["momenta"], grad, key, h["lr"], h["alpha"], h["sigma"], h["temperature"]
+    )
+    return increment, {"momenta": momenta}
+
+
+BAOA = Rule("baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True)
+
+
+def _rms_preconditioner(up, v, g, decay, eps):
     """V ← ρV + (1 − ρ)g² (stored in V's dtype) and G = 1/(λ + √V) from the stored V."""
-    g = g.astype(cdt)
-    decay = decay.astype(cdt)
-    v_new = (decay * v.astype(cdt) + (1 - decay) * g * g).astype(v.dtype)
-    precond = 1 / (eps.astype(cdt) + jnp.sqrt(v_new.astype(cdt)))
-    return v_new, precond
+    g = up(g)
+    v_new = _cast(decay * up(v) + (1 - decay) * g * g, v.dtype)
+    return v_new, 1 / (eps + jnp.sqrt(up(v_new)))
 
 
 def psgld_step(
@@ -904,24 +610,34 @@ def psgld_step(
         Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
-    lr, temperature = _runtime(lr, temperature)
-    noise_std = jnp.sqrt(2 * lr * temperature)
-    lr, decay, eps, noise_std = _opaque(lr, jnp.asarray(decay), jnp.asarray(eps), noise_std)
-    noise = normal_like(key, grad_log_posterior)
 
-    def leaf(v: jax.Array, g: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-        cdt = _compute_dtype(g.dtype)
-        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
-        increment = (
-            lr.astype(cdt) * precond * g.astype(cdt)
-            + noise_std.astype(cdt) * jnp.sqrt(precond) * z.astype(cdt)
-        ).astype(g.dtype)
-        return increment, v_new
+    def derive(lr, decay, eps, temperature):
+        return lr, decay, eps, jnp.sqrt(2 * lr * temperature)
 
-    treedef = jax.tree.structure(v)
-    pairs = [leaf(*ls) for ls in _leaves(treedef, v, grad_log_posterior, noise)]
-    increment = jax.tree.unflatten(treedef, [inc for inc, _ in pairs])
-    return increment, jax.tree.unflatten(treedef, [v for _, v in pairs])
+    _, coefficients = _coefficients(derive, lr, decay, eps, temperature)
+
+    def leaf(up, c, noise, g, v):
+        lr, decay, eps, noise_std = c
+        v_new, precond = _rms_preconditioner(up, v, g, decay, eps)
+        increment = lr * precond * up(g) + noise_std * jnp.sqrt(precond) * up(noise)
+        return _cast(increment, g.dtype), v_new
+
+    increment, new_v = _map_leaves(leaf, key, coefficients, grad_log_posterior, v)
+    return increment, new_v
+
+
+def _psgld(fields, grad, key, h):
+    increment, v = psgld_step(fields["v"], grad, key, h["lr"], h["decay"], h["eps"], h["temperature"])
+    return increment, {"v": v}
+
+
+PSGLD = Rule(
+    "psgld",
+    ("v",),
+    lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
+    _psgld,
+    draws_at_init=False,
+)
 
 
 def psghmc_step(
@@ -985,27 +701,35 @@ def psghmc_step(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    lr, alpha, sigma, temperature, decay, eps = _runtime(lr, alpha, sigma, temperature, decay, eps)
-    drift = lr / (sigma * sigma)
-    m_decay = 1 - _no_fma(drift * alpha)
-    noise_std = jnp.sqrt(2 * lr * alpha * temperature)
-    lr, drift, m_decay, noise_std, decay, eps = _opaque(lr, drift, m_decay, noise_std, decay, eps)
-    noise = normal_like(key, momenta)
 
-    def leaf(
-        m: jax.Array, v: jax.Array, g: jax.Array, z: jax.Array
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        cdt = _compute_dtype(m.dtype)
-        v_new, precond = _rms_preconditioner(v, g, decay, eps, cdt)
+    def derive(lr, alpha, sigma, temperature, decay, eps):
+        drift = lr / (sigma * sigma)
+        m_decay = 1 - _unfused(drift * alpha)
+        noise_std = jnp.sqrt(2 * lr * alpha * temperature)
+        return lr, drift, m_decay, noise_std, decay, eps
+
+    _, coefficients = _coefficients(derive, lr, alpha, sigma, temperature, decay, eps)
+
+    def leaf(up, c, noise, m, v, g):
+        lr, drift, m_decay, noise_std, decay, eps = c
+        v_new, precond = _rms_preconditioner(up, v, g, decay, eps)
         scale = jnp.sqrt(precond)
-        m_new = (
-            m_decay.astype(cdt) * m.astype(cdt)
-            + lr.astype(cdt) * scale * g.astype(cdt)
-            + noise_std.astype(cdt) * z.astype(cdt)
-        ).astype(m.dtype)
-        increment = (drift.astype(cdt) * scale * m_new.astype(cdt)).astype(m.dtype)
-        return increment, m_new, v_new
+        m_new = _cast(m_decay * up(m) + lr * scale * up(g) + noise_std * up(noise), m.dtype)
+        return _cast(drift * scale * up(m_new), m.dtype), m_new, v_new
 
-    treedef = jax.tree.structure(momenta)
-    out = [leaf(*ls) for ls in _leaves(treedef, momenta, v, grad_log_posterior, noise)]
-    return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
+    return _map_leaves(leaf, key, coefficients, momenta, v, grad_log_posterior)
+
+
+def _psghmc_init(params, key, s):
+    return _with_momenta(params, key, s) | {"v": resolve_preconditioner(s["initial_scale"], params)}
+
+
+def _psghmc(fields, grad, key, h):
+    increment, momenta, v = psghmc_step(
+        fields["momenta"], fields["v"], grad, key, h["lr"], h["alpha"], h["sigma"],
+        h["temperature"], h["decay"], h["eps"],
+    )
+    return increment, {"momenta": momenta, "v": v}
+
+
+PSGHMC = Rule("psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True)

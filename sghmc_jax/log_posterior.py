@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sghmc_jax import _checks
 from sghmc_jax.types import ArrayTree, LogProbFn
@@ -122,8 +121,7 @@ def make_log_posterior(
         raise TypeError(f"`log_likelihood` must be callable, got {type(log_likelihood).__name__}")
     if not callable(log_prior):
         raise TypeError(f"`log_prior` must be callable, got {type(log_prior).__name__}")
-    if isinstance(num_data, bool) or not isinstance(num_data, (int, np.integer)) or num_data < 1:
-        raise ValueError(f"`num_data` must be an int >= 1, got num_data={num_data!r}")
+    n = _checks.check_int("num_data", num_data, 1)
     if form not in ("sum", "mean"):
         raise ValueError(f"`form` must be 'sum' or 'mean', got form={form!r}")
     t = _checks.concrete_float(temperature)
@@ -132,7 +130,6 @@ def make_log_posterior(
             f"`temperature` must be a finite number > 0 (1 is the posterior), got "
             f"temperature={temperature!r}"
         )
-    n = int(num_data)
 
     def mean_log_likelihood(params: ArrayTree, batch: Any) -> jax.Array:
         ll = log_likelihood(params, batch)
@@ -184,25 +181,9 @@ def as_loss(log_posterior: LogProbFn, *, has_aux: bool = False) -> Callable[...,
         )
 
     def loss(params: ArrayTree, batch: Any) -> Any:
-        value, aux = check_log_posterior_output(log_posterior(params, batch))
+        value, aux = _checks.check_log_posterior_output(log_posterior(params, batch))
         return (-value, aux) if has_aux else -value
 
     if hasattr(log_posterior, "temperature"):
         loss.temperature = log_posterior.temperature  # type: ignore[attr-defined]
     return loss
-
-
-def check_log_posterior_output(out: Any) -> tuple[jax.Array, Any]:
-    """`(value, aux)` from what a log posterior returned, or a TypeError saying what it was."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            "`log_posterior` must return a tuple (value, aux); return (value, None) when there is "
-            f"no auxiliary output. It returned {_checks.describe(out)}"
-        )
-    value, aux = out
-    if jnp.shape(value) != ():
-        raise TypeError(
-            f"`log_posterior` must return a scalar value, it returned {_checks.describe(value)} "
-            "as the value (sum or average the per-example terms)"
-        )
-    return value, aux

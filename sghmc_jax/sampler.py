@@ -17,7 +17,6 @@ chunking, checkpoints or continuation.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +29,6 @@ import optax
 
 from sghmc_jax import _checkpoint, _checks, _engine, _progress, diagnostics
 from sghmc_jax._engine import SamplerState
-from sghmc_jax.log_posterior import check_log_posterior_output
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__ = ["DivergenceError", "SampleResult", "SamplerState", "sample"]
@@ -178,12 +176,6 @@ def _is_transform(x: Any) -> bool:
     )
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {name}={value!r}")
-    return int(value)
-
-
 def _check_callable(name: str, value: Any, signature: str) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"`{name}` must be a function {signature} or None, got {type(value).__name__}: {value!r}")
@@ -312,10 +304,10 @@ def _validate(**kw: Any) -> _Setup:
             "`transform` must be an optax GradientTransformation (e.g. sghmc_jax.sghmc(...)) or "
             f"a function key -> transform, got {type(transform).__name__}"
         )
-    num_steps = _check_int("num_steps", kw["num_steps"], 1)
-    burn_in = _check_int("burn_in", kw["burn_in"], 0)
-    thin = _check_int("thin", kw["thin"], 1)
-    chunk_size = _check_int("chunk_size", kw["chunk_size"], 1)
+    num_steps = _checks.check_int("num_steps", kw["num_steps"], 1)
+    burn_in = _checks.check_int("burn_in", kw["burn_in"], 0)
+    thin = _checks.check_int("thin", kw["thin"], 1)
+    chunk_size = _checks.check_int("chunk_size", kw["chunk_size"], 1)
     if burn_in >= num_steps:
         raise ValueError(
             f"`burn_in` must be < num_steps so that some draws are kept, got burn_in={burn_in} "
@@ -331,7 +323,7 @@ def _validate(**kw: Any) -> _Setup:
         raise ValueError("`predict_fn` and `predict_inputs` must be given together")
     checkpoint_dir, checkpoint_every = kw["checkpoint_dir"], kw["checkpoint_every"]
     if checkpoint_every is not None:
-        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        checkpoint_every = _checks.check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint_dir is None:
             raise ValueError("`checkpoint_every` needs `checkpoint_dir`")
     elif checkpoint_dir is not None:
@@ -344,7 +336,7 @@ def _validate(**kw: Any) -> _Setup:
         num_data = _leading_size("data", data)
         if batch_size is None:
             raise ValueError("`batch_size` is required with `data`")
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = _checks.check_int("batch_size", batch_size, 1)
         if batch_size > num_data:
             raise ValueError(
                 f"`batch_size` must be <= the number of examples in `data` ({num_data}), got "
@@ -361,7 +353,7 @@ def _validate(**kw: Any) -> _Setup:
         if not isinstance(init_state, SamplerState):
             raise TypeError(f"`init_state` must be a SamplerState, got {type(init_state).__name__}")
         num_chains = int(init_state.noise_key.shape[0])
-    num_chains = _check_int("num_chains", num_chains, 1)
+    num_chains = _checks.check_int("num_chains", num_chains, 1)
     init_params = None
     if init_state is None:
         init_params = _check_init_params(kw["init_params"], kw["stacked_init"], num_chains)
@@ -392,7 +384,7 @@ def _validate(**kw: Any) -> _Setup:
         example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype), data)
     else:
         example_batch = first_host_batch
-    value, _ = check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))
+    value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))
     if predict_fn is not None:
         jax.eval_shape(predict_fn, one_params, predict_inputs)
     target = getattr(log_posterior, "temperature", None)

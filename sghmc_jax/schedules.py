@@ -32,16 +32,6 @@ from sghmc_jax.types import Schedule
 __all__ = ["cyclical_schedule", "cyclical_temperature_schedule", "in_sampling_phase"]
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, high_name: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise TypeError(f"`{name}` must be a Python int, got {type(value).__name__}: {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        rule = f"{low} <= {name}" + (f" <= {high_name}" if high is not None else "")
-        raise ValueError(f"`{name}` must be an int with {rule}, got {name}={value}")
-    return value
-
-
 def _as_float(value: jax.typing.ArrayLike) -> jax.Array:
     value = jnp.asarray(value)
     if not jnp.issubdtype(value.dtype, jnp.floating):
@@ -51,8 +41,8 @@ def _as_float(value: jax.typing.ArrayLike) -> jax.Array:
 
 def _cycle_length(total_steps: Any, num_cycles: Any) -> int:
     """L = ⌈K/M⌉, after checking 1 <= M <= K."""
-    total_steps = _check_int("total_steps", total_steps, 1)
-    num_cycles = _check_int("num_cycles", num_cycles, 1, total_steps, "total_steps")
+    total_steps = _checks.check_int("total_steps", total_steps, 1)
+    num_cycles = _checks.check_int("num_cycles", num_cycles, 1, total_steps, "total_steps")
     return -(-total_steps // num_cycles)
 
 

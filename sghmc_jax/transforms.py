@@ -38,6 +38,64 @@ __all__ = [
 ]
 
 
+def _transform(
+    rule: kernels.Rule,
+    state_type: type,
+    hyperparameters: dict[str, Any],
+    settings: dict[str, Any],
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """The optax face of `rule`: its state is `state_type(step, *rule.fields, key)`.
+
+    `hyperparameters` are the rule's (numbers or schedules of the state's step, checked here
+    against `_checks.HYPERPARAMETERS`), `settings` its initial-state options (e.g. `momenta`).
+    The incoming updates are loss gradients; the rule gets their negation, the gradient of the
+    log posterior, and the increment it returns is the update.
+    """
+    if rule.integrate is not None:
+        raise TypeError(
+            f"{rule.name} takes more than one gradient per step, so it has no optax face (an "
+            "optax update receives one gradient, at the current params): use its functional face"
+        )
+    _checks.check_hyperparameters(rule.name, hyperparameters, lr_name="learning_rate")
+    _checks.check_settings(settings)
+    base_key = _checks.canonical_key(key)
+
+    def init_fn(params: ArrayTree) -> Any:
+        _checks.check_float_tree("params", params)
+        if rule.draws_at_init:
+            init_key, state_key = jax.random.split(base_key)
+        else:
+            init_key, state_key = None, base_key
+        start = {k: _checks.schedule_value(v) for k, v in hyperparameters.items()} | settings
+        fields = rule.init(params, init_key, start)
+        return state_type(step=jnp.zeros([], jnp.int32), key=state_key, **fields)
+
+    def update_fn(
+        updates: ArrayTree, state: Any, params: ArrayTree | None = None, *, key: Any = None, **extra_args: Any
+    ) -> tuple[ArrayTree, Any]:
+        del params
+        _checks.check_target_temperature(
+            rule.name, hyperparameters["temperature"], extra_args.get("target_temperature")
+        )
+        _checks.check_float_tree("updates", updates)
+        if rule.fields:
+            field = rule.fields[0]
+            _checks.check_tree_like("updates", updates, f"state.{field}", getattr(state, field))
+        if key is None:
+            step_key, next_key = kernels.split_key(state.key)
+        else:
+            step_key, next_key = _checks.canonical_key(key), state.key
+        now = {k: _checks.schedule_value(v, state.step) for k, v in hyperparameters.items()}
+        grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
+        increment, fields = rule.step(
+            {f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now
+        )
+        return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 class SGHMCTransformState(NamedTuple):
     """State of the `sghmc` transform.
 
@@ -50,23 +108,6 @@ class SGHMCTransformState(NamedTuple):
     step: jax.Array
     momenta: ArrayTree
     key: jax.Array
-
-
-def _at(value: ScalarOrSchedule, step: jax.Array) -> jax.typing.ArrayLike:
-    return value(step) if callable(value) else value
-
-
-def _step_keys(state_key: jax.Array, key: Any) -> tuple[jax.Array, jax.Array]:
-    """(this step's key, the state's next key): a per-step key wins and leaves the state key."""
-    if key is None:
-        step_key, next_key = jax.random.split(state_key)
-        return step_key, next_key
-    return _checks.canonical_key(key), state_key
-
-
-def _check_updates(updates: ArrayTree, like_name: str, like: ArrayTree) -> None:
-    _checks.check_float_tree("updates", updates)
-    _checks.check_tree_like("updates", updates, like_name, like)
 
 
 def sghmc(
@@ -131,56 +172,13 @@ def sghmc(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    _checks.check_sghmc_hyperparameters(
-        lr=learning_rate,
-        alpha=alpha,
-        beta=beta,
-        sigma=sigma,
-        temperature=temperature,
-        lr_name="learning_rate",
+    return _transform(
+        kernels.SGHMC,
+        SGHMCTransformState,
+        {"lr": learning_rate, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+        key,
     )
-    base_key = _checks.canonical_key(key)
-    _checks.check_initial_momenta(momenta)
-
-    def init_fn(params: ArrayTree) -> SGHMCTransformState:
-        _checks.check_float_tree("params", params)
-        momenta_key, state_key = jax.random.split(base_key)
-        m0 = kernels.resolve_momenta(momenta, params, momenta_key, sigma, _checks.value_at_start(temperature))
-        return SGHMCTransformState(step=jnp.zeros([], jnp.int32), momenta=m0, key=state_key)
-
-    def update_fn(
-        updates: ArrayTree,
-        state: SGHMCTransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, SGHMCTransformState]:
-        del params
-        _checks.check_target_temperature("sghmc", temperature, extra_args.get("target_temperature"))
-        _checks.check_float_tree("updates", updates)
-        _checks.check_tree_like("updates", updates, "state.momenta", state.momenta)
-        if key is None:
-            step_key, next_key = kernels.split_key(state.key)
-        else:
-            step_key, next_key = _checks.canonical_key(key), state.key
-        grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
-        increment, new_momenta = kernels.sghmc_step(
-            state.momenta,
-            grad_log_posterior,
-            step_key,
-            _at(learning_rate, state.step),
-            alpha,
-            beta,
-            sigma,
-            _at(temperature, state.step),
-        )
-        new_state = SGHMCTransformState(
-            step=optax.safe_increment(state.step), momenta=new_momenta, key=next_key
-        )
-        return increment, new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class SGLDTransformState(NamedTuple):
@@ -239,37 +237,13 @@ def sgld(
         Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
-    _checks.check_sgld_hyperparameters(
-        lr=learning_rate, beta=beta, temperature=temperature, lr_name="learning_rate"
+    return _transform(
+        kernels.SGLD,
+        SGLDTransformState,
+        {"lr": learning_rate, "beta": beta, "temperature": temperature},
+        {},
+        key,
     )
-    base_key = _checks.canonical_key(key)
-
-    def init_fn(params: ArrayTree) -> SGLDTransformState:
-        _checks.check_float_tree("params", params)
-        return SGLDTransformState(step=jnp.zeros([], jnp.int32), key=base_key)
-
-    def update_fn(
-        updates: ArrayTree,
-        state: SGLDTransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, SGLDTransformState]:
-        del params
-        _checks.check_target_temperature("sgld", temperature, extra_args.get("target_temperature"))
-        _checks.check_float_tree("updates", updates)
-        step_key, next_key = _step_keys(state.key, key)
-        increment = kernels.sgld_step(
-            jax.tree.map(jax.lax.neg, updates),
-            step_key,
-            _at(learning_rate, state.step),
-            beta,
-            _at(temperature, state.step),
-        )
-        return increment, SGLDTransformState(step=optax.safe_increment(state.step), key=next_key)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class SGNHTTransformState(NamedTuple):
@@ -346,51 +320,13 @@ def sgnht(
         Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
         NeurIPS 2014.
     """
-    _checks.check_sgnht_hyperparameters(
-        lr=learning_rate, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=xi,
-        lr_name="learning_rate",
+    return _transform(
+        kernels.SGNHT,
+        SGNHTTransformState,
+        {"lr": learning_rate, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta, "xi": xi},
+        key,
     )
-    base_key = _checks.canonical_key(key)
-    _checks.check_initial_momenta(momenta)
-
-    def init_fn(params: ArrayTree) -> SGNHTTransformState:
-        _checks.check_float_tree("params", params)
-        momenta_key, state_key = jax.random.split(base_key)
-        m0 = kernels.resolve_momenta(
-            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
-        )
-        xi0 = kernels.resolve_xi(xi, alpha, params)
-        return SGNHTTransformState(step=jnp.zeros([], jnp.int32), momenta=m0, xi=xi0, key=state_key)
-
-    def update_fn(
-        updates: ArrayTree,
-        state: SGNHTTransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, SGNHTTransformState]:
-        del params
-        _checks.check_target_temperature("sgnht", temperature, extra_args.get("target_temperature"))
-        _check_updates(updates, "state.momenta", state.momenta)
-        step_key, next_key = _step_keys(state.key, key)
-        increment, new_momenta, new_xi = kernels.sgnht_step(
-            state.momenta,
-            state.xi,
-            jax.tree.map(jax.lax.neg, updates),
-            step_key,
-            _at(learning_rate, state.step),
-            alpha,
-            beta,
-            sigma,
-            _at(temperature, state.step),
-        )
-        new_state = SGNHTTransformState(
-            step=optax.safe_increment(state.step), momenta=new_momenta, xi=new_xi, key=next_key
-        )
-        return increment, new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class BAOATransformState(NamedTuple):
@@ -456,47 +392,13 @@ def baoa(
         Leimkuhler & Matthews, `Rational Construction of Stochastic Numerical Methods for
         Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013.
     """
-    _checks.check_baoa_hyperparameters(
-        lr=learning_rate, alpha=alpha, sigma=sigma, temperature=temperature, lr_name="learning_rate"
+    return _transform(
+        kernels.BAOA,
+        BAOATransformState,
+        {"lr": learning_rate, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+        key,
     )
-    base_key = _checks.canonical_key(key)
-    _checks.check_initial_momenta(momenta)
-
-    def init_fn(params: ArrayTree) -> BAOATransformState:
-        _checks.check_float_tree("params", params)
-        momenta_key, state_key = jax.random.split(base_key)
-        m0 = kernels.resolve_momenta(
-            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
-        )
-        return BAOATransformState(step=jnp.zeros([], jnp.int32), momenta=m0, key=state_key)
-
-    def update_fn(
-        updates: ArrayTree,
-        state: BAOATransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, BAOATransformState]:
-        del params
-        _checks.check_target_temperature("baoa", temperature, extra_args.get("target_temperature"))
-        _check_updates(updates, "state.momenta", state.momenta)
-        step_key, next_key = _step_keys(state.key, key)
-        increment, new_momenta = kernels.baoa_step(
-            state.momenta,
-            jax.tree.map(jax.lax.neg, updates),
-            step_key,
-            _at(learning_rate, state.step),
-            alpha,
-            sigma,
-            _at(temperature, state.step),
-        )
-        new_state = BAOATransformState(
-            step=optax.safe_increment(state.step), momenta=new_momenta, key=next_key
-        )
-        return increment, new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class PSGLDTransformState(NamedTuple):
@@ -567,46 +469,13 @@ def psgld(
         Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
-    _checks.check_rules(
-        {"learning_rate": learning_rate, "temperature": temperature},
-        [
-            ("learning_rate", lambda v: v > 0, "> 0"),
-            ("temperature", lambda v: v >= 0, ">= 0"),
-        ],
+    return _transform(
+        kernels.PSGLD,
+        PSGLDTransformState,
+        {"lr": learning_rate, "decay": decay, "eps": eps, "temperature": temperature},
+        {"initial_scale": initial_scale},
+        key,
     )
-    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
-    base_key = _checks.canonical_key(key)
-
-    def init_fn(params: ArrayTree) -> PSGLDTransformState:
-        _checks.check_float_tree("params", params)
-        v0 = kernels.resolve_preconditioner(initial_scale, params)
-        return PSGLDTransformState(step=jnp.zeros([], jnp.int32), v=v0, key=base_key)
-
-    def update_fn(
-        updates: ArrayTree,
-        state: PSGLDTransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, PSGLDTransformState]:
-        del params
-        _checks.check_target_temperature("psgld", temperature, extra_args.get("target_temperature"))
-        _check_updates(updates, "state.v", state.v)
-        step_key, next_key = _step_keys(state.key, key)
-        increment, new_v = kernels.psgld_step(
-            state.v,
-            jax.tree.map(jax.lax.neg, updates),
-            step_key,
-            _at(learning_rate, state.step),
-            _at(decay, state.step),
-            eps,
-            _at(temperature, state.step),
-        )
-        new_state = PSGLDTransformState(step=optax.safe_increment(state.step), v=new_v, key=next_key)
-        return increment, new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class PSGHMCTransformState(NamedTuple):
@@ -686,51 +555,13 @@ def psghmc(
         Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
         <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
     """
-    _checks.check_baoa_hyperparameters(
-        lr=learning_rate, alpha=alpha, sigma=sigma, temperature=temperature, lr_name="learning_rate"
+    return _transform(
+        kernels.PSGHMC,
+        PSGHMCTransformState,
+        {
+            "lr": learning_rate, "alpha": alpha, "sigma": sigma, "temperature": temperature,
+            "decay": decay, "eps": eps,
+        },
+        {"momenta": momenta, "initial_scale": initial_scale},
+        key,
     )
-    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
-    base_key = _checks.canonical_key(key)
-    _checks.check_initial_momenta(momenta)
-
-    def init_fn(params: ArrayTree) -> PSGHMCTransformState:
-        _checks.check_float_tree("params", params)
-        momenta_key, state_key = jax.random.split(base_key)
-        m0 = kernels.resolve_momenta(
-            momenta, params, momenta_key, sigma, _checks.value_at_start(temperature)
-        )
-        v0 = kernels.resolve_preconditioner(initial_scale, params)
-        return PSGHMCTransformState(
-            step=jnp.zeros([], jnp.int32), momenta=m0, v=v0, key=state_key
-        )
-
-    def update_fn(
-        updates: ArrayTree,
-        state: PSGHMCTransformState,
-        params: ArrayTree | None = None,
-        *,
-        key: Any = None,
-        **extra_args: Any,
-    ) -> tuple[ArrayTree, PSGHMCTransformState]:
-        del params
-        _checks.check_target_temperature("psghmc", temperature, extra_args.get("target_temperature"))
-        _check_updates(updates, "state.momenta", state.momenta)
-        step_key, next_key = _step_keys(state.key, key)
-        increment, new_momenta, new_v = kernels.psghmc_step(
-            state.momenta,
-            state.v,
-            jax.tree.map(jax.lax.neg, updates),
-            step_key,
-            _at(learning_rate, state.step),
-            alpha,
-            sigma,
-            _at(temperature, state.step),
-            _at(decay, state.step),
-            eps,
-        )
-        new_state = PSGHMCTransformState(
-            step=optax.safe_increment(state.step), momenta=new_momenta, v=new_v, key=next_key
-        )
-        return increment, new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -422,3 +422,23 @@ def run_optax(tx, loss, params, num_steps, keys=None):
         lambda c: jax.lax.scan(step, c, xs, length=num_steps)
     )((params, state))
     return params, state, trace
+
+
+# ---- frozen preconditioners (decay = 1 keeps V, so G = 1/(λ + √V) is fixed) ----
+
+
+def frozen_preconditioner(hyper: dict) -> np.ndarray:
+    """The diagonal G = 1/(eps + √V) of a frozen pSGLD/pSGHMC chain."""
+    return 1 / (hyper["eps"] + np.sqrt(np.asarray(hyper["v"], np.float64)))
+
+
+def frozen_hyper(precision: np.ndarray, *, sgld: bool) -> dict:
+    """A frozen Jacobi preconditioner G = 1/diag(A) (V chosen to give it) and a large stable step."""
+    eps, precond = 1e-3, 1 / np.diag(precision)
+    v = (1 / precond - eps) ** 2
+    if sgld:
+        lr = float(1.5 / np.linalg.eigvals(np.diag(precond) @ precision).real.max())
+        return {"lr": lr, "eps": eps, "temperature": 1.0, "v": v}
+    s = np.diag(np.sqrt(precond))
+    lr = float(0.7 / np.sqrt(np.linalg.eigvalsh(s @ precision @ s).max()))
+    return {"lr": lr, "alpha": 1.0, "sigma": 1.0, "temperature": 1.0, "eps": eps, "v": v}

@@ -117,7 +117,7 @@ def test_drives_a_sampler_noise_free_while_exploring():
     [
         (lambda: sghmc_jax.cyclical_schedule(0.1, 100, 0), ValueError, r"`num_cycles` must be an int with 1 <= num_cycles <= total_steps, got num_cycles=0"),
         (lambda: sghmc_jax.cyclical_schedule(0.1, 10, 11), ValueError, r"`num_cycles` must be an int with 1 <= num_cycles <= total_steps, got num_cycles=11"),
-        (lambda: sghmc_jax.cyclical_schedule(0.1, 0, 1), ValueError, r"`total_steps` must be an int with 1 <= total_steps, got total_steps=0"),
+        (lambda: sghmc_jax.cyclical_schedule(0.1, 0, 1), ValueError, r"`total_steps` must be an int >= 1, got total_steps=0"),
         (lambda: sghmc_jax.cyclical_schedule(0.1, 100.0, 4), TypeError, r"`total_steps` must be a Python int, got float: 100.0"),
         (lambda: sghmc_jax.cyclical_schedule(0.1, 100, True), TypeError, r"`num_cycles` must be a Python int, got bool"),
         (lambda: sghmc_jax.cyclical_schedule(-0.1, 100, 4), ValueError, r"`init_value` must be finite and > 0, got init_value=-0.1"),

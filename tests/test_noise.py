@@ -21,7 +21,7 @@ import scipy.special
 import scipy.stats
 from jax.extend.random import threefry_2x32
 
-from sghmc_jax import kernels
+from sghmc_jax import _noise, kernels
 
 N_BIG = 10_000_000
 Z_MAX = 5.0
@@ -48,7 +48,7 @@ def reference_noise(key: jax.Array, start: int, n: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def big_sample() -> np.ndarray:
-    draws = kernels.normal_like(jax.random.key(2024), jnp.zeros(N_BIG, jnp.float32))
+    draws = _noise.normal_like(jax.random.key(2024), jnp.zeros(N_BIG, jnp.float32))
     return np.asarray(draws, np.float64)
 
 
@@ -57,7 +57,7 @@ def test_threefry_is_jaxs_threefry_bit_for_bit():
     key = rng.integers(0, 2**32, size=2, dtype=np.uint32)
     x0 = rng.integers(0, 2**32, size=1000, dtype=np.uint32)
     x1 = rng.integers(0, 2**32, size=1000, dtype=np.uint32)
-    ours = kernels._threefry2x32(*map(jnp.asarray, (key[0], key[1], x0, x1)))
+    ours = _noise.threefry2x32(*map(jnp.asarray, (key[0], key[1], x0, x1)))
     ref = np.asarray(threefry_2x32(jnp.asarray(key), jnp.concatenate([jnp.asarray(x0), jnp.asarray(x1)])))
     np.testing.assert_array_equal(np.asarray(ours[0]), ref[:1000])
     np.testing.assert_array_equal(np.asarray(ours[1]), ref[1000:])
@@ -65,10 +65,10 @@ def test_threefry_is_jaxs_threefry_bit_for_bit():
 
 def _generator_paths(monkeypatch, small_leaf: int, bin_elements: int) -> None:
     """Switches the generator's thresholds (and drops normal_like's compiled cache)."""
-    monkeypatch.setattr(kernels, "_SMALL_LEAF", small_leaf)
-    monkeypatch.setattr(kernels, "_BIN_ELEMENTS", bin_elements)
-    monkeypatch.setattr(kernels, "_MAX_BINS", 1 << 30)
-    monkeypatch.setattr(kernels, "_normal_like_jit", jax.jit(kernels._normal_like))
+    monkeypatch.setattr(_noise, "_SMALL_LEAF", small_leaf)
+    monkeypatch.setattr(_noise, "_BIN_ELEMENTS", bin_elements)
+    monkeypatch.setattr(_noise, "_MAX_BINS", 1 << 30)
+    monkeypatch.setattr(_noise, "_normal_like_jit", jax.jit(_noise._normal_like))
 
 
 PATHS = {
@@ -86,7 +86,7 @@ def test_normal_like_follows_the_documented_flat_layout(monkeypatch, path):
     _generator_paths(monkeypatch, *PATHS[path])
     tree = {"a": jnp.zeros((3, 5)), "b": jnp.zeros(()), "c": jnp.zeros((7,)), "d": jnp.zeros((2, 3, 4)), "e": jnp.zeros(50)}
     key = jax.random.key(42)
-    noise = kernels.normal_like(key, tree)
+    noise = _noise.normal_like(key, tree)
     flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(noise)])
     ref = reference_noise(key, 0, flat.size)
     np.testing.assert_allclose(flat, ref, rtol=2e-6, atol=2e-6)
@@ -97,19 +97,19 @@ def test_every_generator_path_gives_the_same_bits(monkeypatch, path):
     tree = [jnp.zeros((30, 7)), jnp.zeros(5), jnp.zeros((16, 16)), jnp.zeros(1), jnp.zeros((3, 40))]
     key = jax.random.key(5)
     _generator_paths(monkeypatch, *PATHS["every-leaf-fused"])
-    fused = kernels.normal_like(key, tree)
+    fused = _noise.normal_like(key, tree)
     _generator_paths(monkeypatch, *PATHS[path])
-    other = kernels.normal_like(key, tree)
+    other = _noise.normal_like(key, tree)
     for a, b in zip(fused, other):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("num_leaves, fused_on_gpu", [(6, True), (kernels._FUSED_ON_ACCELERATORS + 1, False)])
+@pytest.mark.parametrize("num_leaves, fused_on_gpu", [(6, True), (_noise._FUSED_ON_ACCELERATORS + 1, False)])
 def test_accelerators_fuse_the_generator_into_small_trees(num_leaves, fused_on_gpu):
     """The CPU runs one generator per bin; lowered for a GPU, a tree of few small leaves gets one
     generator per leaf (no conditional per bin), and a tree of many keeps the bins."""
     tree = [jnp.zeros((7, 3)) for _ in range(num_leaves)]
-    traced = jax.jit(kernels._normal_like).trace(jax.random.key(0), tree)
+    traced = jax.jit(_noise._normal_like).trace(jax.random.key(0), tree)
     cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
     gpu = traced.lower(lowering_platforms=("cuda",)).as_text()
     assert cpu.count("stablehlo.log") == 1  # one bin
@@ -120,8 +120,8 @@ def test_bins_grow_with_the_model_so_their_count_stays_bounded():
     """100 small leaves of 300k elements: bins of 2^20 would be 34 conditionals to compile;
     bins of 1/_MAX_BINS of the small leaves (6 leaves each) make 17 (one generator each)."""
     tree = [jax.ShapeDtypeStruct((300_000,), jnp.float32)] * 100
-    text = jax.jit(kernels._normal_like).trace(jax.random.key(0), tree).lower().as_text()
-    assert text.count("stablehlo.log") == 17 <= 2 * kernels._MAX_BINS + 1
+    text = jax.jit(_noise._normal_like).trace(jax.random.key(0), tree).lower().as_text()
+    assert text.count("stablehlo.log") == 17 <= 2 * _noise._MAX_BINS + 1
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -132,22 +132,22 @@ def test_sghmc_step_uses_the_same_noise_on_every_path(monkeypatch, path):
     tree = {"w": jnp.zeros((9, 4)), "b": jnp.zeros(4), "v": jnp.zeros((2, 50))}
     key = jax.random.key(21)
     _, m = jax.jit(kernels.sghmc_step)(tree, tree, key, 0.5, 2.0, 0.0, 1.0, 1.0)
-    xi = kernels.normal_like(key, tree)
+    xi = _noise.normal_like(key, tree)
     for name in tree:
         np.testing.assert_allclose(m[name], np.sqrt(2.0) * xi[name], rtol=1e-6, err_msg=name)
 
 
 def test_counters_carry_into_the_high_word():
     """A leaf whose counters cross 2**32 (offset near the top of the low word) hashes (1, c)."""
-    k0, k1 = kernels._key_words(jax.random.key(3))
+    k0, k1 = _noise.key_words(jax.random.key(3))
     start = 2**32 - 3
-    got = np.asarray(kernels._leaf_noise(k0, k1, start, (6,), jnp.float32), np.float64)
+    got = np.asarray(_noise.leaf_noise(k0, k1, start, (6,), jnp.float32), np.float64)
     np.testing.assert_allclose(got, reference_noise(jax.random.key(3), start, 6), rtol=2e-6, atol=2e-6)
 
 
 def test_leaves_of_the_same_shape_never_share_noise():
     tree = {"a": jnp.zeros((3, 2)), "b": jnp.zeros(3), "c": jnp.zeros((3, 2))}
-    noise = kernels.normal_like(jax.random.key(0), tree)
+    noise = _noise.normal_like(jax.random.key(0), tree)
     assert jax.tree.map(jnp.shape, noise) == jax.tree.map(jnp.shape, tree)
     assert not np.allclose(noise["a"], noise["c"])
 
@@ -162,7 +162,7 @@ def test_transform_matches_the_float64_formula_including_the_tails():
         np.uint32(2**32 - 1) - np.arange(0, 4096, dtype=np.uint32),  # U → 1: X → 0
     ])
     b1 = rng.integers(0, 2**32, size=b0.size, dtype=np.uint32)
-    got = np.asarray(kernels._normal_from_bits(jnp.asarray(b0), jnp.asarray(b1), jnp.float32), np.float64)
+    got = np.asarray(_noise.normal_from_bits(jnp.asarray(b0), jnp.asarray(b1), jnp.float32), np.float64)
     u = (b0.astype(np.float64) + 0.5) / 2.0**32
     v = (b1 & 0x7FFFFFFF).astype(np.float64) / 2.0**31
     radius = np.sqrt(-2 * np.log(u))
@@ -180,20 +180,20 @@ def test_transform_matches_the_float64_formula_including_the_tails():
     np.testing.assert_array_less(np.abs(got**2 - ref**2), 2.0**-22 + 5e-6 * ref**2)
     # The deepest draw: U = 2^-33 gives R = sqrt(66 ln 2) = 6.76, so the generator covers
     # N(0, 1) out to where it has mass 1.4e-11 left (jax.random.normal float32 stops near 5.2σ).
-    r_max = float(kernels._normal_from_bits(jnp.uint32(0), jnp.uint32(0), jnp.float32))
+    r_max = float(_noise.normal_from_bits(jnp.uint32(0), jnp.uint32(0), jnp.float32))
     assert abs(r_max - np.sqrt(66 * np.log(2))) < 1e-5
 
 
 def test_cos_polynomial_is_float32_exact():
     v = np.linspace(0.0, 1.0, 1_000_001)
     c = np.zeros_like(v)
-    for coef in kernels._COS_HALF_PI[::-1]:
+    for coef in _noise._COS_HALF_PI[::-1]:
         c = c * v * v + coef
     assert np.max(np.abs(c - np.cos(np.pi / 2 * v))) < 1e-9
 
 
 def test_float64_leaves_get_float64_noise(x64):
-    noise = kernels.normal_like(jax.random.key(9), {"x": jnp.zeros(1000, jnp.float64)})
+    noise = _noise.normal_like(jax.random.key(9), {"x": jnp.zeros(1000, jnp.float64)})
     assert noise["x"].dtype == jnp.float64
     np.testing.assert_allclose(noise["x"], reference_noise(jax.random.key(9), 0, 1000), rtol=1e-12, atol=1e-12)
 
@@ -201,8 +201,8 @@ def test_float64_leaves_get_float64_noise(x64):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_leaves_are_the_rounded_float32_noise(dtype):
     key = jax.random.key(4)
-    low = kernels.normal_like(key, jnp.zeros(100, dtype))
-    high = kernels.normal_like(key, jnp.zeros(100, jnp.float32))
+    low = _noise.normal_like(key, jnp.zeros(100, dtype))
+    high = _noise.normal_like(key, jnp.zeros(100, jnp.float32))
     assert low.dtype == dtype
     np.testing.assert_array_equal(low, high.astype(dtype))
 
@@ -247,7 +247,7 @@ def _corr_z(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_no_correlation_across_leaves_and_neighbours(big_sample):
     tree = [jnp.zeros(1_000_000), jnp.zeros(1_000_000), jnp.zeros((1000, 1000))]
-    a, b, c = kernels.normal_like(jax.random.key(6), tree)
+    a, b, c = _noise.normal_like(jax.random.key(6), tree)
     for x, y, what in ((a, b, "leaf 0 vs leaf 1"), (a, c, "leaf 0 vs leaf 2"), (b, c, "leaf 1 vs leaf 2")):
         z = _corr_z(x, y)
         assert abs(z) < Z_MAX, f"seed=6 {what}: correlation z = {z:.2f}"
@@ -258,7 +258,7 @@ def test_no_correlation_across_leaves_and_neighbours(big_sample):
 
 def test_no_correlation_across_chains():
     keys = jax.random.split(jax.random.key(7), 8)
-    draws = np.asarray(jax.vmap(lambda k: kernels.normal_like(k, jnp.zeros(200_000)))(keys))
+    draws = np.asarray(jax.vmap(lambda k: _noise.normal_like(k, jnp.zeros(200_000)))(keys))
     for i in range(8):
         for j in range(i + 1, 8):
             z = _corr_z(draws[i], draws[j])
@@ -269,8 +269,8 @@ def test_no_correlation_across_steps():
     """Successive step keys of the optax face (its state key, split every step)."""
     key, draws = jax.random.key(8), []
     for _ in range(6):
-        step_key, key = kernels.split_key(key)
-        draws.append(np.asarray(kernels.normal_like(step_key, jnp.zeros(200_000))))
+        step_key, key = _noise.split_key(key)
+        draws.append(np.asarray(_noise.normal_like(step_key, jnp.zeros(200_000))))
     for i in range(len(draws) - 1):
         z = _corr_z(draws[i], draws[i + 1])
         assert abs(z) < Z_MAX, f"seed=8 steps {i} and {i + 1}: correlation z = {z:.2f}"
@@ -278,18 +278,18 @@ def test_no_correlation_across_steps():
 
 def test_reproducible_from_the_key_in_any_form():
     shape = jnp.zeros((17, 3))
-    typed = kernels.normal_like(jax.random.key(11), shape)
-    np.testing.assert_array_equal(typed, kernels.normal_like(jax.random.key(11), shape))
-    np.testing.assert_array_equal(typed, kernels.normal_like(jax.random.PRNGKey(11), shape))
-    np.testing.assert_array_equal(typed, jax.jit(kernels.normal_like)(jax.random.key(11), shape))
-    assert not np.allclose(typed, kernels.normal_like(jax.random.key(12), shape))
+    typed = _noise.normal_like(jax.random.key(11), shape)
+    np.testing.assert_array_equal(typed, _noise.normal_like(jax.random.key(11), shape))
+    np.testing.assert_array_equal(typed, _noise.normal_like(jax.random.PRNGKey(11), shape))
+    np.testing.assert_array_equal(typed, jax.jit(_noise.normal_like)(jax.random.key(11), shape))
+    assert not np.allclose(typed, _noise.normal_like(jax.random.key(12), shape))
 
 
 @pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
 def test_other_key_implementations_give_standard_normals(impl):
     n = 1_000_000
-    x = np.asarray(kernels.normal_like(jax.random.key(13, impl=impl), jnp.zeros(n)), np.float64)
-    np.testing.assert_array_equal(x, np.asarray(kernels.normal_like(jax.random.key(13, impl=impl), jnp.zeros(n))))
+    x = np.asarray(_noise.normal_like(jax.random.key(13, impl=impl), jnp.zeros(n)), np.float64)
+    np.testing.assert_array_equal(x, np.asarray(_noise.normal_like(jax.random.key(13, impl=impl), jnp.zeros(n))))
     for k, exact, var in ((1, 0.0, 1.0), (2, 1.0, 2.0)):
         z = (np.mean(x**k) - exact) / np.sqrt(var / n)
         assert abs(z) < Z_MAX, f"seed=13 impl={impl}: E X^{k} z = {z:.2f}"
@@ -301,16 +301,16 @@ def test_split_key_is_jax_random_split_bit_for_bit(partitionable):
         for seed in (0, 1, 2**31 + 5):
             key = jax.random.key(seed)
             ref = jax.random.key_data(jax.random.split(key))
-            for a, b in (kernels.split_key(key), jax.jit(kernels.split_key)(key)):
+            for a, b in (_noise.split_key(key), jax.jit(_noise.split_key)(key)):
                 np.testing.assert_array_equal(jax.random.key_data(a), ref[0])
                 np.testing.assert_array_equal(jax.random.key_data(b), ref[1])
         keys = jax.random.split(jax.random.key(3), 4)
-        a, b = jax.vmap(kernels.split_key)(keys)
+        a, b = jax.vmap(_noise.split_key)(keys)
         ref = jax.vmap(lambda k: jax.random.key_data(jax.random.split(k)))(keys)
         np.testing.assert_array_equal(jax.random.key_data(a), ref[:, 0])
         np.testing.assert_array_equal(jax.random.key_data(b), ref[:, 1])
     rbg = jax.random.key(0, impl="rbg")
-    a, b = kernels.split_key(rbg)
+    a, b = _noise.split_key(rbg)
     np.testing.assert_array_equal(jax.random.key_data(b), jax.random.key_data(jax.random.split(rbg))[1])
 
 
@@ -334,4 +334,4 @@ def test_a_donated_update_of_a_large_leaf_needs_no_temporary_buffer():
 
 def test_leaves_over_the_counter_range_are_refused():
     with pytest.raises(ValueError, match=r"at most 2\*\*32 - 1 elements, got a leaf of shape \(65536, 65536\)"):
-        jax.eval_shape(kernels.normal_like, jax.random.key(0), jax.ShapeDtypeStruct((65536, 65536), jnp.float32))
+        jax.eval_shape(_noise.normal_like, jax.random.key(0), jax.ShapeDtypeStruct((65536, 65536), jnp.float32))

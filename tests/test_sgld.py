@@ -3,7 +3,6 @@ Gaussian targets (the AR(1) law θ' = (I − εA)θ + noise), validation, poster
 
 from __future__ import annotations
 
-import inspect
 
 import chex
 import jax
@@ -13,9 +12,7 @@ import optax
 import pytest
 
 import sghmc_jax
-from sghmc_jax.sgmcmc import sgld
 from tests import helpers
-from tests.helpers import regression_problem as _problem
 from tests.helpers import logistic_problem as _logistic_problem
 from tests.helpers import run_optax as _run
 
@@ -44,41 +41,6 @@ def test_one_step_is_the_rule(x64):
     expected = jax.tree.map(lambda g, z: -0.1 * g + scale * z, grads, noise)
     chex.assert_trees_all_close(updates, expected, atol=1e-15)
     assert int(state.step) == 1
-
-
-def test_faces_give_bit_identical_chains():
-    log_posterior, params, data = _problem()
-    hyper = dict(beta=0.3, temperature=0.7)
-    transform = sgld.build(log_posterior, 1e-3, **hyper)
-    tx = sghmc_jax.sgld(1e-3, **hyper, key=0)
-    helpers.assert_faces_bit_identical(tx, transform, log_posterior, params, data, num_steps=50)
-
-
-def test_inplace_and_schedules_in_the_functional_face():
-    log_posterior, params, data = _problem(2)
-    lr_fn = optax.exponential_decay(1e-3, transition_steps=1, decay_rate=0.9)
-    t_fn = optax.linear_schedule(1.0, 0.0, transition_steps=4)
-    transform = sgld.build(log_posterior, lr_fn, temperature=t_fn)
-    a = transform.init(params)
-    b = transform.init(jax.tree.map(jnp.copy, params))
-    tx = sghmc_jax.sgld(lr_fn, temperature=t_fn, key=0)
-    p, s = params, tx.init(params)
-    loss = lambda p, b: -log_posterior(p, b)[0]  # noqa: E731
-
-    @jax.jit
-    def optax_step(p, s, k):
-        updates, s = tx.update(jax.grad(loss)(p, data), s, p, key=k)
-        return optax.apply_updates(p, updates), s
-
-    for i in range(5):
-        k = jax.random.key(i)
-        old = b
-        a = transform.update(a, data, key=k)
-        b = transform.update(b, data, key=k, inplace=True)
-        assert all(x.is_deleted() for x in jax.tree.leaves(old.params))
-        p, s = optax_step(p, s, k)
-        chex.assert_trees_all_equal(a.params, b.params, p)
-    assert np.isfinite(float(a.log_posterior)) and a.aux is not None
 
 
 @pytest.mark.parametrize(
@@ -114,41 +76,3 @@ def test_float32_chains_match_the_float64_reference(x64):
     )
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "pattern"),
-    [
-        ({"learning_rate": 0.0}, r"`learning_rate` must be finite and > 0, got learning_rate=0.0"),
-        ({"beta": -1.0}, r"`beta` must be finite and >= 0, got beta=-1.0"),
-        ({"temperature": float("inf")}, r"`temperature` must be finite and >= 0, got temperature=inf"),
-        (
-            {"learning_rate": 0.5, "beta": 5.0, "temperature": 1.0},
-            r"SGLD's noise variance needs 2 - lr\*beta\*temperature >= 0 .* got 2 - 0.5\*5.0\*1.0 = -0.5; lower `learning_rate` or `beta`",
-        ),
-    ],
-)
-def test_invalid_hyperparameters_are_named(kwargs, pattern):
-    kw = {"learning_rate": 0.1} | kwargs
-    with pytest.raises(ValueError, match=pattern):
-        sghmc_jax.sgld(**kw, key=0)
-
-
-def test_functional_validation():
-    log_posterior = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
-    with pytest.raises(ValueError, match=r"`lr` must be finite and > 0, got lr=-1.0"):
-        sgld.build(log_posterior, -1.0)
-    with pytest.raises(ValueError, match=r"2 - lr\*beta\*temperature >= 0 .* lower `lr` or `beta`"):
-        sgld.update(sgld.init(jnp.ones(2)), None, log_posterior, 1.0, beta=3.0, key=0)
-    with pytest.raises(TypeError, match=r"`log_posterior` must be a callable"):
-        sgld.build(None, 0.1)
-
-
-def test_signatures_mirror_posteriors():
-    assert list(inspect.signature(sgld.build).parameters) == [
-        "log_posterior", "lr", "beta", "temperature",
-    ]
-    assert list(inspect.signature(sgld.update).parameters) == [
-        "state", "batch", "log_posterior", "lr", "beta", "temperature", "key", "inplace",
-    ]
-    assert sgld.SGLDState._fields == ("params", "log_posterior", "aux", "step")
-    defaults = {k: v.default for k, v in inspect.signature(sgld.build).parameters.items()}
-    assert (defaults["beta"], defaults["temperature"]) == (0.0, 1.0)

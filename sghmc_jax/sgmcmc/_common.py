@@ -1,16 +1,22 @@
-"""What every functional face shares: checking `log_posterior`, its gradient, schedules, state."""
+"""What every functional face shares: one generic `build`/`init`/`update` over a sampler's
+`kernels.Rule`, with the schedules, the jit, the buffer donation and the mapping between the
+rule's fields and the face's state.
+
+A face's state is `State(params, *rule.fields, log_posterior, aux, step)`; each
+`sgmcmc/<name>.py` keeps posteriors' explicit signatures and docstrings and calls these.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checks
-from sghmc_jax.log_posterior import check_log_posterior_output
+from sghmc_jax import _checks, kernels
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -24,8 +30,21 @@ def check_log_posterior(log_posterior: Any) -> None:
         )
 
 
+def check_build(
+    rule: kernels.Rule, log_posterior: LogProbFn, hyperparameters: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """Everything `build` checks: the log posterior, the hyperparameters against the rule's table,
+    the initial-state settings, and the temperature against the log posterior's."""
+    check_log_posterior(log_posterior)
+    _checks.check_hyperparameters(rule.name, hyperparameters)
+    _checks.check_settings(settings)
+    _checks.check_target_temperature(
+        rule.name, hyperparameters["temperature"], getattr(log_posterior, "temperature", None)
+    )
+
+
 def _negated(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
-    value, aux = check_log_posterior_output(log_posterior(params, batch))
+    value, aux = _checks.check_log_posterior_output(log_posterior(params, batch))
     return -value, aux
 
 
@@ -37,24 +56,6 @@ def loss_gradient(
         functools.partial(_negated, log_posterior), has_aux=True
     )(params, batch)
     return -neg_value, aux, loss_grad
-
-
-def split_schedule(value: Any) -> tuple[Any, Any]:
-    """(number, None) or (None, schedule): numbers are traced jit arguments, schedules static."""
-    return (None, value) if callable(value) else (value, None)
-
-
-def at(value: Any, schedule: Any, step: jax.Array) -> Any:
-    return value if schedule is None else schedule(step)
-
-
-def nan_value(params: ArrayTree) -> jax.Array:
-    """The log posterior before the first update: NaN in the params' highest dtype."""
-    return jnp.full([], jnp.nan, optax.tree.dtype(params, "highest"))
-
-
-def step_zero() -> jax.Array:
-    return jnp.zeros([], jnp.int32)
 
 
 def initial_params(params: ArrayTree) -> ArrayTree:
@@ -80,10 +81,100 @@ def initial_aux(log_posterior: LogProbFn | None, params: ArrayTree, batch: Any) 
         if batch is None:
             return None
         raise
-    _, aux = check_log_posterior_output(out)
+    _, aux = _checks.check_log_posterior_output(out)
 
     def empty(s: jax.ShapeDtypeStruct) -> jax.Array:
         fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0
         return jnp.full(s.shape, fill, s.dtype)
 
     return jax.tree.map(empty, aux)
+
+
+def init(
+    rule: kernels.Rule,
+    state_type: type,
+    params: ArrayTree,
+    values: dict[str, Any],
+    key: Any,
+    log_posterior: LogProbFn | None,
+    batch: Any,
+) -> Any:
+    """The state at step 0: `values` holds the hyperparameters the rule's init needs and its
+    initial-state settings (schedules are taken at step 0); `key` (or None) draws what the rule
+    draws."""
+    params = initial_params(params)
+    key = None if key is None else _checks.canonical_key(key)
+    start = {k: _checks.schedule_value(v) for k, v in values.items()}
+    fields = rule.init(params, key, start)
+    value = jnp.full([], jnp.nan, optax.tree.dtype(params, "highest"))
+    aux = initial_aux(log_posterior, params, batch)
+    return state_type(params=params, **fields, log_posterior=value, aux=aux, step=jnp.zeros([], jnp.int32))
+
+
+def update(
+    rule: kernels.Rule,
+    state_type: type,
+    state: Any,
+    batch: Any,
+    log_posterior: LogProbFn,
+    hyperparameters: dict[str, Any],
+    key: Any,
+    inplace: bool,
+) -> Any:
+    """One step of `rule` on a face's state; jit-compiled once per (rule, log posterior,
+    schedules), with the numeric hyperparameters traced, and with the state's buffers donated
+    when `inplace`."""
+    check_log_posterior(log_posterior)
+    _checks.check_hyperparameters(rule.name, hyperparameters)
+    _checks.check_float_tree("state.params", state.params)
+    numbers = {k: v for k, v in hyperparameters.items() if not callable(v)}
+    schedules = tuple((k, v) for k, v in hyperparameters.items() if callable(v))
+    step_fn = _update_donated if inplace else _update_jit
+    params, fields, value, aux, step = step_fn(
+        state.params,
+        {f: getattr(state, f) for f in rule.fields},
+        jnp.asarray(state.step, jnp.int32),
+        jnp.asarray(state.log_posterior),
+        batch,
+        _checks.canonical_key(key),
+        numbers,
+        rule=rule,
+        log_posterior=log_posterior,
+        schedules=schedules,
+    )
+    return state_type(params=params, **fields, log_posterior=value, aux=aux, step=step)
+
+
+def _update_impl(
+    params: ArrayTree,
+    fields: dict[str, Any],
+    step: jax.Array,
+    previous_value: jax.Array,
+    batch: Any,
+    key: jax.Array,
+    numbers: dict[str, Any],
+    *,
+    rule: kernels.Rule,
+    log_posterior: LogProbFn,
+    schedules: tuple[tuple[str, Callable], ...],
+) -> tuple[ArrayTree, dict[str, Any], jax.Array, Any, jax.Array]:
+    now = dict(numbers) | {name: schedule(step) for name, schedule in schedules}
+
+    def gradient(p: ArrayTree) -> tuple[jax.Array, Any, ArrayTree]:
+        value, aux, loss_grad = loss_gradient(log_posterior, p, batch)
+        return value, aux, jax.tree.map(jax.lax.neg, loss_grad)
+
+    if rule.integrate is not None:
+        new_params, fields, value, aux = rule.integrate(params, fields, gradient, key, now)
+    else:
+        # The rule on the negated loss gradient, exactly as the optax face runs it: both faces
+        # give bit-identical chains from the same keys.
+        value, aux, grad_log_posterior = gradient(params)
+        increment, fields = rule.step(fields, grad_log_posterior, key, now)
+        new_params = optax.apply_updates(params, increment)
+    return new_params, fields, jnp.asarray(value, previous_value.dtype), aux, optax.safe_increment(step)
+
+
+_STATIC = ("rule", "log_posterior", "schedules")
+_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
+_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1))

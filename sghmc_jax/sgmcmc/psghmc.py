@@ -12,10 +12,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
@@ -40,14 +38,6 @@ class PSGHMCState(NamedTuple):
     log_posterior: jax.Array = float("nan")  # type: ignore[assignment]
     aux: Any = None
     step: jax.Array = 0  # type: ignore[assignment]
-
-
-def _check(
-    lr: Any, alpha: Any, sigma: Any, temperature: Any, decay: Any, eps: Any,
-    initial_scale: Any = 0.0,
-) -> None:
-    _checks.check_baoa_hyperparameters(lr=lr, alpha=alpha, sigma=sigma, temperature=temperature)
-    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
 
 
 def build(
@@ -103,20 +93,15 @@ def build(
         Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
         <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_initial_momenta(momenta)
-    _checks.check_target_temperature(
-        "psghmc", temperature, getattr(log_posterior, "temperature", None)
-    )
-    _check(lr, alpha, sigma, temperature, decay, eps, initial_scale)
+    _common.check_build(kernels.PSGHMC, log_posterior, {
+        "lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature, "decay": decay,
+        "eps": eps,
+    }, {"momenta": momenta, "initial_scale": initial_scale})
     init_fn = functools.partial(
         init, momenta=momenta, initial_scale=initial_scale, sigma=sigma, temperature=temperature,
         log_posterior=log_posterior,
     )
-    update_fn = functools.partial(
-        update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma,
-        temperature=temperature, decay=decay, eps=eps,
-    )
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature, decay=decay, eps=eps)
     return Transform(init_fn, update_fn)
 
 
@@ -150,11 +135,9 @@ def init(
         A `PSGHMCState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    params = _common.initial_params(params)
-    key = None if key is None else _checks.canonical_key(key)
-    m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
-    v0 = kernels.resolve_preconditioner(initial_scale, params)
-    return PSGHMCState(params, m0, v0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
+    return _common.init(
+        kernels.PSGHMC, PSGHMCState, params, {"momenta": momenta, "initial_scale": initial_scale, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+    )
 
 
 def update(
@@ -191,69 +174,9 @@ def update(
     Returns:
         The new `PSGHMCState`; `log_posterior` and `aux` are those at the old params.
     """
-    _common.check_log_posterior(log_posterior)
-    _check(lr, alpha, sigma, temperature, decay, eps)
-    _checks.check_float_tree("state.params", state.params)
-    key = _checks.canonical_key(key)
-    lr_value, lr_schedule = _common.split_schedule(lr)
-    t_value, t_schedule = _common.split_schedule(temperature)
-    d_value, d_schedule = _common.split_schedule(decay)
-    step_fn = _update_donated if inplace else _update_jit
-    params, momenta, v, value, aux, step = step_fn(
-        state.params,
-        state.momenta,
-        state.v,
-        jnp.asarray(state.step, jnp.int32),
-        jnp.asarray(state.log_posterior),
-        batch,
-        key,
-        lr_value,
-        alpha,
-        sigma,
-        t_value,
-        d_value,
-        eps,
-        log_posterior=log_posterior,
-        lr_schedule=lr_schedule,
-        temperature_schedule=t_schedule,
-        decay_schedule=d_schedule,
+    return _common.update(
+        kernels.PSGHMC, PSGHMCState, state, batch, log_posterior, {
+        "lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature, "decay": decay,
+        "eps": eps,
+    }, key, inplace
     )
-    return PSGHMCState(params, momenta, v, value, aux, step)
-
-
-def _update_impl(
-    params: ArrayTree,
-    momenta: ArrayTree,
-    v: ArrayTree,
-    step: jax.Array,
-    previous_value: jax.Array,
-    batch: Any,
-    key: jax.Array,
-    lr: jax.typing.ArrayLike | None,
-    alpha: jax.typing.ArrayLike,
-    sigma: jax.typing.ArrayLike,
-    temperature: jax.typing.ArrayLike | None,
-    decay: jax.typing.ArrayLike | None,
-    eps: jax.typing.ArrayLike,
-    *,
-    log_posterior: LogProbFn,
-    lr_schedule: Any,
-    temperature_schedule: Any,
-    decay_schedule: Any,
-) -> tuple[ArrayTree, ArrayTree, ArrayTree, jax.Array, Any, jax.Array]:
-    lr = _common.at(lr, lr_schedule, step)
-    temperature = _common.at(temperature, temperature_schedule, step)
-    decay = _common.at(decay, decay_schedule, step)
-    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
-    tx = transforms.psghmc(lr, alpha, sigma, temperature, 0.0, decay, eps, key=key)
-    increment, tx_state = tx.update(
-        loss_grad, transforms.PSGHMCTransformState(step, momenta, v, key), params, key=key
-    )
-    new_params = optax.apply_updates(params, increment)
-    value = jnp.asarray(value, previous_value.dtype)
-    return new_params, tx_state.momenta, tx_state.v, value, aux, tx_state.step
-
-
-_STATIC = ("log_posterior", "lr_schedule", "temperature_schedule", "decay_schedule")
-_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
-_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1, 2))

@@ -12,10 +12,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
@@ -38,14 +36,6 @@ class PSGLDState(NamedTuple):
     log_posterior: jax.Array = float("nan")  # type: ignore[assignment]
     aux: Any = None
     step: jax.Array = 0  # type: ignore[assignment]
-
-
-def _check(lr: Any, decay: Any, eps: Any, temperature: Any, initial_scale: Any = 0.0) -> None:
-    _checks.check_rules(
-        {"lr": lr, "temperature": temperature},
-        [("lr", lambda v: v > 0, "> 0"), ("temperature", lambda v: v >= 0, ">= 0")],
-    )
-    _checks.check_preconditioner(decay=decay, eps=eps, initial_scale=initial_scale)
 
 
 def build(
@@ -94,15 +84,11 @@ def build(
         Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_target_temperature(
-        "psgld", temperature, getattr(log_posterior, "temperature", None)
+    _common.check_build(kernels.PSGLD, log_posterior, {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature}, {"initial_scale": initial_scale})
+    init_fn = functools.partial(
+        init, initial_scale=initial_scale, log_posterior=log_posterior
     )
-    _check(lr, decay, eps, temperature, initial_scale)
-    init_fn = functools.partial(init, log_posterior=log_posterior, initial_scale=initial_scale)
-    update_fn = functools.partial(
-        update, log_posterior=log_posterior, lr=lr, decay=decay, eps=eps, temperature=temperature
-    )
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, decay=decay, eps=eps, temperature=temperature)
     return Transform(init_fn, update_fn)
 
 
@@ -130,10 +116,9 @@ def init(
         A `PSGLDState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    del key
-    params = _common.initial_params(params)
-    v0 = kernels.resolve_preconditioner(initial_scale, params)
-    return PSGLDState(params, v0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
+    return _common.init(
+        kernels.PSGLD, PSGLDState, params, {"initial_scale": initial_scale}, key, log_posterior, batch
+    )
 
 
 def update(
@@ -166,63 +151,6 @@ def update(
     Returns:
         The new `PSGLDState`; `log_posterior` and `aux` are those at the old params.
     """
-    _common.check_log_posterior(log_posterior)
-    _check(lr, decay, eps, temperature)
-    _checks.check_float_tree("state.params", state.params)
-    key = _checks.canonical_key(key)
-    lr_value, lr_schedule = _common.split_schedule(lr)
-    t_value, t_schedule = _common.split_schedule(temperature)
-    d_value, d_schedule = _common.split_schedule(decay)
-    step_fn = _update_donated if inplace else _update_jit
-    params, v, value, aux, step = step_fn(
-        state.params,
-        state.v,
-        jnp.asarray(state.step, jnp.int32),
-        jnp.asarray(state.log_posterior),
-        batch,
-        key,
-        lr_value,
-        d_value,
-        eps,
-        t_value,
-        log_posterior=log_posterior,
-        lr_schedule=lr_schedule,
-        decay_schedule=d_schedule,
-        temperature_schedule=t_schedule,
+    return _common.update(
+        kernels.PSGLD, PSGLDState, state, batch, log_posterior, {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature}, key, inplace
     )
-    return PSGLDState(params, v, value, aux, step)
-
-
-def _update_impl(
-    params: ArrayTree,
-    v: ArrayTree,
-    step: jax.Array,
-    previous_value: jax.Array,
-    batch: Any,
-    key: jax.Array,
-    lr: jax.typing.ArrayLike | None,
-    decay: jax.typing.ArrayLike | None,
-    eps: jax.typing.ArrayLike,
-    temperature: jax.typing.ArrayLike | None,
-    *,
-    log_posterior: LogProbFn,
-    lr_schedule: Any,
-    decay_schedule: Any,
-    temperature_schedule: Any,
-) -> tuple[ArrayTree, ArrayTree, jax.Array, Any, jax.Array]:
-    lr = _common.at(lr, lr_schedule, step)
-    decay = _common.at(decay, decay_schedule, step)
-    temperature = _common.at(temperature, temperature_schedule, step)
-    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
-    tx = transforms.psgld(lr, decay, eps, temperature, key=key)
-    increment, tx_state = tx.update(
-        loss_grad, transforms.PSGLDTransformState(step, v, key), params, key=key
-    )
-    new_params = optax.apply_updates(params, increment)
-    value = jnp.asarray(value, previous_value.dtype)
-    return new_params, tx_state.v, value, aux, tx_state.step
-
-
-_STATIC = ("log_posterior", "lr_schedule", "decay_schedule", "temperature_schedule")
-_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
-_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1))

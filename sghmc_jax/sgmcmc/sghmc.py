@@ -11,10 +11,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
@@ -86,26 +84,11 @@ def build(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_initial_momenta(momenta)
-    _checks.check_target_temperature(
-        "sghmc", temperature, getattr(log_posterior, "temperature", None)
-    )
-    _checks.check_sghmc_hyperparameters(
-        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
-    )
+    _common.check_build(kernels.SGHMC, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, {"momenta": momenta})
     init_fn = functools.partial(
         init, momenta=momenta, sigma=sigma, temperature=temperature, log_posterior=log_posterior
     )
-    update_fn = functools.partial(
-        update,
-        log_posterior=log_posterior,
-        lr=lr,
-        alpha=alpha,
-        beta=beta,
-        sigma=sigma,
-        temperature=temperature,
-    )
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature)
     return Transform(init_fn, update_fn)
 
 
@@ -137,15 +120,8 @@ def init(
         An `SGHMCState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    params = _common.initial_params(params)
-    key = None if key is None else _checks.canonical_key(key)
-    m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
-    return SGHMCState(
-        params,
-        m0,
-        _common.nan_value(params),
-        _common.initial_aux(log_posterior, params, batch),
-        _common.step_zero(),
+    return _common.init(
+        kernels.SGHMC, SGHMCState, params, {"momenta": momenta, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
     )
 
 
@@ -183,68 +159,6 @@ def update(
     Returns:
         The new `SGHMCState`; `log_posterior` and `aux` are those at the old params.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_sghmc_hyperparameters(
-        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
+    return _common.update(
+        kernels.SGHMC, SGHMCState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, key, inplace
     )
-    _checks.check_float_tree("state.params", state.params)
-    key = _checks.canonical_key(key)
-    lr_value, lr_schedule = (None, lr) if callable(lr) else (lr, None)
-    t_value, t_schedule = (None, temperature) if callable(temperature) else (temperature, None)
-    step_fn = _update_donated if inplace else _update_jit
-    params, momenta, value, aux, step = step_fn(
-        state.params,
-        state.momenta,
-        jnp.asarray(state.step, jnp.int32),
-        jnp.asarray(state.log_posterior),
-        batch,
-        key,
-        lr_value,
-        alpha,
-        beta,
-        sigma,
-        t_value,
-        log_posterior=log_posterior,
-        lr_schedule=lr_schedule,
-        temperature_schedule=t_schedule,
-    )
-    return SGHMCState(params, momenta, value, aux, step)
-
-
-def _update_impl(
-    params: ArrayTree,
-    momenta: ArrayTree,
-    step: jax.Array,
-    previous_value: jax.Array,
-    batch: Any,
-    key: jax.Array,
-    lr: jax.typing.ArrayLike | None,
-    alpha: jax.typing.ArrayLike,
-    beta: jax.typing.ArrayLike,
-    sigma: jax.typing.ArrayLike,
-    temperature: jax.typing.ArrayLike | None,
-    *,
-    log_posterior: LogProbFn,
-    lr_schedule: Any,
-    temperature_schedule: Any,
-) -> tuple[ArrayTree, ArrayTree, jax.Array, Any, jax.Array]:
-    if lr_schedule is not None:
-        lr = lr_schedule(step)
-    if temperature_schedule is not None:
-        temperature = temperature_schedule(step)
-    # The step goes through the optax face's own update on LOSS gradients, so both faces run the
-    # same operations in the same order and give bit-identical chains from the same keys.
-    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
-    tx = transforms.sghmc(lr, alpha, beta, sigma, temperature, momenta=0.0, key=key)
-    increment, tx_state = tx.update(
-        loss_grad, transforms.SGHMCTransformState(step, momenta, key), params, key=key
-    )
-    new_momenta = tx_state.momenta
-    new_params = optax.apply_updates(params, increment)
-    value = jnp.asarray(value, previous_value.dtype)
-    return new_params, new_momenta, value, aux, tx_state.step
-
-
-_STATIC = ("log_posterior", "lr_schedule", "temperature_schedule")
-_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
-_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1))

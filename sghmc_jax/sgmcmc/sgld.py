@@ -12,10 +12,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from sghmc_jax import _checks, transforms
+from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
@@ -78,15 +76,12 @@ def build(
         Welling & Teh, `Bayesian Learning via Stochastic Gradient Langevin Dynamics
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_target_temperature(
-        "sgld", temperature, getattr(log_posterior, "temperature", None)
+    _common.check_build(kernels.SGLD, log_posterior, {"lr": lr, "beta": beta, "temperature": temperature}, {})
+    init_fn = functools.partial(
+        init, log_posterior=log_posterior
     )
-    _checks.check_sgld_hyperparameters(lr=lr, beta=beta, temperature=temperature)
-    update_fn = functools.partial(
-        update, log_posterior=log_posterior, lr=lr, beta=beta, temperature=temperature
-    )
-    return Transform(functools.partial(init, log_posterior=log_posterior), update_fn)
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, beta=beta, temperature=temperature)
+    return Transform(init_fn, update_fn)
 
 
 def init(
@@ -111,9 +106,9 @@ def init(
         An `SGLDState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    del key
-    params = _common.initial_params(params)
-    return SGLDState(params, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
+    return _common.init(
+        kernels.SGLD, SGLDState, params, {}, key, log_posterior, batch
+    )
 
 
 def update(
@@ -146,55 +141,6 @@ def update(
     Returns:
         The new `SGLDState`; `log_posterior` and `aux` are those at the old params.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_sgld_hyperparameters(lr=lr, beta=beta, temperature=temperature)
-    _checks.check_float_tree("state.params", state.params)
-    key = _checks.canonical_key(key)
-    lr_value, lr_schedule = _common.split_schedule(lr)
-    t_value, t_schedule = _common.split_schedule(temperature)
-    step_fn = _update_donated if inplace else _update_jit
-    params, value, aux, step = step_fn(
-        state.params,
-        jnp.asarray(state.step, jnp.int32),
-        jnp.asarray(state.log_posterior),
-        batch,
-        key,
-        lr_value,
-        beta,
-        t_value,
-        log_posterior=log_posterior,
-        lr_schedule=lr_schedule,
-        temperature_schedule=t_schedule,
+    return _common.update(
+        kernels.SGLD, SGLDState, state, batch, log_posterior, {"lr": lr, "beta": beta, "temperature": temperature}, key, inplace
     )
-    return SGLDState(params, value, aux, step)
-
-
-def _update_impl(
-    params: ArrayTree,
-    step: jax.Array,
-    previous_value: jax.Array,
-    batch: Any,
-    key: jax.Array,
-    lr: jax.typing.ArrayLike | None,
-    beta: jax.typing.ArrayLike,
-    temperature: jax.typing.ArrayLike | None,
-    *,
-    log_posterior: LogProbFn,
-    lr_schedule: Any,
-    temperature_schedule: Any,
-) -> tuple[ArrayTree, jax.Array, Any, jax.Array]:
-    lr = _common.at(lr, lr_schedule, step)
-    temperature = _common.at(temperature, temperature_schedule, step)
-    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
-    # The optax face's own update on the loss gradient: both faces run the same operations.
-    tx = transforms.sgld(lr, beta, temperature, key=key)
-    increment, tx_state = tx.update(
-        loss_grad, transforms.SGLDTransformState(step, key), params, key=key
-    )
-    new_params = optax.apply_updates(params, increment)
-    return new_params, jnp.asarray(value, previous_value.dtype), aux, tx_state.step
-
-
-_STATIC = ("log_posterior", "lr_schedule", "temperature_schedule")
-_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
-_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0,))

@@ -2,8 +2,7 @@
 
 Code written for `posteriors.sgmcmc.sgnht` ports line by line; randomness is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Each update runs the optax face's (`sghmc_jax.sgnht`) update on the loss
-gradient, so both faces give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.SGNHT`) on the same gradient, so they give bit-identical chains from the same keys.
 
 Differences from posteriors in the maths: the position and the thermostat move with the NEW
 momentum (Ding et al.'s Algorithm 1, and the stable order of our SGHMC), where posteriors uses
@@ -16,10 +15,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from sghmc_jax import _checks, kernels, transforms
+from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
@@ -99,22 +96,12 @@ def build(
         Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
         NeurIPS 2014.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_initial_momenta(momenta)
-    _checks.check_target_temperature(
-        "sgnht", temperature, getattr(log_posterior, "temperature", None)
-    )
-    _checks.check_sgnht_hyperparameters(
-        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=xi
-    )
+    _common.check_build(kernels.SGNHT, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, {"momenta": momenta, "xi": xi})
     init_fn = functools.partial(
         init, momenta=momenta, xi=xi, alpha=alpha, sigma=sigma, temperature=temperature,
         log_posterior=log_posterior,
     )
-    update_fn = functools.partial(
-        update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma,
-        temperature=temperature,
-    )
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature)
     return Transform(init_fn, update_fn)
 
 
@@ -150,11 +137,9 @@ def init(
         An `SGNHTState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    params = _common.initial_params(params)
-    key = None if key is None else _checks.canonical_key(key)
-    m0 = kernels.resolve_momenta(momenta, params, key, sigma, _checks.value_at_start(temperature))
-    xi0 = kernels.resolve_xi(xi, alpha, params)
-    return SGNHTState(params, m0, xi0, _common.nan_value(params), _common.initial_aux(log_posterior, params, batch), _common.step_zero())
+    return _common.init(
+        kernels.SGNHT, SGNHTState, params, {"momenta": momenta, "xi": xi, "alpha": alpha, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+    )
 
 
 def update(
@@ -189,65 +174,6 @@ def update(
     Returns:
         The new `SGNHTState`; `log_posterior` and `aux` are those at the old params.
     """
-    _common.check_log_posterior(log_posterior)
-    _checks.check_sgnht_hyperparameters(
-        lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature, xi=None
+    return _common.update(
+        kernels.SGNHT, SGNHTState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, key, inplace
     )
-    _checks.check_float_tree("state.params", state.params)
-    key = _checks.canonical_key(key)
-    lr_value, lr_schedule = _common.split_schedule(lr)
-    t_value, t_schedule = _common.split_schedule(temperature)
-    step_fn = _update_donated if inplace else _update_jit
-    params, momenta, xi, value, aux, step = step_fn(
-        state.params,
-        state.momenta,
-        jnp.asarray(state.xi),
-        jnp.asarray(state.step, jnp.int32),
-        jnp.asarray(state.log_posterior),
-        batch,
-        key,
-        lr_value,
-        alpha,
-        beta,
-        sigma,
-        t_value,
-        log_posterior=log_posterior,
-        lr_schedule=lr_schedule,
-        temperature_schedule=t_schedule,
-    )
-    return SGNHTState(params, momenta, xi, value, aux, step)
-
-
-def _update_impl(
-    params: ArrayTree,
-    momenta: ArrayTree,
-    xi: jax.Array,
-    step: jax.Array,
-    previous_value: jax.Array,
-    batch: Any,
-    key: jax.Array,
-    lr: jax.typing.ArrayLike | None,
-    alpha: jax.typing.ArrayLike,
-    beta: jax.typing.ArrayLike,
-    sigma: jax.typing.ArrayLike,
-    temperature: jax.typing.ArrayLike | None,
-    *,
-    log_posterior: LogProbFn,
-    lr_schedule: Any,
-    temperature_schedule: Any,
-) -> tuple[ArrayTree, ArrayTree, jax.Array, jax.Array, Any, jax.Array]:
-    lr = _common.at(lr, lr_schedule, step)
-    temperature = _common.at(temperature, temperature_schedule, step)
-    value, aux, loss_grad = _common.loss_gradient(log_posterior, params, batch)
-    tx = transforms.sgnht(lr, alpha, beta, sigma, temperature, momenta=0.0, key=key)
-    increment, tx_state = tx.update(
-        loss_grad, transforms.SGNHTTransformState(step, momenta, xi, key), params, key=key
-    )
-    new_params = optax.apply_updates(params, increment)
-    value = jnp.asarray(value, previous_value.dtype)
-    return new_params, tx_state.momenta, tx_state.xi, value, aux, tx_state.step
-
-
-_STATIC = ("log_posterior", "lr_schedule", "temperature_schedule")
-_update_jit = jax.jit(_update_impl, static_argnames=_STATIC)
-_update_donated = jax.jit(_update_impl, static_argnames=_STATIC, donate_argnums=(0, 1))
