@@ -3,7 +3,9 @@
 Cases: one flat leaf of 10M float32 parameters, and a 200-leaf tree of 50k-element leaves (the
 compile-time case). Candidates, all jitted with params and state donated unless named otherwise:
 optax SGD with momentum (the floor), the same without donation, sghmc_jax's optax face (and, on
-the tree, the same traced with every leaf's generator fused into its own update), a "naive"
+the tree, the same traced with every leaf's generator fused into its own update), every other
+sampler of the family next to its own optax floor (SGLD: optax.sgd; SGNHT, BAOA: SGD with
+momentum; pSGLD: optax.rmsprop; pSGHMC: rmsprop with momentum), a "naive"
 SGHMC written the obvious way (one `jax.random.normal` per leaf, tree_map arithmetic), and
 BlackJAX's SGHMC diffusion step (skipped when blackjax is not importable).
 
@@ -38,6 +40,16 @@ import sghmc_jax  # noqa: E402
 from _common import EVERY_LEAF_FUSED  # noqa: E402
 
 LR, ALPHA = 1e-3, 0.1  # SGHMC ε, α; the floor is its T = 0 twin optax.sgd(ε², momentum=1 − εα)
+# Each sampler's own optax floor (its closest optimiser); the table's ratio column is to the
+# common floor, and the note adds the ratio to this one.
+FLOOR_OF = {
+    "sghmc_jax.sghmc": "optax sgd+momentum (floor)",
+    "sghmc_jax.sgnht": "optax sgd+momentum (floor)",
+    "sghmc_jax.baoa": "optax sgd+momentum (floor)",
+    "sghmc_jax.sgld": "optax sgd",
+    "sghmc_jax.psgld": "optax rmsprop",
+    "sghmc_jax.psghmc": "optax rmsprop+momentum",
+}
 
 
 def make_tree(case: str) -> dict[str, jax.Array]:
@@ -77,6 +89,15 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
     out.append(("optax sgd+momentum (floor)", optax_like(optax.sgd(LR**2, momentum=1 - LR * ALPHA), True), "donated"))
     out.append(("optax sgd+momentum, not donated", optax_like(optax.sgd(LR**2, momentum=1 - LR * ALPHA), False), ""))
     out.append(("sghmc_jax.sghmc", optax_like(sghmc_jax.sghmc(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
+    # The rest of the family, each next to its own optax floor (FLOOR_OF).
+    out.append(("optax sgd", optax_like(optax.sgd(LR), True), "donated"))
+    out.append(("optax rmsprop", optax_like(optax.rmsprop(LR, decay=0.99, eps=1e-5), True), "donated"))
+    out.append(("optax rmsprop+momentum", optax_like(optax.rmsprop(LR, decay=0.99, eps=1e-5, momentum=0.9), True), "donated"))
+    out.append(("sghmc_jax.sgld", optax_like(sghmc_jax.sgld(LR, key=0), True, with_key=True), "donated"))
+    out.append(("sghmc_jax.sgnht", optax_like(sghmc_jax.sgnht(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
+    out.append(("sghmc_jax.baoa", optax_like(sghmc_jax.baoa(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
+    out.append(("sghmc_jax.psgld", optax_like(sghmc_jax.psgld(LR, initial_scale=1.0, key=0), True, with_key=True), "donated"))
+    out.append(("sghmc_jax.psghmc", optax_like(sghmc_jax.psghmc(LR, alpha=ALPHA, initial_scale=1.0, key=0), True, with_key=True), "donated"))
     if case == "tree":
         # The same transform traced with every leaf's generator fused into its own update (no
         # bins, no lax.cond): what an accelerator may prefer; its compile time is the question.
@@ -175,6 +196,12 @@ def main() -> None:
             if c.name in compile_times:
                 c.compile_s = statistics.median(compile_times[c.name])
         results = _common.interleaved(cands, repeats=7 if args.quick else 21, floor=cands[0].name)
+        by_name = {r.name: r for r in results}
+        for r in results:
+            if r.name in FLOOR_OF:
+                floor = by_name[FLOOR_OF[r.name]]
+                own = f"{r.median_s / floor.median_s:.2f}x its floor ({floor.name}), compile {r.compile_s / floor.compile_s:.2f}x"
+                r.note = f"{r.note}; {own}" if r.note else own
         if args.rss:
             for r in results:
                 code, out = _common.run_python(sys.executable, __file__, ["--_rss", case, r.name], timeout=600)

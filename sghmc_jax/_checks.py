@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,10 +115,11 @@ def check_rules(values: dict[str, Any], rules: list[Rule]) -> dict[str, float | 
     return c
 
 
-_POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "> 0")
-_NON_NEGATIVE: tuple[Callable[[float], bool], str] = (lambda v: v >= 0, ">= 0")
-_ANY: tuple[Callable[[float], bool], str] = (lambda v: True, "real")
-_UNIT: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
+# The rules a hyperparameter table names: (check, how the rule reads in an error message).
+POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: tuple[Callable[[float], bool], str] = (lambda v: v >= 0, ">= 0")
+ANY: tuple[Callable[[float], bool], str] = (lambda v: True, "real")
+UNIT: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def _check_noise_rule(
@@ -144,53 +145,40 @@ def _check_noise_rule(
         )
 
 
-# Each sampler's hyperparameters: (name, rule, whether a schedule of the step is accepted), in
-# the order of its signature; `lr` is spelled `learning_rate` by the optax faces. The noise rule
-# (SGHMC and SGNHT: 2α − εβT >= 0; SGLD: 2 − εβT >= 0) is checked after the table.
-_LR = ("lr", *_POSITIVE, True)
-_TEMPERATURE = ("temperature", *_NON_NEGATIVE, True)
-_ALPHA = ("alpha", *_NON_NEGATIVE, False)
-_BETA = ("beta", *_NON_NEGATIVE, False)
-_SIGMA = ("sigma", *_POSITIVE, False)
-_DECAY = ("decay", *_UNIT, True)
-_EPS = ("eps", *_POSITIVE, False)
-HYPERPARAMETERS: dict[str, tuple[tuple[str, Callable[[float], bool], str, bool], ...]] = {
-    "sghmc": (_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
-    "sgld": (_LR, _BETA, _TEMPERATURE),
-    "sgnht": (_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
-    "baoa": (_LR, _ALPHA, _SIGMA, _TEMPERATURE),
-    "psgld": (_LR, _DECAY, _EPS, _TEMPERATURE),
-    "psghmc": (_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS),
-}
-_NOISE_RULE = {"sghmc": "alpha", "sgnht": "alpha", "sgld": None}
+class Hyperparameter(NamedTuple):
+    """One row of a sampler's hyperparameter table (`kernels.Rule.hyperparameters`)."""
+
+    name: str  # `lr` is spelled `learning_rate` by the optax faces
+    rule: tuple[Callable[[float], bool], str]
+    schedulable: bool  # whether a schedule of the step is accepted
 
 
-def check_hyperparameters(sampler: str, values: dict[str, Any], *, lr_name: str = "lr") -> None:
-    """Checks a sampler's hyperparameters against its table, for every value that is concrete.
+def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str = "lr") -> None:
+    """Checks hyperparameters against a sampler's table (`sampler.hyperparameters`, and its noise
+    rule `sampler.noise_rule`: "alpha" for 2α − εβT >= 0, "two" for 2 − εβT >= 0), for every
+    value that is concrete.
 
     Schedules are checked at step 0 (the only step whose value is known when built); a schedule
     where the table wants a number is a TypeError.
     """
-    table = HYPERPARAMETERS[sampler]
-    named = {(lr_name if name == "lr" else name): values[name] for name, *_ in table}
-    for name, _, _, schedulable in table:
-        arg = lr_name if name == "lr" else name
-        if callable(named[arg]) and not schedulable:
+    spelled = {h.name: (lr_name if h.name == "lr" else h.name) for h in sampler.hyperparameters}
+    named = {spelled[h.name]: values[h.name] for h in sampler.hyperparameters}
+    for h in sampler.hyperparameters:
+        arg = spelled[h.name]
+        if callable(named[arg]) and not h.schedulable:
             raise TypeError(f"`{arg}` must be a real number, not a schedule, got {named[arg]!r}")
-    c = check_rules(named, [((lr_name if n == "lr" else n), ok, rule) for n, ok, rule, _ in table])
-    if sampler in _NOISE_RULE:
-        alpha = _NOISE_RULE[sampler]
-        if alpha is None:
-            _check_noise_rule(sampler.upper(), c, lr_name, None)
-        elif c["alpha"] is not None:
-            _check_noise_rule(sampler.upper(), c, lr_name, c["alpha"])
+    c = check_rules(named, [(spelled[h.name], *h.rule) for h in sampler.hyperparameters])
+    if sampler.noise_rule == "two":
+        _check_noise_rule(sampler.name.upper(), c, lr_name, None)
+    elif sampler.noise_rule == "alpha" and c["alpha"] is not None:
+        _check_noise_rule(sampler.name.upper(), c, lr_name, c["alpha"])
 
 
 def check_initial_scale(initial_scale: Any) -> None:
     """The preconditioner's initial V: a scalar >= 0, or a pytree whose every (concrete) entry
     is >= 0."""
     if is_scalar_like(initial_scale):
-        check_rules({"initial_scale": initial_scale}, [("initial_scale", *_NON_NEGATIVE)])
+        check_rules({"initial_scale": initial_scale}, [("initial_scale", *NON_NEGATIVE)])
     else:
         check_float_tree("initial_scale", initial_scale)
         check_non_negative_tree("initial_scale", initial_scale)
@@ -202,7 +190,7 @@ def check_initial_xi(xi: Any) -> None:
         return
     if callable(xi):
         raise TypeError(f"`xi` must be a real number (the initial thermostat), got a callable {xi!r}")
-    check_rules({"xi": xi}, [("xi", *_ANY)])
+    check_rules({"xi": xi}, [("xi", *ANY)])
 
 
 def check_initial_momenta(momenta: Any) -> None:
@@ -210,7 +198,7 @@ def check_initial_momenta(momenta: Any) -> None:
     if momenta is None:
         return
     if is_scalar_like(momenta):
-        check_rules({"momenta": momenta}, [("momenta", *_ANY)])
+        check_rules({"momenta": momenta}, [("momenta", *ANY)])
     else:
         check_float_tree("momenta", momenta)
         check_finite_tree("momenta", momenta)

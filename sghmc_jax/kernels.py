@@ -17,6 +17,7 @@ in their own dtype, the noise is never rounded below float32); each leaf keeps i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -109,13 +110,24 @@ def _map_leaves(
         for cdt in dict.fromkeys(_compute_dtype(x.dtype) for x in leaves[0])
     }
 
+    # The formula is traced once per compute dtype and leaf shape, not once per leaf: a jitted
+    # call per leaf, which XLA inlines (a many-leaf model's trace and lowering were dominated by
+    # the formula's operations, each a jnp dispatch).
+    traced = {
+        cdt: jax.jit(functools.partial(_apply_formula, formula, cdt)) for cdt in cast
+    }
+
     def leaf(i: int, noise: jax.Array) -> tuple[jax.Array, ...]:
         args = [tree_leaves[i] for tree_leaves in leaves]
         cdt = _compute_dtype(args[0].dtype)
-        return formula(lambda x: _cast(x, cdt), cast[cdt], noise, *args)
+        return traced[cdt](cast[cdt], noise, *args)
 
     outputs = _noise.map_with_noise(key, leaves[0], leaf)
     return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
+
+
+def _apply_formula(formula: Callable[..., Any], cdt: Any, coefficients: tuple, noise: jax.Array, *leaves: jax.Array) -> Any:
+    return formula(lambda x: _cast(x, cdt), coefficients, noise, *leaves)
 
 
 class Rule(NamedTuple):
@@ -131,6 +143,9 @@ class Rule(NamedTuple):
             one step from the gradient at the current params with the hyperparameters' values
             at this step.
         draws_at_init: whether `init` draws from a key (the optax face then splits its key).
+        hyperparameters: its hyperparameter table, in its signature's order (checked by both
+            faces, when built and when traced with concrete values).
+        noise_rule: "alpha" when it needs 2α − εβT >= 0, "two" for 2 − εβT >= 0, else None.
         integrate: for a sampler that takes more than one gradient per step, `integrate(params,
             fields, gradient, key, hyper) -> (new params, new fields, value, aux)`, with
             `gradient(params) -> (value, aux, grad_log_posterior)` on the step's minibatch at
@@ -143,6 +158,8 @@ class Rule(NamedTuple):
     init: Callable[[ArrayTree, jax.Array | None, Mapping[str, Any]], dict[str, Any]]
     step: Callable[..., tuple[ArrayTree, dict[str, Any]]] | None
     draws_at_init: bool
+    hyperparameters: tuple[_checks.Hyperparameter, ...]
+    noise_rule: str | None = None
     integrate: Callable[..., tuple[ArrayTree, dict[str, Any], jax.Array, Any]] | None = None
 
 
@@ -221,6 +238,16 @@ def resolve_xi(
         jnp.result_type(*[jnp.result_type(p) for p in jax.tree.leaves(params)]), jnp.float32
     )
     return jnp.asarray(alpha if xi is None else xi, dtype)
+
+
+_H = _checks.Hyperparameter
+_LR = _H("lr", _checks.POSITIVE, True)
+_ALPHA = _H("alpha", _checks.NON_NEGATIVE, True)
+_BETA = _H("beta", _checks.NON_NEGATIVE, True)
+_SIGMA = _H("sigma", _checks.POSITIVE, False)
+_TEMPERATURE = _H("temperature", _checks.NON_NEGATIVE, True)
+_DECAY = _H("decay", _checks.UNIT, True)
+_EPS = _H("eps", _checks.POSITIVE, False)
 
 
 def _with_momenta(params: ArrayTree, key: jax.Array | None, s: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,7 +334,10 @@ def _sghmc(fields, grad, key, h):
     return increment, {"momenta": momenta}
 
 
-SGHMC = Rule("sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True)
+SGHMC = Rule(
+    "sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+)
 
 
 def sgld_step(
@@ -364,7 +394,10 @@ def _sgld(fields, grad, key, h):
     return sgld_step(grad, key, h["lr"], h["beta"], h["temperature"]), {}
 
 
-SGLD = Rule("sgld", (), lambda params, key, s: {}, _sgld, draws_at_init=False)
+SGLD = Rule(
+    "sgld", (), lambda params, key, s: {}, _sgld, draws_at_init=False,
+    hyperparameters=(_LR, _BETA, _TEMPERATURE), noise_rule="two",
+)
 
 
 def sgnht_step(
@@ -469,7 +502,10 @@ def _sgnht(fields, grad, key, h):
     return increment, {"momenta": momenta, "xi": xi}
 
 
-SGNHT = Rule("sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True)
+SGNHT = Rule(
+    "sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+)
 
 
 def baoa_step(
@@ -549,7 +585,10 @@ def _baoa(fields, grad, key, h):
     return increment, {"momenta": momenta}
 
 
-BAOA = Rule("baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True)
+BAOA = Rule(
+    "baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+)
 
 
 def _rms_preconditioner(up, v, g, decay, eps):
@@ -632,11 +671,8 @@ def _psgld(fields, grad, key, h):
 
 
 PSGLD = Rule(
-    "psgld",
-    ("v",),
-    lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
-    _psgld,
-    draws_at_init=False,
+    "psgld", ("v",), lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
+    _psgld, draws_at_init=False, hyperparameters=(_LR, _DECAY, _EPS, _TEMPERATURE),
 )
 
 
@@ -732,4 +768,7 @@ def _psghmc(fields, grad, key, h):
     return increment, {"momenta": momenta, "v": v}
 
 
-PSGHMC = Rule("psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True)
+PSGHMC = Rule(
+    "psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS),
+)

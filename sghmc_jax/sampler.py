@@ -86,7 +86,9 @@ class SampleResult:
 
     def to_arviz(self) -> Any:
         """The draws of the chains that did not diverge as an `arviz.InferenceData` (needs
-        ArviZ: `pip install sghmc_jax[arviz]`), with the log posterior as sample stats."""
+        ArviZ: `pip install sghmc_jax[arviz]`), with the log posterior at each draw as the
+        sample stat `lp` (NaN for the last draw when the run ended with it: its log posterior
+        is evaluated by the next step)."""
         try:
             import arviz as az
         except ImportError as err:
@@ -94,7 +96,13 @@ class SampleResult:
         ok = self._healthy()
         leaves, _ = jax.tree_util.tree_flatten_with_path(self.samples)
         posterior = {diagnostics._path_name(path): np.asarray(leaf)[ok] for path, leaf in leaves}
-        return az.from_dict(posterior=posterior)
+        # The trace's column j is the log posterior at the params after (first + j) steps.
+        first = int(self.final_state.step) - self.log_posterior.shape[1]
+        index = self.sample_steps - first
+        inside = index < self.log_posterior.shape[1]
+        lp = np.full((int(ok.sum()), len(index)), np.nan, self.log_posterior.dtype)
+        lp[:, inside] = self.log_posterior[ok][:, index[inside]]
+        return az.from_dict(posterior=posterior, sample_stats={"lp": lp})
 
     def __repr__(self) -> str:
         shapes = jax.tree.map(lambda x: tuple(np.shape(x)[2:]), self.samples)

@@ -48,7 +48,7 @@ def _transform(
     """The optax face of `rule`: its state is `state_type(step, *rule.fields, key)`.
 
     `hyperparameters` are the rule's (numbers or schedules of the state's step, checked here
-    against `_checks.HYPERPARAMETERS`), `settings` its initial-state options (e.g. `momenta`).
+    against the rule's table), `settings` its initial-state options (e.g. `momenta`).
     The incoming updates are loss gradients; the rule gets their negation, the gradient of the
     log posterior, and the increment it returns is the update.
     """
@@ -57,7 +57,7 @@ def _transform(
             f"{rule.name} takes more than one gradient per step, so it has no optax face (an "
             "optax update receives one gradient, at the current params): use its functional face"
         )
-    _checks.check_hyperparameters(rule.name, hyperparameters, lr_name="learning_rate")
+    _checks.check_hyperparameters(rule, hyperparameters, lr_name="learning_rate")
     _checks.check_settings(settings)
     base_key = _checks.canonical_key(key)
 

@@ -85,7 +85,8 @@ _NAN_TEMPERATURE = ({"temperature": float("nan")}, r"`temperature` must be finit
 _NEGATIVE_ALPHA = ({"alpha": -1.0}, r"`alpha` must be finite and >= 0, got alpha=-1.0")
 _ZERO_SIGMA = ({"sigma": 0.0}, r"`sigma` must be finite and > 0, got sigma=0.0")
 _ARRAY_ALPHA = ({"alpha": np.ones(3)}, r"`alpha` must be a scalar, got an array of shape \(3,\)")
-_SCHEDULED_ALPHA = ({"alpha": lambda s: 1.0}, r"`alpha` must be a real number, not a schedule")
+_SCHEDULED_SIGMA = ({"sigma": lambda s: 1.0}, r"`sigma` must be a real number, not a schedule")
+_SCHEDULED_NEGATIVE_ALPHA = ({"alpha": lambda s: -0.5}, r"`alpha` must be finite and >= 0, got alpha=-0.5 \(a schedule, at step 0\)")
 _DECAY = ({"decay": 1.5}, r"`decay` must be finite and in \[0, 1\], got decay=1.5")
 _SCHEDULED_DECAY = ({"decay": lambda s: -0.1}, r"`decay` must be finite and in \[0, 1\], got decay=-0.1 \(a schedule, at step 0\)")
 _EPS = ({"eps": 0.0}, r"`eps` must be finite and > 0, got eps=0.0")
@@ -115,7 +116,7 @@ SAMPLERS = [
         settings={},
         invalid=(
             _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA,
-            _ARRAY_ALPHA, _SCHEDULED_ALPHA,
+            _ARRAY_ALPHA, _SCHEDULED_SIGMA, _SCHEDULED_NEGATIVE_ALPHA,
             ({"beta": -0.5}, r"`beta` must be finite and >= 0, got beta=-0.5"),
             ({"alpha": 0.01, "beta": 1.0, "lr": 0.1, "temperature": 1.0},
              r"SGHMC's noise variance needs 2\*alpha - lr\*beta\*temperature >= 0 .*= -0.08; lower `{lr}` or `beta`, or raise `alpha`"),
@@ -138,7 +139,7 @@ SAMPLERS = [
             ({"beta": -1.0}, r"`beta` must be finite and >= 0, got beta=-1.0"),
             ({"lr": 0.5, "beta": 5.0, "temperature": 1.0},
              r"SGLD's noise variance needs 2 - lr\*beta\*temperature >= 0 .* got 2 - 0.5\*5.0\*1.0 = -0.5; lower `{lr}` or `beta`"),
-            ({"beta": lambda s: 1.0}, r"`beta` must be a real number, not a schedule"),
+            ({"beta": lambda s: -1.0}, r"`beta` must be finite and >= 0, got beta=-1.0 \(a schedule, at step 0\)"),
         ),
         signature=("log_posterior", "lr", "beta", "temperature"),
         linear=Linear(
@@ -168,7 +169,7 @@ SAMPLERS = [
         hyper={"lr": 1e-3, "alpha": 0.5, "sigma": 1.3, "temperature": 0.7},
         settings={},
         invalid=(
-            _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_ALPHA,
+            _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_SIGMA,
             ({"momenta": np.float32("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
         ),
         signature=("log_posterior", "lr", "alpha", "sigma", "temperature", "momenta"),

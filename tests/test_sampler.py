@@ -422,6 +422,11 @@ def test_to_arviz_and_summary_agree():
     )
     idata = r.to_arviz()
     assert idata.posterior["w"].shape == (2, 400, 2)
+    # The log posterior at each draw's params: the next step's trace entry.
+    lp = np.asarray(idata.sample_stats["lp"])
+    np.testing.assert_array_equal(lp[:, :-1], r.log_posterior[:, 1:])
+    np.testing.assert_allclose(lp[:, 0], -0.5 * np.sum(r.samples["w"][:, 0] ** 2, axis=-1), rtol=1e-5)
+    assert np.all(np.isnan(lp[:, -1]))
     import arviz as az
 
     np.testing.assert_allclose(

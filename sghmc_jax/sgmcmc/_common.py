@@ -36,7 +36,7 @@ def check_build(
     """Everything `build` checks: the log posterior, the hyperparameters against the rule's table,
     the initial-state settings, and the temperature against the log posterior's."""
     check_log_posterior(log_posterior)
-    _checks.check_hyperparameters(rule.name, hyperparameters)
+    _checks.check_hyperparameters(rule, hyperparameters)
     _checks.check_settings(settings)
     _checks.check_target_temperature(
         rule.name, hyperparameters["temperature"], getattr(log_posterior, "temperature", None)
@@ -125,7 +125,7 @@ def update(
     schedules), with the numeric hyperparameters traced, and with the state's buffers donated
     when `inplace`."""
     check_log_posterior(log_posterior)
-    _checks.check_hyperparameters(rule.name, hyperparameters)
+    _checks.check_hyperparameters(rule, hyperparameters)
     _checks.check_float_tree("state.params", state.params)
     numbers = {k: v for k, v in hyperparameters.items() if not callable(v)}
     schedules = tuple((k, v) for k, v in hyperparameters.items() if callable(v))
