@@ -145,8 +145,8 @@ def sghmc(
 
     Args:
         learning_rate: step size ε > 0, a float or an optax schedule of the step.
-        alpha: friction α >= 0.
-        beta: estimate β >= 0 of the gradient-noise variance; needs 2α − εβT >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
+        beta: estimate β >= 0 of the gradient-noise variance (a float or a schedule); needs 2α − εβT >= 0.
         sigma: momentum scale σ > 0 (the momenta's target standard deviation at T = 1).
         temperature: T >= 0, a float or a schedule; T = 1 is the posterior, T < 1 a cold one.
         momenta: initial momenta: None draws them from N(0, σ²T) (N(0, 1) at σ = T = 1, zero at
@@ -216,7 +216,7 @@ def sgld(
 
     Args:
         learning_rate: step size ε > 0, a float or an optax schedule of the step.
-        beta: estimate β >= 0 of the gradient-noise variance; needs 2 − εβT >= 0.
+        beta: estimate β >= 0 of the gradient-noise variance (a float or a schedule); needs 2 − εβT >= 0.
         temperature: T >= 0, a float or a schedule; T = 1 is the posterior.
         key: a PRNG key (typed or raw) or an int seed.
 
@@ -294,7 +294,7 @@ def sgnht(
         learning_rate: step size ε > 0, a float or an optax schedule of the step.
         alpha: α >= 0: sets the injected noise, the thermostat's stationary mean and its
             default initial value.
-        beta: estimate β >= 0 of the gradient-noise variance; needs 2α − εβT >= 0.
+        beta: estimate β >= 0 of the gradient-noise variance (a float or a schedule); needs 2α − εβT >= 0.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule.
         momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
@@ -369,7 +369,7 @@ def baoa(
 
     Args:
         learning_rate: step size ε > 0, a float or an optax schedule of the step.
-        alpha: friction α >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule.
         momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
@@ -526,7 +526,7 @@ def psghmc(
 
     Args:
         learning_rate: step size ε > 0, a float or an optax schedule of the step.
-        alpha: friction α >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule.
         momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.

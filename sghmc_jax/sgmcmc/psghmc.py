@@ -65,7 +65,7 @@ def build(
     Args:
         log_posterior: `log_posterior(params, batch) -> (value, aux)`, value a scalar.
         lr: step size ε > 0, a float or a schedule of the step.
-        alpha: friction α >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule of the step.
         momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
@@ -163,7 +163,7 @@ def update(
         batch: the data batch passed to `log_posterior`.
         log_posterior: `log_posterior(params, batch) -> (value, aux)`.
         lr: step size ε > 0, a float or a schedule of `state.step`.
-        alpha: friction α >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule of `state.step`.
         decay: ρ in [0, 1], a float or a schedule of `state.step`.

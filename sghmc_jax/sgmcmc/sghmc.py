@@ -60,8 +60,8 @@ def build(
     Args:
         log_posterior: `log_posterior(params, batch) -> (value, aux)`, value a scalar.
         lr: step size ε > 0, a float or a schedule of the step.
-        alpha: friction α >= 0.
-        beta: gradient-noise variance estimate β >= 0; needs 2α − εβT >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
+        beta: gradient-noise variance estimate β >= 0 (a float or a schedule); needs 2α − εβT >= 0.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule of the step.
         momenta: initial momenta: None draws N(0, σ²T), a scalar fills, a pytree is used as is.
@@ -148,8 +148,8 @@ def update(
         batch: the data batch passed to `log_posterior`.
         log_posterior: `log_posterior(params, batch) -> (value, aux)`.
         lr: step size ε > 0, a float or a schedule of `state.step`.
-        alpha: friction α >= 0.
-        beta: gradient-noise variance estimate β >= 0.
+        alpha: friction α >= 0, a float or a schedule of the step.
+        beta: gradient-noise variance estimate β >= 0, a float or a schedule of the step.
         sigma: momentum scale σ > 0.
         temperature: T >= 0, a float or a schedule of `state.step`.
         key: this step's PRNG key (typed, raw uint32 or int seed); use each key once.

@@ -55,7 +55,7 @@ def build(
     Args:
         log_posterior: `log_posterior(params, batch) -> (value, aux)`, value a scalar.
         lr: step size ε > 0, a float or a schedule of the step.
-        beta: gradient-noise variance estimate β >= 0; needs 2 − εβT >= 0.
+        beta: gradient-noise variance estimate β >= 0 (a float or a schedule); needs 2 − εβT >= 0.
         temperature: T >= 0, a float or a schedule of the step.
 
     Returns:
@@ -132,7 +132,7 @@ def update(
         batch: the data batch passed to `log_posterior`.
         log_posterior: `log_posterior(params, batch) -> (value, aux)`.
         lr: step size ε > 0, a float or a schedule of `state.step`.
-        beta: gradient-noise variance estimate β >= 0.
+        beta: gradient-noise variance estimate β >= 0, a float or a schedule of the step.
         temperature: T >= 0, a float or a schedule of `state.step`.
         key: this step's PRNG key (typed, raw uint32 or int seed); use each key once.
         inplace: donate the state's params buffers to the result (the old state's arrays are
