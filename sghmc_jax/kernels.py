@@ -311,20 +311,28 @@ def sghmc_step(
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
 
+    _, coefficients = _coefficients(_sghmc_coefficients(None), lr, alpha, beta, sigma, temperature)
+    return _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
+
+
+def _sghmc_coefficients(friction: jax.Array | None) -> Callable[..., tuple[jax.Array, ...]]:
+    """SGHMC's scalars, with friction α (None) or a given friction (SGNHT's thermostat ξ); the
+    injected noise is α's either way."""
+
     def derive(lr, alpha, beta, sigma, temperature):
         drift = lr / (sigma * sigma)
-        decay = 1 - _unfused(drift * alpha)
+        decay = 1 - _unfused(drift * (alpha if friction is None else friction))
         noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _unfused(lr * beta * temperature)))
         return decay, lr, noise_std, drift
 
-    _, coefficients = _coefficients(derive, lr, alpha, beta, sigma, temperature)
+    return derive
 
-    def leaf(up, c, noise, m, g):
-        decay, lr, noise_std, drift = c
-        m_new = _cast(decay * up(m) + lr * up(g) + noise_std * up(noise), m.dtype)
-        return _cast(drift * up(m_new), m.dtype), m_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+def _sghmc_leaf(up, c, noise, m, g):
+    """m ← decay·m + ε g + noise_std·ξ (stored in m's dtype); the increment ε σ⁻² m."""
+    decay, lr, noise_std, drift = c
+    m_new = _cast(decay * up(m) + lr * up(g) + noise_std * up(noise), m.dtype)
+    return _cast(drift * up(m_new), m.dtype), m_new
 
 
 def _sghmc(fields, grad, key, h):
@@ -459,23 +467,10 @@ def sgnht_step(
     """
 
     xi = jnp.asarray(xi)
-
-    def derive(lr, alpha, beta, sigma, temperature):
-        drift = lr / (sigma * sigma)
-        decay = 1 - _unfused(drift * xi)
-        noise_std = jnp.sqrt(lr * temperature * (2 * alpha - _unfused(lr * beta * temperature)))
-        return decay, lr, noise_std, drift
-
     (_, _, _, sigma, temperature), coefficients = _coefficients(
-        derive, lr, alpha, beta, sigma, temperature
+        _sghmc_coefficients(xi), lr, alpha, beta, sigma, temperature
     )
-
-    def leaf(up, c, noise, m, g):
-        decay, lr, noise_std, drift = c
-        m_new = _cast(decay * up(m) + lr * up(g) + noise_std * up(noise), m.dtype)
-        return _cast(drift * up(m_new), m.dtype), m_new
-
-    increment, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+    increment, new_momenta = _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
     # The kinetic temperature of the momenta as stored, so users recomputing it from the state
     # see exactly what drove the thermostat.
     xdt = _compute_dtype(xi.dtype)
