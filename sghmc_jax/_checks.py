@@ -172,6 +172,16 @@ def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str 
         _check_noise_rule(sampler.name.upper(), c, lr_name, None)
     elif sampler.noise_rule == "alpha" and c["alpha"] is not None:
         _check_noise_rule(sampler.name.upper(), c, lr_name, c["alpha"])
+    if sampler.explicit_friction and None not in (c[lr_name], c["alpha"], c["sigma"]):
+        damping = c[lr_name] * c["alpha"] / c["sigma"] ** 2
+        if damping >= 2:
+            raise ValueError(
+                f"{sampler.name.upper()} needs {lr_name}*alpha/sigma**2 < 2 (its momentum is "
+                f"multiplied by 1 - {lr_name}*alpha/sigma**2 each step, which must stay above -1 or "
+                f"the momenta grow without bound), got {c[lr_name]!r}*{c['alpha']!r}/{c['sigma']!r}**2 = "
+                f"{damping!r}; lower `{lr_name}` or `alpha`, or raise `sigma` (critical damping is near 1; "
+                f"BAOA's exact friction step has no such limit)"
+            )
 
 
 def check_initial_scale(initial_scale: Any) -> None:

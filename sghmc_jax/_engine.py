@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checks
+from sghmc_jax import _checks, _noise
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -66,6 +66,61 @@ class SamplerState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run lives on a device mesh: the chain axis of every per-chain array on
+    `chain_axis`, the data's shard axis (and each minibatch) on `data_axis`, and each params leaf
+    partitioned as `param_specs` says (the user's params' own specs over the other mesh axes)."""
+
+    mesh: jax.sharding.Mesh
+    chain_axis: str | None
+    data_axis: str | None
+    param_specs: tuple[jax.sharding.PartitionSpec, ...]
+    param_paths: tuple[tuple[str, tuple[int, ...]], ...]  # (keystr path, shape) per params leaf
+
+    def chains(self, *rest: Any) -> jax.sharding.NamedSharding:
+        """Sharding of an array with a leading chain axis, then `rest` (a PartitionSpec's)."""
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.chain_axis, *rest))
+
+    def replicated(self) -> jax.sharding.NamedSharding:
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+    def params(self, tree: ArrayTree) -> ArrayTree:
+        """Constrains chain-stacked params (or a tree shaped like them) to their shardings."""
+        leaves, treedef = jax.tree.flatten(tree)
+        return jax.tree.unflatten(
+            treedef,
+            [jax.lax.with_sharding_constraint(x, self.chains(*spec)) for x, spec in zip(leaves, self.param_specs)],
+        )
+
+    def like_params(self, tree: Any) -> Any:
+        """Constrains a per-chain tree (a transform state) leaf by leaf: a leaf shaped like a
+        params leaf whose path ends with that leaf's path (or, failing that, the only params
+        leaf of its shape) is partitioned like it; any other is split over chains only."""
+
+        def spec_for(path: str, shape: tuple[int, ...]) -> Any:
+            matches = [i for i, (p, s) in enumerate(self.param_paths) if s == shape and path.endswith(p)]
+            if not matches:
+                matches = [i for i, (_, s) in enumerate(self.param_paths) if s == shape]
+            return self.param_specs[matches[-1]] if len(matches) >= 1 else jax.sharding.PartitionSpec()
+
+        def constrain(path: Any, x: jax.Array) -> jax.Array:
+            if not hasattr(x, "shape") or jnp.ndim(x) == 0:
+                return x
+            spec = spec_for(jax.tree_util.keystr(path), tuple(x.shape[1:]))
+            return jax.lax.with_sharding_constraint(x, self.chains(*spec))
+
+        return jax.tree_util.tree_map_with_path(constrain, tree)
+
+    def data_sharding(self) -> jax.sharding.NamedSharding:
+        """The data's (shard, example, ...) layout: shards on `data_axis`."""
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.data_axis))
+
+
+def _constrain(x: Any, sharding: Any) -> Any:
+    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+@dataclasses.dataclass(frozen=True)
 class ChunkSpec:
     """What a compiled chunk depends on besides the functions and the state's shapes."""
 
@@ -75,6 +130,8 @@ class ChunkSpec:
     num_data: int | None
     freeze_diverged: bool
     value_dtype: str  # the log posterior's dtype
+    data_shards: int = 1  # data held as (shard, example, ...), each chain's minibatch stratified
+    placement: Placement | None = None
 
     @property
     def max_draws(self) -> int:
@@ -124,21 +181,42 @@ def _step(
     """One step of every chain; returns the new state and the (chain,) log posterior."""
     t = state.step
     perm = state.perm
+    place = spec.placement
     if data is not None:
-        per_epoch = spec.num_data // spec.batch_size
+        # The data are (shard, example, ...): each chain walks its own permutation of every
+        # shard per epoch and takes batch_size / shards examples from each, so that each device
+        # of a data axis draws its part of the minibatch from the examples it holds. One shard
+        # is the plain scheme: a permutation of all N examples per chain per epoch.
+        shards = spec.data_shards
+        n_local, b_local = spec.num_data // shards, spec.batch_size // shards
+        per_epoch = n_local // b_local
         j = t % per_epoch
         epoch = t // per_epoch
-        n = spec.num_data
 
         def new_perm() -> jax.Array:
-            return jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(
-                state.data_key
-            ).astype(jnp.int32)
+            def chain(k: jax.Array) -> jax.Array:
+                k = jax.random.fold_in(k, epoch)
+                if shards == 1:
+                    return jax.random.permutation(k, n_local)[None]
+                return jax.vmap(lambda d: jax.random.permutation(jax.random.fold_in(k, d), n_local))(
+                    jnp.arange(shards)
+                )
+
+            return jax.vmap(chain)(state.data_key).astype(jnp.int32)
 
         # `t` is shared by all chains, so this stays a real branch under the chain vmap.
         perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
-        idx = jax.lax.dynamic_slice_in_dim(perm, j * spec.batch_size, spec.batch_size, axis=1)
-        batch = jax.vmap(lambda i: jax.tree.map(lambda x: x[i], data))(idx)
+        idx = jax.lax.dynamic_slice_in_dim(perm, j * b_local, b_local, axis=2)  # (chain, shard, b)
+
+        def gather(x: jax.Array) -> jax.Array:
+            if shards == 1:  # data held as (N, ...)
+                return jax.vmap(lambda i: x[i[0]])(idx)
+            picked = jax.vmap(lambda i: jax.vmap(lambda xs, ix: xs[ix])(x, i))(idx)
+            return picked.reshape((picked.shape[0], spec.batch_size, *x.shape[2:]))
+
+        batch = jax.tree.map(gather, data)
+        if place is not None:
+            batch = jax.tree.map(lambda b: _constrain(b, place.chains(place.data_axis)), batch)
         batch_axis = 0
     else:
         batch = host_batch
@@ -156,9 +234,16 @@ def _step(
         )
         return optax.apply_updates(params, updates), tx_state, -neg_value
 
-    params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
-        state.params, state.transform_state, state.noise_key, batch
-    )
+    # The noise bins' conditionals take a zero made from the step count every chain shares, not
+    # from chain 0's key: with chains on several devices, the step needs no communication.
+    with _noise.shared_zero(t):
+        params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
+            state.params, state.transform_state, state.noise_key, batch
+        )
+    if place is not None:
+        params = place.params(params)
+        tx_state = place.like_params(tx_state)
+        value = _constrain(value, place.chains())
     alive = state.diverged_at < 0
     value_ok = jnp.isfinite(value)
     params_ok = _all_finite(params)
@@ -252,7 +337,12 @@ def _host_batch(xs: Any, pos: Any) -> Any:
 
 
 def initial_state_program(
-    transform: Any, is_transform: bool, num_chains: int, num_data: int, stacked: bool
+    transform: Any,
+    is_transform: bool,
+    num_chains: int,
+    perm_shape: tuple[int, ...],
+    stacked: bool,
+    placement: Placement | None = None,
 ) -> Callable[[jax.Array, ArrayTree], SamplerState]:
     """(the run's key, the user's initial params) -> the chains' initial `SamplerState` (no
     `last_finite`). The params are broadcast to every chain (or taken per chain when `stacked`)
@@ -266,16 +356,29 @@ def initial_state_program(
     def init(key: jax.Array, params: ArrayTree) -> SamplerState:
         if not stacked:
             params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))), params)
-        tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+        if placement is not None:
+            params = placement.params(params)
+        # The initial momenta's noise bins take a zero from the run's key, which every chain shares.
+        with _noise.shared_zero(jax.random.key_data(key).ravel()[0]):
+            tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+        perm = jnp.zeros((num_chains, *perm_shape), jnp.int32)
+        diverged_at = jnp.full((num_chains,), -1, jnp.int32)
+        diverged_in_params = jnp.zeros((num_chains,), bool)
+        if placement is not None:
+            tx_state = placement.like_params(tx_state)
+            noise_key, data_key, diverged_at, diverged_in_params = (
+                _constrain(x, placement.chains()) for x in (noise_key, data_key, diverged_at, diverged_in_params)
+            )
+            perm = _constrain(perm, placement.chains(placement.data_axis))
         return SamplerState(
             step=jnp.zeros([], jnp.int32),
             params=params,
             transform_state=tx_state,
             noise_key=noise_key,
             data_key=data_key,
-            perm=jnp.zeros((num_chains, num_data), jnp.int32),
-            diverged_at=jnp.full((num_chains,), -1, jnp.int32),
-            diverged_in_params=jnp.zeros((num_chains,), bool),
+            perm=perm,
+            diverged_at=diverged_at,
+            diverged_in_params=diverged_in_params,
         )
 
     return init

@@ -14,8 +14,10 @@ give the numbers of an unsharded run, whichever path (fused, binned) generates t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from collections.abc import Callable
 from typing import Any
 
@@ -203,6 +205,28 @@ def _unbatched_vmap(axis_size: int, in_batched: list[bool], x: jax.Array) -> tup
     return (x[0] if in_batched[0] else x), False
 
 
+_SHARED_ZEROS: list[jax.Array] = []
+
+
+@contextlib.contextmanager
+def shared_zero(source: jax.Array) -> Iterator[None]:
+    """While tracing inside this scope, the bins' conditionals take an opaque runtime zero made
+    from `source`, a uint32 scalar the caller has outside any vmap over chains (the sampler's
+    step count, or its run key's data), instead of one derived from the key and the previous bin.
+
+    Under a vmap over chains the key-derived zero is chain 0's (`_unbatched`), which, when the
+    chains are sharded over devices, is a cross-device broadcast every step; this keeps the
+    step free of communication. The bins are then ordered by an optimization barrier on the
+    chain's own values. The numbers do not change (a zero is a zero).
+    """
+    source = jnp.asarray(source, _U32)
+    _SHARED_ZEROS.append(_opaque_zero(source, source))
+    try:
+        yield
+    finally:
+        _SHARED_ZEROS.pop()
+
+
 @functools.lru_cache(maxsize=64)
 def _bin_branches(padded: int, dtype: Any) -> tuple[Callable, Callable]:
     """The two branches of a bin's conditional: one pair of function objects per (size, dtype),
@@ -244,7 +268,10 @@ def _small_leaf_noise(
     local = [o - start for o, _ in members]
     # The bin's start goes in as a runtime value (+ an opaque zero) rather than a constant, which
     # XLA would sink into the branch and bake into the generator, one distinct kernel per bin.
-    zero = _opaque_zero(_unbatched(k0), _unbatched(k1)) + _unbatched(token)
+    if _SHARED_ZEROS:
+        zero = _SHARED_ZEROS[-1]
+    else:
+        zero = _opaque_zero(_unbatched(k0), _unbatched(k1)) + _unbatched(token)
     operands = (
         jnp.asarray(start >> 32, _U32) + zero,
         jnp.asarray(start & 0xFFFFFFFF, _U32) ^ zero,  # not "+": XLA would merge hi and lo at 0
@@ -326,20 +353,24 @@ def map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, j
     def small_leaves_binned() -> list[Any]:
         out = []
         token = jnp.zeros((), _U32)
+        w0, w1 = k0, k1
         for members in bins:
             fill = sum(sizes[j] for j in members)
             # Bins padded to a multiple of 2^16 mostly share one size, so one compiled generator
             # (<= 6% extra work for full bins); a lone bin needs no padding.
             padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
             noise = _small_leaf_noise(
-                k0, k1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
+                w0, w1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
                 padded, dtypes[members[0]],
             )
             out.extend(fn(j, z) for j, z in zip(members, noise))
             if len(bins) > 1:
                 # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
                 # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
-                token = _token(k0, out[-1])
+                if _SHARED_ZEROS:
+                    w0, w1, _ = jax.lax.optimization_barrier((w0, w1, out[-1]))
+                else:
+                    token = _token(k0, out[-1])
         return out
 
     if len(binned) <= _FUSED_ON_ACCELERATORS:
@@ -390,6 +421,10 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
         Box & Muller, `A note on the generation of random normal deviates
         <https://doi.org/10.1214/aoms/1177706645>`_, 1958.
     """
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, tree))):
+        # Inside a trace, inline: a nested jit's cached trace could capture the caller's
+        # `shared_zero` (a tracer of that trace) and be reused by another trace.
+        return _normal_like(key, tree)
     return _normal_like_jit(key, tree)
 
 

@@ -146,6 +146,8 @@ class Rule(NamedTuple):
         hyperparameters: its hyperparameter table, in its signature's order (checked by both
             faces, when built and when traced with concrete values).
         noise_rule: "alpha" when it needs 2α − εβT >= 0, "two" for 2 − εβT >= 0, else None.
+        explicit_friction: whether its momentum decays by the factor 1 − εα/σ² (an explicit
+            friction step, stable only for εα/σ² < 2, which is checked).
         integrate: for a sampler that takes more than one gradient per step, `integrate(params,
             fields, gradient, key, hyper) -> (new params, new fields, value, aux)`, with
             `gradient(params) -> (value, aux, grad_log_posterior)` on the step's minibatch at
@@ -160,6 +162,7 @@ class Rule(NamedTuple):
     draws_at_init: bool
     hyperparameters: tuple[_checks.Hyperparameter, ...]
     noise_rule: str | None = None
+    explicit_friction: bool = False
     integrate: Callable[..., tuple[ArrayTree, dict[str, Any], jax.Array, Any]] | None = None
 
 
@@ -345,6 +348,7 @@ def _sghmc(fields, grad, key, h):
 SGHMC = Rule(
     "sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+    explicit_friction=True,
 )
 
 
@@ -500,6 +504,7 @@ def _sgnht(fields, grad, key, h):
 SGNHT = Rule(
     "sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+    explicit_friction=True,
 )
 
 
@@ -765,5 +770,5 @@ def _psghmc(fields, grad, key, h):
 
 PSGHMC = Rule(
     "psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True,
-    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS),
+    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS), explicit_friction=True,
 )

@@ -105,7 +105,11 @@ class SampleResult:
         return az.from_dict(posterior=posterior, sample_stats={"lp": lp})
 
     def __repr__(self) -> str:
-        shapes = jax.tree.map(lambda x: tuple(np.shape(x)[2:]), self.samples)
+        leaves = jax.tree_util.tree_flatten_with_path(self.samples)[0]
+        if len(leaves) == 1 and not leaves[0][0]:
+            shapes: Any = tuple(np.shape(leaves[0][1])[2:])
+        else:  # leaf names, not the container's repr (an nnx.State's spans lines)
+            shapes = {diagnostics._path_name(p): tuple(np.shape(x)[2:]) for p, x in leaves}
         dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(self.samples)})
         draws = len(self.sample_steps)
         steps = f"steps {self.sample_steps[0]}–{self.sample_steps[-1]}" if draws else "no draws"
@@ -150,6 +154,8 @@ class _Config:
     num_data: int | None
     host_batches: bool
     continue_on_divergence: bool
+    data_shards: int = 1
+    placement: _engine.Placement | None = None
 
 
 @dataclasses.dataclass
@@ -226,6 +232,9 @@ def sample(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     callback: Callable[[dict], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    chain_axis: str | None = None,
+    data_axis: str | None = None,
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -276,6 +285,16 @@ def sample(
         checkpoint_every: steps between checkpoints (rounded up to a chunk end).
         callback: optional function called on the host after every chunk with a dict of
             progress information (`step`, `num_steps`, `mean_log_posterior`).
+        mesh: a `jax.sharding.Mesh` to run on (README, "Scaling out"); its devices may span
+            several processes (`jax.distributed`). Params given as arrays sharded over it (a
+            `NamedSharding`) keep their partition, and every per-parameter part of the state
+            (momenta, preconditioner, ...) follows it; other params are replicated.
+        chain_axis: the mesh axis the chains are split over (`num_chains` a multiple of its
+            size): each device runs its own chains, with no communication in the step.
+        data_axis: the mesh axis the minibatch is split over: `data` is split into that many
+            equal shards of examples (N and `batch_size` multiples of its size), each device
+            draws its part of every minibatch from its own shard (a per-chain permutation of
+            each shard per epoch), and the gradient is reduced across the axis in the step.
 
     Returns:
         A `SampleResult`.
@@ -291,6 +310,7 @@ def sample(
         chunk_size=chunk_size, progress=progress, on_divergence=on_divergence,
         predict_fn=predict_fn, predict_inputs=predict_inputs, init_state=init_state,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
+        mesh=mesh, chain_axis=chain_axis, data_axis=data_axis,
     )
     programs = _Programs(setup)
     state = programs.initial_state()
@@ -350,7 +370,6 @@ def _validate(**kw: Any) -> _Setup:
                 f"`batch_size` must be <= the number of examples in `data` ({num_data}), got "
                 f"batch_size={batch_size}"
             )
-        data = jax.tree.map(jnp.asarray, data)
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
 
@@ -365,6 +384,34 @@ def _validate(**kw: Any) -> _Setup:
     init_params = None
     if init_state is None:
         init_params = _check_init_params(kw["init_params"], kw["stacked_init"], num_chains)
+    placement = _placement(
+        kw["mesh"], kw["chain_axis"], kw["data_axis"], num_chains,
+        init_params if init_params is not None else init_state.params,
+        stacked=init_params is None or kw["stacked_init"],
+    )
+    if placement is not None:
+        # Every input of a program over the mesh must live on the mesh: the run's key and params
+        # not already partitioned over it are replicated (the devices may span processes).
+        base_key = jax.random.wrap_key_data(
+            _on_mesh(jax.random.key_data(base_key), placement.replicated()), impl=jax.random.key_impl(base_key)
+        )
+        if init_params is not None:
+            init_params = jax.tree.map(
+                lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.NamedSharding)
+                else _on_mesh(x, placement.replicated()),
+                init_params,
+            )
+    data_shards = 1
+    if data is not None:
+        if placement is not None and placement.data_axis is not None:
+            data_shards = placement.mesh.shape[placement.data_axis]
+            for name, value in (("the number of examples in `data`", num_data), ("`batch_size`", batch_size)):
+                if value % data_shards:
+                    raise ValueError(
+                        f"{name} must be a multiple of the size of data_axis={placement.data_axis!r} "
+                        f"({data_shards}), got {value}"
+                    )
+        data = _place_data(data, data_shards, placement)
 
     batch_iter: Iterator[Any] | None = iter(batches) if batches is not None else None
     first_host_batch = None
@@ -397,6 +444,8 @@ def _validate(**kw: Any) -> _Setup:
         jax.eval_shape(predict_fn, one_params, predict_inputs)
     target = getattr(log_posterior, "temperature", None)
 
+    if placement is not None and kw["batches"] is not None and placement.data_axis is not None:
+        raise ValueError("`data_axis` splits on-device `data`; host `batches` are shared by all chains")
     config = _Config(
         num_chains=num_chains,
         num_steps=num_steps,
@@ -407,6 +456,8 @@ def _validate(**kw: Any) -> _Setup:
         num_data=num_data,
         host_batches=batches is not None,
         continue_on_divergence=kw["on_divergence"] == "continue",
+        data_shards=data_shards,
+        placement=placement,
     )
     return _Setup(
         config=config,
@@ -432,6 +483,75 @@ def _validate(**kw: Any) -> _Setup:
     )
 
 
+def _placement(
+    mesh: Any, chain_axis: Any, data_axis: Any, num_chains: int, params: ArrayTree, stacked: bool
+) -> _engine.Placement | None:
+    """The run's placement on `mesh`, checked; None without a mesh."""
+    if mesh is None:
+        if chain_axis is not None or data_axis is not None:
+            raise ValueError("`chain_axis` and `data_axis` name axes of a `mesh`; pass the mesh too")
+        return None
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    for name, axis in (("chain_axis", chain_axis), ("data_axis", data_axis)):
+        if axis is not None and axis not in mesh.axis_names:
+            raise ValueError(f"`{name}` must be one of the mesh's axes {mesh.axis_names}, got {name}={axis!r}")
+    if chain_axis is not None and chain_axis == data_axis:
+        raise ValueError(f"`chain_axis` and `data_axis` must be different axes, got {chain_axis!r} for both")
+    if chain_axis is not None and num_chains % mesh.shape[chain_axis]:
+        raise ValueError(
+            f"`num_chains` must be a multiple of the size of chain_axis={chain_axis!r} "
+            f"({mesh.shape[chain_axis]}), got num_chains={num_chains}"
+        )
+    specs, paths = [], []
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        sharding = getattr(x, "sharding", None)
+        spec = jax.sharding.PartitionSpec()
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            if sharding.mesh.shape != mesh.shape or sharding.mesh.axis_names != mesh.axis_names:
+                raise ValueError(
+                    f"the params leaf at {jax.tree_util.keystr(path)} is sharded over another mesh "
+                    f"({dict(sharding.mesh.shape)}) than `mesh` ({dict(mesh.shape)})"
+                )
+            spec = sharding.spec
+        entries = tuple(spec) + (None,) * (np.ndim(x) - len(spec))
+        if stacked:
+            entries = entries[1:]
+        used = {a for e in entries for a in (e if isinstance(e, tuple) else (e,)) if a is not None}
+        if used & {chain_axis, data_axis} - {None}:
+            raise ValueError(
+                f"the params leaf at {jax.tree_util.keystr(path)} is partitioned over {sorted(used)}, "
+                f"which must not include chain_axis={chain_axis!r} or data_axis={data_axis!r}"
+            )
+        specs.append(jax.sharding.PartitionSpec(*entries))
+        shape = tuple(np.shape(x)[1:] if stacked else np.shape(x))
+        paths.append((jax.tree_util.keystr(path), shape))
+    return _engine.Placement(mesh, chain_axis, data_axis, tuple(specs), tuple(paths))
+
+
+def _on_mesh(x: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """`x` (whole on this host) as an array laid out as `sharding`, whose devices may span
+    processes (each process gives its own devices their parts)."""
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _place_data(data: ArrayTree, shards: int, placement: _engine.Placement | None) -> ArrayTree:
+    """The data on the device(s): as they are without a data axis (replicated over a mesh), else
+    split into `shards` equal shards of examples, (shard, example, ...), the shards over the
+    data axis; a process holding the whole data set gives each of its devices its shards."""
+
+    def place(x: Any) -> jax.Array:
+        if placement is None:
+            return jnp.asarray(x)
+        if shards == 1:
+            return _on_mesh(x, placement.replicated())
+        host = np.asarray(x)
+        return _on_mesh(host.reshape((shards, host.shape[0] // shards, *host.shape[1:])), placement.data_sharding())
+
+    return jax.tree.map(place, data)
+
+
 def _check_init_params(init_params: ArrayTree, stacked_init: bool, num_chains: int) -> ArrayTree:
     """The initial params, checked (floating-point, finite, and with a chain axis when
     `stacked_init`); the initial state's program broadcasts or copies them into buffers of the
@@ -449,7 +569,7 @@ def _check_init_params(init_params: ArrayTree, stacked_init: bool, num_chains: i
                 f"with stacked_init=True every leaf of `init_params` must have a leading axis "
                 f"of size num_chains={num_chains}, got shapes {bad}"
             )
-    return jax.tree.map(jnp.asarray, init_params)
+    return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), init_params)
 
 
 # ---- 2. programs and the initial state -------------------------------------------------------
@@ -470,6 +590,8 @@ class _Programs:
             num_data=cfg.num_data,
             freeze_diverged=cfg.continue_on_divergence,
             value_dtype=setup.value_dtype,
+            data_shards=cfg.data_shards,
+            placement=cfg.placement,
         )
         self.fns = _engine.Functions(
             log_posterior=setup.log_posterior,
@@ -484,7 +606,8 @@ class _Programs:
         # that disagrees with the log posterior's) surface before anything compiles.
         t0 = time.perf_counter()
         if setup.init_state is None:
-            how = (_is_transform(setup.transform), cfg.num_chains, cfg.num_data or 0, setup.stacked_init)
+            perm_shape = (cfg.data_shards, cfg.num_data // cfg.data_shards) if cfg.num_data else (0, 0)
+            how = (_is_transform(setup.transform), cfg.num_chains, perm_shape, setup.stacked_init, cfg.placement)
             self._init_program = _engine.Program(
                 ("init", setup.transform, *how),
                 _engine.initial_state_program(setup.transform, *how),
@@ -532,10 +655,12 @@ class _Programs:
         pred_shape = jax.eval_shape(
             jax.vmap(setup.predict_fn, in_axes=(0, None)), state_shape.params, setup.predict_inputs
         )
+        place = setup.config.placement
+        sharding = None if place is None else place.chains()
         pred_sum = jax.tree.map(
-            lambda s: jnp.zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32)), pred_shape
+            lambda s: _zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32), sharding), pred_shape
         )
-        return pred_sum, jnp.zeros((setup.config.num_chains,), jnp.int32)
+        return pred_sum, _zeros((setup.config.num_chains,), jnp.int32, sharding)
 
     def _host_batch_shape(self) -> Any:
         if self.setup.batch_iter is None:
@@ -572,6 +697,24 @@ class _Programs:
         executable = self.chunk.executable()
         self.compile_time += time.perf_counter() - t0
         return executable
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, sharding: Any) -> jax.Array:
+    """Zeros on the default device, or laid out as `sharding` (whose devices may span processes)."""
+    if sharding is None:
+        return jnp.zeros(shape, dtype)
+    return _on_mesh(np.zeros(shape, dtype), sharding)
+
+
+def _host(x: Any) -> np.ndarray:
+    """`x` as a NumPy array on this host, gathering the parts other processes hold."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _copy(tree: Any) -> Any:
@@ -637,7 +780,7 @@ def _take_host_batches(it: Iterator[Any], first: Any, n: int, capacity: int) -> 
 def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     config = setup.config
     spec = programs.spec
-    step0 = int(state.step)
+    step0 = int(_host(state.step))
     pred_sum, pred_count = programs.pred_sum, programs.pred_count
     plan = _plan(config, spec.capacity)
     draws: list[ArrayTree] = []
@@ -658,10 +801,10 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
 
     bar = _progress.Progress(config.num_steps, enabled=setup.progress)
     if start_chunk:
-        bar.resumed(int(state.step) - step0)
+        bar.resumed(int(_host(state.step)) - step0)
     wall_time = 0.0
     divergence: tuple[int, int] | None = None
-    last_checkpoint_step = int(state.step)
+    last_checkpoint_step = int(_host(state.step))
     first_host_batch = setup.first_host_batch
     try:
         if programs.needs_compiling:
@@ -681,9 +824,9 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
                 np.asarray([before, n_draws, after], np.int32),
             )
             state, pred_sum, pred_count = out.state, out.pred_sum, out.pred_count
-            trace = np.asarray(out.trace)[:n_steps].T  # (chain, n_steps)
+            trace = _host(out.trace)[:n_steps].T  # (chain, n_steps)
             if n_draws:
-                chunk_draws, steps, keeps = jax.device_get((out.draws, out.draw_steps, out.keeps))
+                chunk_draws, steps, keeps = jax.tree.map(_host, (out.draws, out.draw_steps, out.keeps))
             wall_time += time.perf_counter() - t0
             traces.append(trace)
             if n_draws:
@@ -697,16 +840,16 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             bar.update(n_steps, mean_lp, wall_time)
             if setup.callback is not None:
                 setup.callback(
-                    {"step": int(state.step) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
+                    {"step": int(_host(state.step)) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
                 )
-            diverged_at = np.asarray(state.diverged_at)
+            diverged_at = _host(state.diverged_at)
             if not config.continue_on_divergence and (diverged_at >= 0).any():
                 chain = int(np.argmin(np.where(diverged_at >= 0, diverged_at, np.iinfo(np.int32).max)))
                 divergence = (chain, int(diverged_at[chain]))
                 break
-            if checkpointer is not None and int(state.step) - last_checkpoint_step >= setup.checkpoint_every:
+            if checkpointer is not None and int(_host(state.step)) - last_checkpoint_step >= setup.checkpoint_every:
                 checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), index + 1)
-                last_checkpoint_step = int(state.step)
+                last_checkpoint_step = int(_host(state.step))
         if checkpointer is not None and divergence is None:
             checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), len(plan))
     finally:
@@ -758,7 +901,7 @@ def _unpack_checkpoint(arrays, state, pred_sum, pred_count):
 def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResult:
     state = outcome.state
     samples, sample_steps = _concat_draws(outcome.draws, outcome.draw_steps, state.params)
-    diverged_at = np.asarray(state.diverged_at)
+    diverged_at = _host(state.diverged_at)
     if (diverged_at >= 0).any():
         # A draw whose log posterior turned out non-finite (found at the next step, once the
         # draw was taken) is missing too.
@@ -769,12 +912,12 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
     log_post = np.concatenate(outcome.traces, axis=1) if outcome.traces else np.zeros((setup.config.num_chains, 0))
     predictive_mean = None
     if outcome.pred_sum is not None:
-        counts = np.maximum(np.asarray(outcome.pred_count), 1)
+        counts = np.maximum(_host(outcome.pred_count), 1)
         predictive_mean = jax.tree.map(
             lambda s: np.asarray(s) / counts.reshape((-1,) + (1,) * (np.ndim(s) - 1)),
-            jax.device_get(outcome.pred_sum),
+            jax.tree.map(_host, outcome.pred_sum),
         )
-    steps_run = int(state.step) - outcome.step0
+    steps_run = int(_host(state.step)) - outcome.step0
     wall = outcome.wall_time
     result = SampleResult(
         samples=samples,
@@ -790,7 +933,7 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
     if outcome.divergence is not None:
         chain, step = outcome.divergence
         local = step - outcome.step0  # index of that step in this call's trace
-        if bool(np.asarray(state.diverged_in_params)[chain]):
+        if bool(_host(state.diverged_in_params)[chain]):
             cause = "its params were non-finite"
         else:
             cause = "its log posterior was non-finite at the params"

@@ -90,6 +90,11 @@ _SCHEDULED_NEGATIVE_ALPHA = ({"alpha": lambda s: -0.5}, r"`alpha` must be finite
 _DECAY = ({"decay": 1.5}, r"`decay` must be finite and in \[0, 1\], got decay=1.5")
 _SCHEDULED_DECAY = ({"decay": lambda s: -0.1}, r"`decay` must be finite and in \[0, 1\], got decay=-0.1 \(a schedule, at step 0\)")
 _EPS = ({"eps": 0.0}, r"`eps` must be finite and > 0, got eps=0.0")
+# A friction whose explicit step 1 − εα/σ² is below −1 makes the momenta grow without bound.
+_OVERDAMPED = (
+    {"lr": 0.25, "alpha": 10.0, "sigma": 1.0, "beta": 0.0},
+    r"NAME needs {lr}\*alpha/sigma\*\*2 < 2 .* got 0.25\*10.0/1.0\*\*2 = 2.5",
+)
 _SCHEDULED_EPS = ({"eps": lambda s: 0.1}, r"`eps` must be a real number, not a schedule")
 _INITIAL_SCALE = ({"initial_scale": -1.0}, r"`initial_scale` must be finite and >= 0, got initial_scale=-1.0")
 
@@ -121,6 +126,7 @@ SAMPLERS = [
             ({"alpha": 0.01, "beta": 1.0, "lr": 0.1, "temperature": 1.0},
              r"SGHMC's noise variance needs 2\*alpha - lr\*beta\*temperature >= 0 .*= -0.08; lower `{lr}` or `beta`, or raise `alpha`"),
             ({"momenta": float("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
+            (_OVERDAMPED[0], _OVERDAMPED[1].replace("NAME", "SGHMC")),
         ),
         signature=("log_posterior", "lr", "alpha", "beta", "sigma", "temperature", "momenta"),
         linear=Linear(
@@ -160,6 +166,7 @@ SAMPLERS = [
             ({"xi": lambda s: 0.0}, r"`xi` must be a real number \(the initial thermostat\)"),
             ({"alpha": 0.01, "beta": 1.0, "lr": 0.1, "temperature": 1.0},
              r"SGNHT's noise variance needs 2\*alpha - lr\*beta\*temperature >= 0 .*= -0.08"),
+            (_OVERDAMPED[0], _OVERDAMPED[1].replace("NAME", "SGNHT")),
         ),
         signature=("log_posterior", "lr", "alpha", "beta", "sigma", "temperature", "momenta", "xi"),
     ),
@@ -200,6 +207,7 @@ SAMPLERS = [
         invalid=(
             _POSITIVE_LR, _NEGATIVE_ALPHA, _ZERO_SIGMA, _NAN_TEMPERATURE, _DECAY, _EPS, _INITIAL_SCALE,
             ({"momenta": float("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
+            ({k: v for k, v in _OVERDAMPED[0].items() if k != "beta"}, _OVERDAMPED[1].replace("NAME", "PSGHMC")),
         ),
         signature=("log_posterior", "lr", "alpha", "sigma", "temperature", "momenta", "decay", "eps", "initial_scale"),
         linear=Linear(

@@ -621,3 +621,16 @@ def test_stale_checkpoint_temporaries_are_removed_and_nothing_else(tmp_path):
     lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
     sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=10, num_chains=2, progress=False, checkpoint_dir=tmp_path)
     assert sorted(os.listdir(tmp_path)) == [".tmp-mine.npz", "notes.txt", _checkpoint.FILE]
+
+
+def test_samplers_one_after_another_in_one_process():
+    """Regression: a nested jit's cached trace captured the noise bins' shared zero (a tracer of
+    the first sampler's initial-state program) and the next sampler's program reused it
+    ("Computation compiled for 3 inputs but called with 2"; a notebook found it)."""
+    log_posterior, data = _regression(11)
+    for make in (sghmc_jax.sghmc, sghmc_jax.baoa, sghmc_jax.sgnht):
+        r = sghmc_jax.sample(
+            0, log_posterior, jnp.zeros(3), transform=lambda k, make=make: make(1e-3, alpha=1.0, key=k),
+            num_steps=20, num_chains=2, data=data, batch_size=8, progress=False,
+        )
+        assert np.all(np.isfinite(r.samples))
