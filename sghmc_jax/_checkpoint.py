@@ -1,5 +1,12 @@
-"""Checkpoints of a `sample()` run: the sampler state, draws so far, trace and predictive sums,
-saved atomically, so that a killed run resumes bit-identically."""
+"""Checkpoints of a `sample()` run with orbax, the ecosystem's checkpointer: the sampler state
+(sharded and multi-host arrays as they are), the predictive sums and where the run stands. The
+draws are never in a checkpoint: they are on disk already, in the run's draw store
+(`_store.DrawStore`), which a resumed run cuts back to the checkpoint's counts.
+
+Saves are atomic (orbax writes a temporary directory and renames it when complete; the previous
+checkpoint stays until then, and an unfinished one is removed when the directory is next used)
+and loads read arrays and JSON only, never pickle.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from typing import Any
 
 import jax
@@ -17,14 +23,23 @@ import numpy as np
 
 __all__: list[str] = []
 
-FILE = "sghmc_checkpoint.npz"
-_TMP_PREFIX = ".sghmc_checkpoint.tmp-"
-# Temporary files of earlier versions (tempfile.mkstemp(prefix=".tmp-", suffix=".npz")).
-_LEGACY_TMP = re.compile(r"^\.tmp-[a-z0-9_]{8}\.npz$")
+STATE = "state"  # orbax's directory inside checkpoint_dir
+DRAWS = "draws"  # the draw store's, when the run has no `output`
+# What earlier versions wrote: a single npz checkpoint, and temporary files of it.
+_LEGACY_FILE = "sghmc_checkpoint.npz"
+_LEGACY_TMP = re.compile(r"^(\.sghmc_checkpoint\.tmp-.*|\.tmp-[a-z0-9_]{8}\.npz)$")
+
+
+def _orbax() -> Any:
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError as err:
+        raise ImportError("`checkpoint_dir` needs orbax-checkpoint: pip install 'sghmc_jax[disk]'") from err
+    return ocp
 
 
 def fingerprint(config: Any, key: jax.Array, step0: int, state: Any) -> str:
-    """Identifies a run, so a checkpoint is only resumed by the same run."""
+    """Identifies a run, so a checkpoint (or draw store) is only resumed by the same run."""
     desc = {
         "config": dataclasses.asdict(config),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
@@ -35,79 +50,105 @@ def fingerprint(config: Any, key: jax.Array, step0: int, state: Any) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _to_host(x: Any) -> np.ndarray:
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(x))
-    return np.asarray(x)
+def _is_key(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def replace_atomically(src: str, dst: str) -> None:
-    os.replace(src, dst)
+def _to_saved(tree: Any) -> dict[str, Any]:
+    """The leaves orbax stores, by flat index: typed PRNG keys as their raw uint32 data, and
+    empty arrays left out (orbax refuses zero-size arrays; they have nothing to restore)."""
+    return {str(i): jax.random.key_data(x) if _is_key(x) else x for i, x in _stored_leaves(tree)}
+
+
+def _stored_leaves(tree: Any) -> list[tuple[int, Any]]:
+    return [(i, x) for i, x in enumerate(jax.tree.leaves(tree)) if getattr(x, "size", np.size(x))]
+
+
+def _abstract_saved(tree: Any) -> dict[str, jax.ShapeDtypeStruct]:
+    def one(x: Any) -> jax.ShapeDtypeStruct:
+        sharding = getattr(x, "sharding", None)
+        if _is_key(x):
+            data = jax.eval_shape(jax.random.key_data, x)
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=sharding)
+
+    return {str(i): one(x) for i, x in _stored_leaves(tree)}
+
+
+def _from_saved(saved: dict[str, Any], template: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(template)
+    out = []
+    for i, t in enumerate(leaves):
+        if str(i) not in saved:  # an empty array
+            out.append(t)
+        elif _is_key(t):
+            out.append(jax.random.wrap_key_data(saved[str(i)], impl=jax.random.key_impl(t)))
+        else:
+            out.append(saved[str(i)])
+    return jax.tree.unflatten(treedef, out)
 
 
 class Checkpointer:
-    """Saves and loads the whole run atomically: each save writes a temporary file in the
-    directory, fsyncs it and renames it over the previous checkpoint, so a crash mid-write leaves
-    the previous checkpoint intact. Temporary files left by a killed process (a kill during a
-    write can leave one, as large as a checkpoint) are removed when the directory is next used."""
+    """The run's checkpoints in `directory/state` (orbax), keeping the two newest."""
 
     def __init__(self, directory: str, fingerprint: str):
         self.directory = directory
         self.fingerprint = fingerprint
         os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, FILE)
         self.removed_stale = self._remove_stale_temporaries()
+        if os.path.exists(os.path.join(directory, _LEGACY_FILE)):
+            raise ValueError(
+                f"`checkpoint_dir` {directory!r} holds a checkpoint of an earlier sghmc_jax version "
+                f"({_LEGACY_FILE}), which this one cannot resume; use another directory (nothing "
+                "there is deleted)"
+            )
+        ocp = _orbax()
+        self.manager = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(directory), STATE),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=2, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+            ),
+        )
+
+    @property
+    def draws_path(self) -> str:
+        return os.path.join(self.directory, DRAWS)
 
     def _remove_stale_temporaries(self) -> list[str]:
         removed = []
         for name in os.listdir(self.directory):
-            if name.startswith(_TMP_PREFIX) or _LEGACY_TMP.match(name):
+            if _LEGACY_TMP.match(name):
                 os.unlink(os.path.join(self.directory, name))
                 removed.append(name)
         return removed
 
-    def save(self, state: Any, arrays: dict[str, np.ndarray], next_chunk: int) -> None:
-        out: dict[str, np.ndarray] = {}
-        for i, leaf in enumerate(jax.tree.leaves(state)):
-            out[f"state_{i}"] = _to_host(leaf)
-        out.update(arrays)
-        meta = {"fingerprint": self.fingerprint, "next_chunk": next_chunk}
-        out["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=_TMP_PREFIX, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **out)
-                f.flush()
-                os.fsync(f.fileno())
-            replace_atomically(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    def save(self, step: int, state: Any, extra: Any, meta: dict[str, Any]) -> None:
+        ocp = _orbax()
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_to_saved({"state": state, "extra": extra})),
+                meta=ocp.args.JsonSave({"fingerprint": self.fingerprint, **meta}),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
 
-    def load(self, template: Any) -> tuple[Any, dict[str, np.ndarray], int] | None:
-        """(state like `template`, the other saved arrays, next chunk), or None."""
-        if not os.path.exists(self.path):
+    def load(self, template: Any, extra_template: Any) -> tuple[Any, Any, dict[str, Any]] | None:
+        """(state like `template`, extra like `extra_template`, the saved meta), or None."""
+        step = self.manager.latest_step()
+        if step is None:
             return None
-        with np.load(self.path, allow_pickle=False) as f:
-            meta = json.loads(bytes(f["meta"]).decode())
-            if meta["fingerprint"] != self.fingerprint:
-                raise ValueError(
-                    f"`checkpoint_dir` {self.directory!r} holds a checkpoint of a different run "
-                    "(key, sizes or settings differ); use another directory or delete it"
-                )
-            leaves, treedef = jax.tree.flatten(template)
-            restored = []
-            for i, ref in enumerate(leaves):
-                x = f[f"state_{i}"]
-                if isinstance(ref, jax.Array) and jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key):
-                    restored.append(jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(ref)))
-                else:
-                    restored.append(jnp.asarray(x, dtype=ref.dtype))
-            arrays = {k: f[k] for k in f.files if not k.startswith("state_") and k != "meta"}
-        return jax.tree.unflatten(treedef, restored), arrays, int(meta["next_chunk"])
+        ocp = _orbax()
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"`checkpoint_dir` {self.directory!r} holds a checkpoint of a different run (key, "
+                "sizes or settings differ); use another directory or delete it"
+            )
+        tree = {"state": template, "extra": extra_template}
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract_saved(tree)))
+        )["state"]
+        restored = _from_saved(restored, tree)
+        return restored["state"], restored["extra"], meta

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checkpoint, _checks, _engine, _progress, diagnostics
+from sghmc_jax import _checkpoint, _checks, _engine, _progress, _store, diagnostics
 from sghmc_jax._engine import SamplerState
 from sghmc_jax.types import ArrayTree, LogProbFn
 
@@ -70,7 +70,7 @@ class SampleResult:
 
     @property
     def num_chains(self) -> int:
-        return int(self.log_posterior.shape[0])
+        return int(self.diverged_at.shape[0])
 
     def _healthy(self) -> np.ndarray:
         ok = self.diverged_at < 0
@@ -78,39 +78,68 @@ class SampleResult:
             raise ValueError("every chain diverged: no draws to summarise")
         return ok
 
-    def summary(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-parameter mean, sd, MCSE, bulk/tail ESS and rank-normalised split R-hat
-        (`diagnostics.summary`) over the chains that did not diverge."""
+    def _selected(self, select: Any) -> dict[str, np.ndarray]:
+        """The draws of the healthy chains, by leaf name, of the leaves `select` names (a list
+        of names, a predicate of the name, or None for all); only those are read (from disk,
+        when the draws are there)."""
         ok = self._healthy()
-        return diagnostics.summary(jax.tree.map(lambda x: x[ok], self.samples))
+        names = _store._leaf_names(self.samples) if self.samples is not None else []
+        leaves = jax.tree.leaves(self.samples, is_leaf=lambda x: isinstance(x, _store.StoredArray))
+        if select is None:
+            chosen = names
+        elif callable(select):
+            chosen = [n for n in names if select(n)]
+        else:
+            chosen = list(select)
+            unknown = sorted(set(chosen) - set(names))
+            if unknown:
+                raise ValueError(f"`select` names leaves that are not in the samples: {unknown}; they are {names}")
+        out = {}
+        for name, leaf in zip(names, leaves):
+            if name in chosen:
+                out[name] = np.asarray(leaf)[ok]
+        return out
 
-    def to_arviz(self) -> Any:
+    def summary(self, select: Any = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per-parameter mean, sd, MCSE, bulk/tail ESS and rank-normalised split R-hat
+        (`diagnostics.summary`) over the chains that did not diverge.
+
+        Args:
+            select: the leaves to summarise: a list of leaf names (as in the result's keys),
+                a predicate of the name, or None for all (with millions of parameters on disk,
+                choose: only the selected leaves are read).
+        """
+        return diagnostics.summary(self._selected(select))
+
+    def to_arviz(self, select: Any = None) -> Any:
         """The draws of the chains that did not diverge as an `arviz.InferenceData` (needs
         ArviZ: `pip install sghmc_jax[arviz]`), with the log posterior at each draw as the
         sample stat `lp` (NaN for the last draw when the run ended with it: its log posterior
-        is evaluated by the next step)."""
+        is evaluated by the next step). `select` as for `summary`."""
         try:
             import arviz as az
         except ImportError as err:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from err
         ok = self._healthy()
-        leaves, _ = jax.tree_util.tree_flatten_with_path(self.samples)
-        posterior = {diagnostics._path_name(path): np.asarray(leaf)[ok] for path, leaf in leaves}
+        posterior = self._selected(select)
         # The trace's column j is the log posterior at the params after (first + j) steps.
-        first = int(self.final_state.step) - self.log_posterior.shape[1]
+        trace = np.asarray(self.log_posterior)
+        first = int(_host(self.final_state.step)) - trace.shape[1]
         index = self.sample_steps - first
-        inside = index < self.log_posterior.shape[1]
-        lp = np.full((int(ok.sum()), len(index)), np.nan, self.log_posterior.dtype)
-        lp[:, inside] = self.log_posterior[ok][:, index[inside]]
+        inside = index < trace.shape[1]
+        lp = np.full((int(ok.sum()), len(index)), np.nan, trace.dtype)
+        lp[:, inside] = trace[ok][:, index[inside]]
         return az.from_dict(posterior=posterior, sample_stats={"lp": lp})
 
     def __repr__(self) -> str:
-        leaves = jax.tree_util.tree_flatten_with_path(self.samples)[0]
+        leaves = jax.tree_util.tree_flatten_with_path(
+            self.samples, is_leaf=lambda x: isinstance(x, _store.StoredArray)
+        )[0]
         if len(leaves) == 1 and not leaves[0][0]:
             shapes: Any = tuple(np.shape(leaves[0][1])[2:])
         else:  # leaf names, not the container's repr (an nnx.State's spans lines)
             shapes = {diagnostics._path_name(p): tuple(np.shape(x)[2:]) for p, x in leaves}
-        dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(self.samples)})
+        dtypes = sorted({str(x.dtype) for _, x in leaves})
         draws = len(self.sample_steps)
         steps = f"steps {self.sample_steps[0]}–{self.sample_steps[-1]}" if draws else "no draws"
         diverged = int((self.diverged_at >= 0).sum())
@@ -180,6 +209,7 @@ class _Setup:
     init_state: SamplerState | None
     checkpoint_dir: str | None
     checkpoint_every: int | None
+    output: str | None
     callback: Callable[[dict], None] | None
     progress: bool
 
@@ -235,6 +265,7 @@ def sample(
     mesh: jax.sharding.Mesh | None = None,
     chain_axis: str | None = None,
     data_axis: str | None = None,
+    output: str | os.PathLike | None = None,
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -279,9 +310,11 @@ def sample(
         predict_inputs: the inputs for `predict_fn`.
         init_state: a `SamplerState` to continue from (e.g. `result.final_state`); then
             `init_params`, `stacked_init` and `num_chains` come from it.
-        checkpoint_dir: where to save the full sampler state every `checkpoint_every` steps (at
-            chunk ends); if it holds a checkpoint of the same run, the run resumes from it and
-            ends bit-identical to an uninterrupted run. Writes are atomic.
+        checkpoint_dir: where to checkpoint the sampler state (orbax) every `checkpoint_every`
+            steps (at chunk ends); if it holds a checkpoint of the same run, the run resumes from
+            it and ends bit-identical to an uninterrupted run. Saves are atomic and hold the
+            state only: the draws go to the draw store (`output`, or `checkpoint_dir/draws`)
+            as they come, never rewritten. Needs `sghmc_jax[disk]`.
         checkpoint_every: steps between checkpoints (rounded up to a chunk end).
         callback: optional function called on the host after every chunk with a dict of
             progress information (`step`, `num_steps`, `mean_log_posterior`).
@@ -291,6 +324,11 @@ def sample(
             (momenta, preconditioner, ...) follows it; other params are replicated.
         chain_axis: the mesh axis the chains are split over (`num_chains` a multiple of its
             size): each device runs its own chains, with no communication in the step.
+        output: a path for a new zarr (v3) store that each chunk's draws, their steps and the
+            log-posterior trace are written to as they come (each process writes the chains it
+            holds), so that host memory stays at one chunk whatever the run's length; the
+            result then reads them lazily from it (`samples` leaves and `log_posterior` are
+            `StoredArray`s). Needs `sghmc_jax[disk]`. None keeps the draws in memory.
         data_axis: the mesh axis the minibatch is split over: `data` is split into that many
             equal shards of examples (N and `batch_size` multiples of its size), each device
             draws its part of every minibatch from its own shard (a per-chain permutation of
@@ -310,7 +348,7 @@ def sample(
         chunk_size=chunk_size, progress=progress, on_divergence=on_divergence,
         predict_fn=predict_fn, predict_inputs=predict_inputs, init_state=init_state,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
-        mesh=mesh, chain_axis=chain_axis, data_axis=data_axis,
+        mesh=mesh, chain_axis=chain_axis, data_axis=data_axis, output=output,
     )
     programs = _Programs(setup)
     state = programs.initial_state()
@@ -356,6 +394,7 @@ def _validate(**kw: Any) -> _Setup:
             raise ValueError("`checkpoint_every` needs `checkpoint_dir`")
     elif checkpoint_dir is not None:
         checkpoint_every = chunk_size
+    _check_disk(checkpoint_dir, kw["output"])
     data, batches, batch_size = kw["data"], kw["batches"], kw["batch_size"]
     if data is not None and batches is not None:
         raise ValueError("pass either `data` (on the device) or `batches` (from the host), not both")
@@ -478,9 +517,32 @@ def _validate(**kw: Any) -> _Setup:
         init_state=init_state,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
         checkpoint_every=checkpoint_every,
+        output=None if kw["output"] is None else os.fspath(kw["output"]),
         callback=kw["callback"],
         progress=kw["progress"],
     )
+
+
+def _check_disk(checkpoint_dir: Any, output: Any) -> None:
+    """`checkpoint_dir` and `output` are paths, with their libraries installed, and apart."""
+    for name, path in (("checkpoint_dir", checkpoint_dir), ("output", output)):
+        if path is None:
+            continue
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(path).__name__}")
+        if os.path.isfile(path):
+            raise ValueError(f"`{name}` must be a directory, but {os.fspath(path)!r} is a file")
+        _store._zarr()  # both write the draws to a zarr store
+    if checkpoint_dir is not None:
+        _checkpoint._orbax()
+        if output is not None:
+            ckpt, out = os.path.abspath(checkpoint_dir), os.path.abspath(output)
+            state = os.path.join(ckpt, _checkpoint.STATE)
+            if out in (ckpt, state) or out.startswith(state + os.sep):
+                raise ValueError(
+                    f"`output` {os.fspath(output)!r} must be a path of its own, not `checkpoint_dir` "
+                    "(which holds the checkpoints)"
+                )
 
 
 def _placement(
@@ -745,12 +807,62 @@ def _plan(config: _Config, capacity: int) -> list[tuple[int, int, int]]:
     return plan
 
 
+class _MemorySink:
+    """The run's draws, their steps and the log-posterior trace in host memory (the default)."""
+
+    def __init__(self) -> None:
+        self.draws: list[ArrayTree] = []
+        self.steps: list[np.ndarray] = []
+        self.traces: list[np.ndarray] = []
+
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int) -> None:
+        self.traces.append(_host(trace)[:n_steps].T)
+        if n_draws:
+            take = slice(0, n_draws) if kept is None else np.flatnonzero(kept[:n_draws])
+            self.draws.append(jax.tree.map(lambda x: np.swapaxes(_host(x)[take], 0, 1), draws))
+            self.steps.append(_host(steps)[take].astype(np.int64))
+
+    def last_trace(self) -> np.ndarray:
+        return self.traces[-1]
+
+    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, np.ndarray]:
+        log_post = np.concatenate(self.traces, axis=1) if self.traces else np.zeros((num_chains, 0))
+        if not self.draws:
+            empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
+            return empty, np.zeros((0,), np.int64), log_post
+        samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *self.draws)
+        return samples, np.concatenate(self.steps), log_post
+
+
+class _StoreSink:
+    """The run's draws written to a zarr store as they come (`output=`, or the draws of a
+    checkpointed run): host memory stays at one chunk."""
+
+    def __init__(self, store: _store.DrawStore, in_memory: bool):
+        self.store = store
+        self.in_memory = in_memory  # load the draws into memory for the result (no `output`)
+        self._last: np.ndarray | None = None
+
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int) -> None:
+        self.store.add(draws, n_draws, None if kept is None else np.asarray(kept), _host(steps), trace, n_steps)
+        self._last = _host(trace)[n_steps - 1] if n_steps else self._last
+
+    def last_trace(self) -> np.ndarray:
+        return np.asarray(self._last)[:, None]
+
+    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, Any]:
+        self.store.finalize()
+        treedef = jax.tree.structure(like)
+        samples, steps, log_post = self.store.samples(treedef), self.store.sample_steps(), self.store.log_posterior()
+        if self.in_memory:
+            samples, log_post = jax.tree.map(np.asarray, samples), np.asarray(log_post)
+        return samples, steps, log_post
+
+
 class _Outcome(NamedTuple):
     state: SamplerState
     step0: int
-    draws: list[ArrayTree]
-    draw_steps: list[np.ndarray]
-    traces: list[np.ndarray]
+    sink: _MemorySink | _StoreSink
     pred_sum: Any
     pred_count: Any
     wall_time: float
@@ -783,21 +895,32 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     step0 = int(_host(state.step))
     pred_sum, pred_count = programs.pred_sum, programs.pred_count
     plan = _plan(config, spec.capacity)
-    draws: list[ArrayTree] = []
-    draw_steps: list[np.ndarray] = []
-    traces: list[np.ndarray] = []
     start_chunk = 0
 
     checkpointer = None
+    fingerprint = _checkpoint.fingerprint(config, setup.key, step0, state)
+    restored = None
     if setup.checkpoint_dir is not None:
-        fingerprint = _checkpoint.fingerprint(config, setup.key, step0, state)
         checkpointer = _checkpoint.Checkpointer(setup.checkpoint_dir, fingerprint)
-        restored = checkpointer.load(state)
-        if restored is not None:
-            state, arrays, start_chunk = restored
-            draws, draw_steps, traces, pred_sum, pred_count = _unpack_checkpoint(
-                arrays, state, pred_sum, pred_count
-            )
+        restored = checkpointer.load(state, (pred_sum, pred_count))
+    sink: _MemorySink | _StoreSink = _MemorySink()
+    if setup.output is not None or checkpointer is not None:
+        path = setup.output if setup.output is not None else checkpointer.draws_path
+        max_draws = sum(d for _, d, _ in plan)
+        store = _store.DrawStore(
+            path, params=state.params, num_chains=config.num_chains, max_draws=max_draws,
+            max_steps=config.num_steps, chunk_draws=spec.max_draws, chunk_steps=spec.capacity,
+            # A checkpointed run that stopped before its first checkpoint starts over in its own
+            # store: the draws there are this run's (same fingerprint), written again identically.
+            fingerprint=fingerprint, resume=checkpointer is not None,
+        )
+        sink = _StoreSink(store, in_memory=setup.output is None)
+        if restored is None:
+            store.truncate(0, 0)
+    if restored is not None:
+        state, (pred_sum, pred_count), meta = restored
+        start_chunk = int(meta["next_chunk"])
+        sink.store.truncate(int(meta["draws"]), int(meta["steps"]))
 
     bar = _progress.Progress(config.num_steps, enabled=setup.progress)
     if start_chunk:
@@ -805,6 +928,17 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     wall_time = 0.0
     divergence: tuple[int, int] | None = None
     last_checkpoint_step = int(_host(state.step))
+
+    saved = {int(_host(state.step))} if restored is not None else set()
+
+    def save(next_chunk: int) -> None:
+        step = int(_host(state.step))
+        if step in saved:  # the last chunk's checkpoint is also the final one
+            return
+        draws, steps = (sink.store.draws_written, sink.store.steps_written)
+        checkpointer.save(step, state, (pred_sum, pred_count), {"next_chunk": next_chunk, "draws": draws, "steps": steps})
+        saved.add(step)
+
     first_host_batch = setup.first_host_batch
     try:
         if programs.needs_compiling:
@@ -824,18 +958,11 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
                 np.asarray([before, n_draws, after], np.int32),
             )
             state, pred_sum, pred_count = out.state, out.pred_sum, out.pred_count
-            trace = _host(out.trace)[:n_steps].T  # (chain, n_steps)
-            if n_draws:
-                chunk_draws, steps, keeps = jax.tree.map(_host, (out.draws, out.draw_steps, out.keeps))
+            kept = _host(out.keeps) if (n_draws and setup.keep is not None) else None
+            sink.add(out.draws, n_draws, kept, out.draw_steps[:n_draws] if n_draws else None, out.trace, n_steps)
             wall_time += time.perf_counter() - t0
-            traces.append(trace)
-            if n_draws:
-                kept = np.asarray(keeps[:n_draws]) if setup.keep is not None else slice(None)
-                draws.append(
-                    jax.tree.map(lambda x: np.swapaxes(np.asarray(x)[:n_draws][kept], 0, 1), chunk_draws)
-                )
-                draw_steps.append(np.asarray(steps[:n_draws])[kept].astype(np.int64))
-            finite = trace[:, -1][np.isfinite(trace[:, -1])]
+            last = sink.last_trace()[:, -1]
+            finite = last[np.isfinite(last)]
             mean_lp = float(finite.mean()) if finite.size else float("nan")
             bar.update(n_steps, mean_lp, wall_time)
             if setup.callback is not None:
@@ -848,51 +975,13 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
                 divergence = (chain, int(diverged_at[chain]))
                 break
             if checkpointer is not None and int(_host(state.step)) - last_checkpoint_step >= setup.checkpoint_every:
-                checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), index + 1)
+                save(index + 1)
                 last_checkpoint_step = int(_host(state.step))
         if checkpointer is not None and divergence is None:
-            checkpointer.save(state, _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state), len(plan))
+            save(len(plan))
     finally:
         bar.close()
-    return _Outcome(state, step0, draws, draw_steps, traces, pred_sum, pred_count, wall_time, divergence)
-
-
-def _concat_draws(draws: list, draw_steps: list, like: ArrayTree) -> tuple[ArrayTree, np.ndarray]:
-    if draws:
-        samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *draws)
-        return samples, np.concatenate(draw_steps).astype(np.int64)
-    empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
-    return empty, np.zeros((0,), np.int64)
-
-
-def _pack_checkpoint(draws, draw_steps, traces, pred_sum, pred_count, state) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    if draws:
-        samples, steps = _concat_draws(draws, draw_steps, state.params)
-        for i, leaf in enumerate(jax.tree.leaves(samples)):
-            arrays[f"draws_{i}"] = np.asarray(leaf)
-        arrays["draw_steps"] = steps
-    if traces:
-        arrays["trace"] = np.concatenate(traces, axis=1)
-    if pred_sum is not None:
-        for i, leaf in enumerate(jax.tree.leaves(pred_sum)):
-            arrays[f"pred_{i}"] = np.asarray(leaf)
-        arrays["pred_count"] = np.asarray(pred_count)
-    return arrays
-
-
-def _unpack_checkpoint(arrays, state, pred_sum, pred_count):
-    draws, draw_steps = [], []
-    if "draw_steps" in arrays:
-        p_leaves, p_def = jax.tree.flatten(state.params)
-        draws = [jax.tree.unflatten(p_def, [arrays[f"draws_{i}"] for i in range(len(p_leaves))])]
-        draw_steps = [arrays["draw_steps"]]
-    traces = [arrays["trace"]] if "trace" in arrays else []
-    if "pred_count" in arrays:
-        leaves, treedef = jax.tree.flatten(pred_sum)
-        pred_sum = jax.tree.unflatten(treedef, [jnp.asarray(arrays[f"pred_{i}"]) for i in range(len(leaves))])
-        pred_count = jnp.asarray(arrays["pred_count"])
-    return draws, draw_steps, traces, pred_sum, pred_count
+    return _Outcome(state, step0, sink, pred_sum, pred_count, wall_time, divergence)
 
 
 # ---- 4. the result ---------------------------------------------------------------------------
@@ -900,16 +989,18 @@ def _unpack_checkpoint(arrays, state, pred_sum, pred_count):
 
 def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResult:
     state = outcome.state
-    samples, sample_steps = _concat_draws(outcome.draws, outcome.draw_steps, state.params)
+    samples, sample_steps, log_post = outcome.sink.result(state.params, setup.config.num_chains)
     diverged_at = _host(state.diverged_at)
     if (diverged_at >= 0).any():
         # A draw whose log posterior turned out non-finite (found at the next step, once the
         # draw was taken) is missing too.
         missing = (diverged_at[:, None] >= 0) & (sample_steps[None, :] >= diverged_at[:, None])
-        samples = jax.tree.map(
-            lambda x: np.where(missing.reshape(missing.shape + (1,) * (x.ndim - 2)), np.nan, x), samples
-        )
-    log_post = np.concatenate(outcome.traces, axis=1) if outcome.traces else np.zeros((setup.config.num_chains, 0))
+        if isinstance(samples, np.ndarray) or all(isinstance(x, np.ndarray) for x in jax.tree.leaves(samples)):
+            samples = jax.tree.map(
+                lambda x: np.where(missing.reshape(missing.shape + (1,) * (x.ndim - 2)), np.nan, x), samples
+            )
+        else:  # in the store: mark them there
+            outcome.sink.store.mark_missing(missing)
     predictive_mean = None
     if outcome.pred_sum is not None:
         counts = np.maximum(_host(outcome.pred_count), 1)
@@ -938,8 +1029,8 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         else:
             cause = "its log posterior was non-finite at the params"
         before = result.sample_steps < step
-        result.samples = jax.tree.map(lambda x: x[:, before], result.samples)
+        result.samples = jax.tree.map(lambda x: np.asarray(x)[:, before], result.samples)
         result.sample_steps = result.sample_steps[before]
-        result.log_posterior = result.log_posterior[:, : local + 1]
+        result.log_posterior = np.asarray(result.log_posterior)[:, : local + 1]
         raise DivergenceError(chain, step, cause, result)
     return result

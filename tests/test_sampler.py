@@ -186,28 +186,36 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
 
 
 def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A save that dies before orbax renames its temporary directory into place leaves the
+    previous checkpoint as it was; the next run removes the unfinished one and resumes from the
+    previous, ending bit-identical to an uninterrupted run."""
+    from orbax.checkpoint._src.path import atomicity
+
     log_posterior, data = _regression(5)
     kw = dict(
         transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=60, num_chains=2, data=data,
         batch_size=8, chunk_size=10, progress=False, checkpoint_dir=tmp_path, checkpoint_every=10,
     )
     clean = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **{**kw, "checkpoint_dir": None, "checkpoint_every": None})
-    real_replace = _checkpoint.replace_atomically
+    real_finalize = atomicity.AtomicRenameTemporaryPath.finalize
     calls = {"n": 0}
 
-    def crash_on_third(src, dst):
-        calls["n"] += 1
+    async def crash_on_third(self, *args, **kwargs):
+        calls["n"] += self.get_final().name.isdigit()  # the rename of a whole checkpoint (a step)
         if calls["n"] == 3:
             raise OSError("simulated crash mid-write")
-        real_replace(src, dst)
+        return await real_finalize(self, *args, **kwargs)
 
-    monkeypatch.setattr(_checkpoint, "replace_atomically", crash_on_third)
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", crash_on_third)
     with pytest.raises(OSError, match="simulated crash"):
         sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
-    assert os.listdir(tmp_path) == [_checkpoint.FILE], "no temporary file left behind"
-    monkeypatch.setattr(_checkpoint, "replace_atomically", real_replace)
+    state_dir = tmp_path / _checkpoint.STATE
+    assert any("tmp" in name for name in os.listdir(state_dir)), "the crash left its temporary directory"
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", real_finalize)
     resumed = sghmc_jax.sample(8, log_posterior, jnp.zeros(3), **kw)
     np.testing.assert_array_equal(resumed.samples, clean.samples)
+    np.testing.assert_array_equal(resumed.log_posterior, clean.log_posterior)
+    assert not any("tmp" in name for name in os.listdir(state_dir)), "the unfinished save is removed"
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
@@ -614,13 +622,13 @@ def test_result_repr_is_a_short_summary():
 def test_stale_checkpoint_temporaries_are_removed_and_nothing_else(tmp_path):
     """Regression: a kill during a checkpoint write left a temporary file, a full checkpoint's
     size, that later runs never removed."""
-    for name in (".sghmc_checkpoint.tmp-abc123.npz", ".tmp-k2j4_x9q.npz"):
+    for name in (".sghmc_checkpoint.tmp-abc123.npz", ".tmp-k2j4_x9q.npz"):  # what earlier versions left
         (tmp_path / name).write_bytes(b"partial")
     (tmp_path / "notes.txt").write_text("the user's")
     (tmp_path / ".tmp-mine.npz").write_bytes(b"not ours: the wrong shape of name")
     lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
     sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=10, num_chains=2, progress=False, checkpoint_dir=tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [".tmp-mine.npz", "notes.txt", _checkpoint.FILE]
+    assert sorted(os.listdir(tmp_path)) == [".tmp-mine.npz", _checkpoint.DRAWS, "notes.txt", _checkpoint.STATE]
 
 
 def test_samplers_one_after_another_in_one_process():
@@ -634,3 +642,82 @@ def test_samplers_one_after_another_in_one_process():
             num_steps=20, num_chains=2, data=data, batch_size=8, progress=False,
         )
         assert np.all(np.isfinite(r.samples))
+
+
+# ---- draws streamed to disk ------------------------------------------------------------------
+
+
+def test_draws_streamed_to_disk_equal_the_in_memory_run_and_are_read_lazily(tmp_path):
+    flat_log_posterior, data = _regression(12)
+    log_posterior = lambda p, batch: flat_log_posterior(p["w"], batch)  # noqa: E731
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=90, num_chains=3, data=data,
+              batch_size=8, burn_in=6, thin=4, chunk_size=20, progress=False)
+    memory = sghmc_jax.sample(2, log_posterior, {"w": jnp.zeros(3)}, **kw)
+    disk = sghmc_jax.sample(2, log_posterior, {"w": jnp.zeros(3)}, output=tmp_path / "run.zarr", **kw)
+    leaf = disk.samples["w"]
+    assert type(leaf).__name__ == "StoredArray" and leaf.shape == memory.samples["w"].shape
+    np.testing.assert_array_equal(leaf[1, 2:5], memory.samples["w"][1, 2:5])  # read lazily
+    np.testing.assert_array_equal(np.asarray(leaf), memory.samples["w"])
+    np.testing.assert_array_equal(disk.sample_steps, memory.sample_steps)
+    np.testing.assert_array_equal(np.asarray(disk.log_posterior), memory.log_posterior)
+    assert disk.summary(select=["w"])["w"]["rhat"].shape == (3,)
+    np.testing.assert_allclose(disk.summary()["w"]["mean"], memory.summary()["w"]["mean"], rtol=1e-6)
+    import zarr
+
+    store = zarr.open_group(str(tmp_path / "run.zarr"), mode="r")  # a plain zarr v3 store
+    assert store.attrs["num_draws"] == len(memory.sample_steps) and store["samples/w"].shape == (3, 21, 3)
+    with pytest.raises(ValueError, match="already holds this run's draws"):
+        sghmc_jax.sample(2, log_posterior, {"w": jnp.zeros(3)}, output=tmp_path / "run.zarr", **kw)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        sghmc_jax.sample(2, log_posterior, {"w": jnp.zeros(3)}, output=tmp_path / "mine", **kw)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "the user's"
+
+
+def test_streamed_run_resumes_after_a_kill_without_rewriting_earlier_draws(tmp_path):
+    log_posterior, data = _regression(13)
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=80, num_chains=2, data=data,
+              batch_size=8, thin=2, chunk_size=10, progress=False, output=tmp_path / "draws",
+              checkpoint_dir=tmp_path / "ckpt", checkpoint_every=20)
+    clean = sghmc_jax.sample(4, log_posterior, jnp.zeros(3), **{**kw, "output": None, "checkpoint_dir": None, "checkpoint_every": None})
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(4, log_posterior, jnp.zeros(3), callback=_interrupt_after(5), **kw)
+    chunk = tmp_path / "draws" / "samples" / "params" / "c" / "0" / "0" / "0"
+    before = chunk.stat().st_mtime_ns
+    resumed = sghmc_jax.sample(4, log_posterior, jnp.zeros(3), **kw)
+    np.testing.assert_array_equal(np.asarray(resumed.samples), clean.samples)
+    np.testing.assert_array_equal(np.asarray(resumed.log_posterior), clean.log_posterior)
+    assert chunk.stat().st_mtime_ns == before, "the first draws were written once"
+    assert not any(f.suffix == ".npz" for f in (tmp_path / "ckpt").rglob("*")), "checkpoints hold no draws"
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_in_its_own_store(tmp_path):
+    log_posterior, data = _regression(14)
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=40, num_chains=2, data=data,
+              batch_size=8, chunk_size=10, progress=False, checkpoint_dir=tmp_path, checkpoint_every=30)
+    clean = sghmc_jax.sample(5, log_posterior, jnp.zeros(3), **{**kw, "checkpoint_dir": None, "checkpoint_every": None})
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(5, log_posterior, jnp.zeros(3), callback=_interrupt_after(2), **kw)
+    assert (tmp_path / _checkpoint.DRAWS).is_dir()
+    resumed = sghmc_jax.sample(5, log_posterior, jnp.zeros(3), **kw)
+    np.testing.assert_array_equal(resumed.samples, clean.samples)
+    np.testing.assert_array_equal(resumed.log_posterior, clean.log_posterior)
+
+
+@pytest.mark.parametrize(
+    "where, match",
+    [
+        (dict(output=3), "`output` must be a path"),
+        (dict(output="FILE"), "`output` must be a directory"),
+        (dict(output="CKPT", checkpoint_dir="CKPT"), "`output` .* must be a path of its own"),
+        (dict(output="CKPT/state", checkpoint_dir="CKPT"), "`output` .* must be a path of its own"),
+    ],
+)
+def test_bad_output_paths_are_refused_before_compiling(tmp_path, where, match):
+    (tmp_path / "FILE").write_text("the user's")
+    where = {k: str(tmp_path / v) if isinstance(v, str) else v for k, v in where.items()}
+    lp = lambda p, b: (jnp.sum(p), None)  # noqa: E731
+    with pytest.raises((TypeError, ValueError), match=match):
+        sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=5, progress=False, **where)
+    assert (tmp_path / "FILE").read_text() == "the user's"

@@ -1,0 +1,264 @@
+"""Where a run's draws go: host memory (the default), or a zarr (v3) store on disk that each chunk's
+draws, their steps and the log-posterior trace are written to as they come, so that host memory
+stays at one chunk whatever the run's length.
+
+Why zarr v3 (with zarr-python) rather than tensorstore: it is the format's reference
+implementation in pure Python, a store is readable as it is by `zarr.open`, xarray and ArviZ, and
+every chunk is a file of its own, so the processes of a multi-host run each write the chains
+they hold without coordinating (one chain per chunk along the chain axis). tensorstore (which
+orbax brings) writes the same format, so a user can read the store with either.
+
+Layout of a store: the group's attrs hold the leaf names, how many draws and steps are written
+and the run's fingerprint; `samples/<leaf>` is (chain, draw, ...leaf shape), `sample_steps` is
+(draw,), `log_posterior` is (chain, step).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__: list[str] = []
+
+_CHUNK_BYTES = 64 << 20  # at most this much per stored chunk of draws
+
+
+def _zarr() -> Any:
+    try:
+        import zarr
+    except ImportError as err:
+        raise ImportError(
+            "writing draws to disk (`output=`, or `checkpoint_dir=`) needs zarr: "
+            "pip install 'sghmc_jax[disk]'"
+        ) from err
+    return zarr
+
+
+def _leaf_names(tree: Any) -> list[str]:
+    from sghmc_jax import diagnostics
+
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, StoredArray))
+    names = [diagnostics._path_name(p) for p, _ in leaves]
+    if len(set(names)) < len(names):
+        names = [jax.tree_util.keystr(p) for p, _ in leaves]
+    return [n.replace("/", "_") for n in names]
+
+
+def _write_local(array: Any, region: tuple[slice, ...], value: jax.Array | np.ndarray, take: Any) -> list[int]:
+    """Writes the parts of a (maybe sharded, maybe multi-process) (draw, chain, ...) buffer this
+    process holds into `array[chain, draws, ...]` (`region` says which draws, `take` picks them
+    from the buffer: a slice or index array); returns the chains written."""
+    if not isinstance(value, jax.Array):
+        block = np.swapaxes(np.asarray(value)[take], 0, 1)
+        array[region] = block
+        return list(range(block.shape[0]))
+    written = []
+    for shard in value.addressable_shards:
+        if shard.replica_id != 0:  # another device holds the same values and writes them
+            continue
+        index = tuple(shard.index) + (slice(None),) * (value.ndim - len(shard.index))
+        block = np.swapaxes(np.asarray(shard.data)[take], 0, 1)
+        start = index[1].start or 0
+        inner = tuple(slice(i.start or 0, (i.start or 0) + n) for i, n in zip(index[2:], block.shape[2:]))
+        array[(slice(start, start + block.shape[0]), region[1], *inner)] = block
+        written += range(start, start + block.shape[0])
+    return written
+
+
+def _write_trace(array: Any, start: int, value: jax.Array, n_steps: int) -> None:
+    for shard in value.addressable_shards if isinstance(value, jax.Array) else ():
+        if shard.replica_id != 0:
+            continue
+        chains = shard.index[1] if len(shard.index) > 1 else slice(None)
+        block = np.asarray(shard.data)[:n_steps].T
+        c0 = chains.start or 0
+        array[c0 : c0 + block.shape[0], start : start + n_steps] = block
+    if not isinstance(value, jax.Array):
+        array[:, start : start + n_steps] = np.asarray(value)[:n_steps].T
+
+
+class StoredArray:
+    """A lazy view of an array in the store: indexing reads from disk what it selects;
+    `np.asarray` reads it all (a leaf of 10M parameters × 1,000 draws is 40 GB: select first)."""
+
+    def __init__(self, array: Any):
+        self._array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self._array[index])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self._array[...])
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"StoredArray(shape={self.shape}, dtype={self.dtype})"
+
+
+class DrawStore:
+    """A zarr group the run's draws go to, append-only: each chunk writes the draws and steps
+    after the ones already there; a resumed run first cuts back to the counts of its checkpoint
+    (draws written after it are written again, identically)."""
+
+    def __init__(self, path: str, *, params: Any, num_chains: int, max_draws: int, max_steps: int,
+                 chunk_draws: int, chunk_steps: int, fingerprint: str, resume: bool):
+        zarr = _zarr()
+        self.path = os.fspath(path)
+        self.names = _leaf_names(params)
+        leaves = jax.tree.leaves(params)
+        exists = os.path.exists(os.path.join(self.path, "zarr.json"))
+        if exists:
+            group = zarr.open_group(self.path, mode="r+")
+            if group.attrs.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{self.path!r} holds draws of another run (or other data); sghmc_jax never "
+                    "overwrites them: give `output` (or `checkpoint_dir`) a new path"
+                )
+            if not resume:
+                raise ValueError(
+                    f"{self.path!r} already holds this run's draws; give `output` a new path "
+                    "(nothing of the old run is deleted), or a `checkpoint_dir` to make the run resumable"
+                )
+            self.group = group
+        else:
+            if os.path.exists(self.path) and os.listdir(self.path):
+                raise ValueError(
+                    f"`output` {self.path!r} exists and is not empty; sghmc_jax never writes over "
+                    "files it did not make: give a new path"
+                )
+            self.group = self._create(zarr, leaves, num_chains, max_draws, max_steps, chunk_draws, chunk_steps, fingerprint)
+        self.arrays = [self.group[f"samples/{n}"] for n in self.names]
+        self.steps = self.group["sample_steps"]
+        self.trace = self.group["log_posterior"]
+        self.local_chains: set[int] = set()
+        self.draws_written = int(self.group.attrs.get("num_draws", 0))
+        self.steps_written = int(self.group.attrs.get("num_steps", 0))
+
+    def _create(self, zarr: Any, leaves: list, chains: int, max_draws: int, max_steps: int,
+                chunk_draws: int, chunk_steps: int, fingerprint: str) -> Any:
+        if jax.process_index() == 0:
+            group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+            for name, leaf in zip(self.names, leaves):
+                shape = tuple(np.shape(leaf))[1:]
+                # A stored chunk is one chain's draws of one shard of the leaf: the devices (and
+                # processes) holding different shards never write the same file.
+                sharding = getattr(leaf, "sharding", None)
+                block = tuple(sharding.shard_shape(np.shape(leaf)))[1:] if sharding is not None else shape
+                itemsize = np.dtype(leaf.dtype).itemsize * max(1, math.prod(block))
+                per_chunk = max(1, min(chunk_draws, _CHUNK_BYTES // itemsize))
+                group.create_array(
+                    f"samples/{name}", shape=(chains, max(max_draws, 1), *shape),
+                    chunks=(1, per_chunk, *block), dtype=np.dtype(leaf.dtype), fill_value=np.nan,
+                )
+            group.create_array("sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1)
+            group.create_array(
+                "log_posterior", shape=(chains, max(max_steps, 1)), chunks=(1, max(chunk_steps, 1)),
+                dtype="float64", fill_value=np.nan,
+            )
+            group.attrs.update({"fingerprint": fingerprint, "leaves": self.names, "num_draws": 0, "num_steps": 0})
+        _barrier("sghmc_jax store created")
+        return zarr.open_group(self.path, mode="r+")
+
+    def truncate(self, draws: int, steps: int) -> None:
+        """Back to `draws` draws and `steps` steps (a checkpoint's counts)."""
+        self.draws_written, self.steps_written = draws, steps
+        self._commit()
+
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: np.ndarray, trace: jax.Array, n_steps: int) -> None:
+        """Appends a chunk: `draws` (draw, chain, ...) buffers of which the first `n_draws` are
+        this chunk's (`kept` picks those to store), their `steps`, and `trace` (step, chain)."""
+        take: Any = slice(0, n_draws) if kept is None else np.flatnonzero(kept[:n_draws])
+        count = n_draws if kept is None else int(np.sum(kept[:n_draws]))
+        d0 = self.draws_written
+        if count:
+            self._grow(d0 + count)
+            for array, leaf in zip(self.arrays, jax.tree.leaves(draws)):
+                self.local_chains.update(_write_local(array, (slice(None), slice(d0, d0 + count)), leaf, take))
+            if jax.process_index() == 0:
+                self.steps[d0 : d0 + count] = np.asarray(steps)[take].astype(np.int64)
+        self._grow_trace(self.steps_written + n_steps)
+        _write_trace(self.trace, self.steps_written, trace, n_steps)
+        self.draws_written += count
+        self.steps_written += n_steps
+        self._commit()
+
+    def _grow(self, draws: int) -> None:
+        if draws > self.steps.shape[0]:  # `keep` or a resumed longer run: make room
+            _barrier("sghmc_jax store resize")
+            if jax.process_index() == 0:
+                size = max(draws, 2 * self.steps.shape[0])
+                for array in self.arrays:
+                    array.resize((array.shape[0], size, *array.shape[2:]))
+                self.steps.resize((size,))
+            _barrier("sghmc_jax store resized")
+            self.__init_arrays()
+
+    def _grow_trace(self, steps: int) -> None:
+        if steps > self.trace.shape[1]:
+            _barrier("sghmc_jax trace resize")
+            if jax.process_index() == 0:
+                self.trace.resize((self.trace.shape[0], max(steps, 2 * self.trace.shape[1])))
+            _barrier("sghmc_jax trace resized")
+            self.__init_arrays()
+
+    def __init_arrays(self) -> None:
+        zarr = _zarr()
+        self.group = zarr.open_group(self.path, mode="r+")
+        self.arrays = [self.group[f"samples/{n}"] for n in self.names]
+        self.steps = self.group["sample_steps"]
+        self.trace = self.group["log_posterior"]
+
+    def _commit(self) -> None:
+        _barrier("sghmc_jax chunk written")
+        if jax.process_index() == 0:
+            self.group.attrs.update({"num_draws": self.draws_written, "num_steps": self.steps_written})
+
+    def mark_missing(self, missing: np.ndarray) -> None:
+        """Writes NaN over the (chain, draw) entries where `missing` (a diverged chain's draws
+        from its divergence on, one of which the chunk stored before the divergence was
+        found); each process writes the chains it wrote."""
+        for chain in np.flatnonzero(missing.any(axis=1)):
+            if self._writes_chain(chain):
+                draws = np.flatnonzero(missing[chain])
+                for array in self.arrays:
+                    array[chain, int(draws[0]) : int(draws[-1]) + 1] = np.nan
+
+    def _writes_chain(self, chain: int) -> bool:
+        return jax.process_count() == 1 or chain in self.local_chains
+
+    def finalize(self) -> None:
+        """Cuts the arrays to what was written (they grow in steps ahead of the draws)."""
+        _barrier("sghmc_jax store finalize")
+        if jax.process_index() == 0:
+            for array in self.arrays:
+                array.resize((array.shape[0], self.draws_written, *array.shape[2:]))
+            self.steps.resize((self.draws_written,))
+            self.trace.resize((self.trace.shape[0], self.steps_written))
+        _barrier("sghmc_jax store finalized")
+        self.__init_arrays()
+
+    def samples(self, treedef: Any) -> Any:
+        return jax.tree.unflatten(treedef, [StoredArray(a) for a in self.arrays])
+
+    def sample_steps(self) -> np.ndarray:
+        return np.asarray(self.steps[: self.draws_written])
+
+    def log_posterior(self) -> StoredArray:
+        return StoredArray(self.trace)
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
