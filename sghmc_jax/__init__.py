@@ -12,12 +12,14 @@ from sghmc_jax.transforms import (
     SGHMCTransformState,
     SGLDTransformState,
     SGNHTTransformState,
+    UBUTransformState,
     baoa,
     psghmc,
     psgld,
     sghmc,
     sgld,
     sgnht,
+    ubu,
 )
 from sghmc_jax.types import Transform
 
@@ -33,6 +35,7 @@ __all__ = [
     "SamplerState",
     "ScaledLogPosterior",
     "Transform",
+    "UBUTransformState",
     "__version__",
     "as_loss",
     "baoa",
@@ -49,4 +52,5 @@ __all__ = [
     "sgld",
     "sgmcmc",
     "sgnht",
+    "ubu",
 ]

@@ -131,6 +131,7 @@ class ChunkSpec:
     freeze_diverged: bool
     value_dtype: str  # the log posterior's dtype
     data_shards: int = 1  # data held as (shard, example, ...), each chain's minibatch stratified
+    batch_order: str = "shuffle"  # or "sms": even epochs forward, odd epochs the same batches backward
     placement: Placement | None = None
 
     @property
@@ -205,7 +206,14 @@ def _step(
             return jax.vmap(chain)(state.data_key).astype(jnp.int32)
 
         # `t` is shared by all chains, so this stays a real branch under the chain vmap.
-        perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
+        if spec.batch_order == "sms":
+            # Symmetric minibatch splitting: a cycle of two epochs visits one permutation's
+            # batches forward, then the same batches backward (a palindrome of kicks).
+            forward = epoch % 2 == 0
+            perm = jax.lax.cond((j == 0) & forward, new_perm, lambda: perm)
+            j = jnp.where(forward, j, per_epoch - 1 - j)
+        else:
+            perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
         idx = jax.lax.dynamic_slice_in_dim(perm, j * b_local, b_local, axis=2)  # (chain, shard, b)
 
         def gather(x: jax.Array) -> jax.Array:

@@ -18,6 +18,7 @@ in their own dtype, the noise is never rounded below float32); each leaf keeps i
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ __all__ = [
     "baoa_step",
     "init_momenta",
     "normal_like",
+    "ou_coefficients",
     "psghmc_step",
     "psgld_step",
     "resolve_momenta",
@@ -42,6 +44,7 @@ __all__ = [
     "sgld_step",
     "sgnht_step",
     "split_key",
+    "ubu_step",
 ]
 
 
@@ -94,15 +97,21 @@ def _map_leaves(
     key: jax.Array,
     coefficients: tuple[jax.Array, ...],
     *trees: ArrayTree,
+    draws: int = 1,
 ) -> tuple[ArrayTree, ...]:
     """`formula(up, coefficients, noise, *leaves)` for every leaf, as trees like `trees[0]`.
 
     `noise` is the leaf's N(0, 1) noise (float32, float64 for float64 leaves; its layout is
     `_noise.normal_like`'s over `trees[0]`), `coefficients` are cast to the leaf's compute dtype,
     and `up(x)` casts an array to it; the formula returns its outputs in their storage dtypes.
+    With `draws` > 1 the noise has a leading axis of that many independent draws per element
+    (the layout of `normal_like` over leaves of shape (draws, *leaf shape)).
     """
     treedef = jax.tree.structure(trees[0])
     leaves = [treedef.flatten_up_to(tree) for tree in trees]
+    noise_layout = leaves[0] if draws == 1 else [
+        jax.ShapeDtypeStruct((draws, *jnp.shape(x)), jnp.result_type(x)) for x in leaves[0]
+    ]
     # Once per compute dtype, here rather than in the formula, which may be traced inside the
     # noise generator's platform branches.
     cast = {
@@ -122,7 +131,7 @@ def _map_leaves(
         cdt = _compute_dtype(args[0].dtype)
         return traced[cdt](cast[cdt], noise, *args)
 
-    outputs = _noise.map_with_noise(key, leaves[0], leaf)
+    outputs = _noise.map_with_noise(key, noise_layout, leaf)
     return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
 
 
@@ -587,6 +596,148 @@ def _baoa(fields, grad, key, h):
 
 BAOA = Rule(
     "baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+)
+
+
+def _series(coefficients: tuple[float, ...], a: jax.Array) -> jax.Array:
+    """Σ_j coefficients[j]·a^j by Horner's rule."""
+    out = jnp.zeros_like(a) + coefficients[-1]
+    for c in coefficients[-2::-1]:
+        out = out * a + c
+    return out
+
+
+# Maclaurin coefficients (22 terms: below 1e-16 relative for a < 1) of the OU half-step's
+# scaled functions, a = γτ: φ₁(a) = (1 − e^{−a})/a, Ŝ(a) = S(a)/a³ with
+# S(a) = 2a − 4(1 − e^{−a}) + (1 − e^{−2a}), and D̂(a) = D(a)/a⁴ with
+# D(a) = S(a)(1 − e^{−2a}) − (1 − e^{−a})⁴. Their closed forms cancel catastrophically for small a
+# (S is a difference of O(a) terms equal to O(a³); in float32 it is garbage below a ≈ 1e-3).
+_PHI1 = tuple((-1) ** j / math.factorial(j + 1) for j in range(22))
+_S_HAT = tuple((-1) ** k * (4 - 2**k) / math.factorial(k) for k in range(3, 25))
+_D_HAT = tuple((-1) ** k * (8 + (k - 4) * 2**k) / math.factorial(k) for k in range(4, 26))
+
+
+def ou_coefficients(
+    tau: jax.Array, alpha: jax.Array, sigma: jax.Array, temperature: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    r"""The exact solution of the force-free part of underdamped Langevin over a time τ.
+
+    Over τ, dθ = σ⁻² m dt, dm = −γ m dt + σ√(2γT) dW (γ = α/σ²) moves (θ, m) to
+
+    .. math::
+
+        \theta + \text{drift}\, m + L_{11} \zeta_1, \qquad
+        e^{-\gamma\tau} m + L_{21} \zeta_1 + L_{22} \zeta_2
+
+    with ζ₁, ζ₂ ~ N(0, 1) independent per coordinate and [[L₁₁, 0], [L₂₁, L₂₂]] the Cholesky
+    factor of the increment's covariance; returns (drift, e^{−γτ}, L₁₁, L₂₁, L₂₂). Below γτ = 1
+    the factors come from Maclaurin series (exact to rounding in float32 at any γτ, including
+    γ = 0: free flight, no noise), above from the closed forms; both branches are computed on
+    clamped arguments and selected before any square root, so a traced γτ gives no NaN.
+    """
+    gamma = alpha / (sigma * sigma)
+    a = gamma * tau
+    small = a < 1
+    a_s = jnp.where(small, a, 0.0)
+    a_l = jnp.where(small, 1.0, a)
+    em1, em2 = jnp.expm1(-a_l), jnp.expm1(-2 * a_l)
+    s_closed = 2 * a_l + 4 * em1 - em2
+    d_closed = -s_closed * em2 - em1**4
+    phi1 = jnp.where(small, _series(_PHI1, a_s), -em1 / a_l)
+    s_hat, d_hat = _series(_S_HAT, a_s), _series(_D_HAT, a_s)
+    root_t = jnp.sqrt(temperature)
+    # Small a: L11 = τ√(T a Ŝ)/σ, L21 = σ√(T a) φ₁²/√Ŝ, L22 = σ√(T a)√(D̂/Ŝ); large a: the same
+    # written with S and D (no a⁴, which overflows float32 for a huge friction).
+    l11 = jnp.where(small, tau * jnp.sqrt(a_s * s_hat), tau * jnp.sqrt(s_closed) / a_l) * root_t / sigma
+    l21 = sigma * root_t * jnp.where(small, jnp.sqrt(a_s) * phi1 * phi1 / jnp.sqrt(s_hat), em1 * em1 / jnp.sqrt(s_closed))
+    l22 = sigma * root_t * jnp.where(small, jnp.sqrt(a_s * d_hat / s_hat), jnp.sqrt(d_closed / s_closed))
+    drift = tau * phi1 / (sigma * sigma)
+    return drift, jnp.exp(-a), l11, l21, l22
+
+
+def ubu_step(
+    momenta: ArrayTree,
+    grad_log_posterior: ArrayTree,
+    key: jax.Array,
+    lr: jax.typing.ArrayLike,
+    alpha: jax.typing.ArrayLike,
+    sigma: jax.typing.ArrayLike,
+    temperature: jax.typing.ArrayLike,
+) -> tuple[ArrayTree, ArrayTree]:
+    r"""One UBU step (Sanz-Serna & Zygalakis 2021), observed at its half-step positions.
+
+    UBU splits underdamped Langevin into U, the force-free part solved exactly (an
+    Ornstein–Uhlenbeck process in (θ, m) with correlated Gaussian increments), and B, the
+    gradient kick: U(ε/2) B(ε) U(ε/2), one gradient per step, second order. Chained steps merge
+    the two half U's between kicks into one exact U(ε), so with the params stored at the
+    half-step positions θ' (where UBU takes its gradients) one step is
+
+    .. math::
+
+        m' &= m_t + \epsilon g_t && \text{(B, } g_t = \nabla \log p(\theta'_t)\text{)} \\
+        \theta'_{t+1} &= \theta'_t + \epsilon \varphi_1(\gamma\epsilon) \sigma^{-2} m'
+            + L_{11} \zeta_1 && \text{(U)} \\
+        m_{t+1} &= e^{-\gamma\epsilon} m' + L_{21} \zeta_1 + L_{22} \zeta_2
+
+    with γ = α/σ², φ₁(a) = (1 − e^{−a})/a and (L, ζ) the exact increment of `ou_coefficients`.
+    This is exactly the UBU chain seen at θ' (the first half U of the first step is the only
+    thing missing, immaterial after burn-in). Stable for ε·sqrt(curvature)/σ < 2 at any
+    friction; on a Gaussian target with curvature c its stationary θ variance is
+    (T/c)(1 + ω²ε²/12 + O(ε⁴)), ω² = c/σ² (second order, not exact: BAOA is exact there). With
+    a step-size schedule the U after step t's kick uses ε_t for both of its halves.
+
+    Args:
+        momenta: current momenta m_t, a pytree like the params.
+        grad_log_posterior: g_t, the gradient of the log posterior at the stored params θ'_t.
+        key: a typed PRNG key for this step, used once (two normals per element: the layout
+            of `normal_like` over leaves of shape (2, *leaf shape)).
+        lr: step size ε > 0.
+        alpha: friction α >= 0.
+        sigma: momentum scale σ > 0.
+        temperature: temperature T >= 0.
+
+    Returns:
+        `(params_increment, new_momenta)`: θ'_{t+1} − θ'_t and m_{t+1}, in the momenta's dtypes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import ubu_step
+        >>> inc, m = ubu_step(jnp.zeros(2), jnp.ones(2), jax.random.key(0), 0.1, 0.0, 1.0, 0.0)
+        >>> inc  # no friction, no noise: free flight ε·m' = 0.1·0.1
+        Array([0.01, 0.01], dtype=float32)
+
+    References:
+        Sanz-Serna & Zygalakis, `Wasserstein distance estimates for the distributions of
+        numerical approximations to ergodic stochastic differential equations
+        <https://jmlr.org/papers/v22/21-0453.html>`_, JMLR 2021.
+        Paulin, Whalley, Chada & Leimkuhler, `Sampling from Bayesian Neural Network Posteriors
+        with Symmetric Minibatch Splitting Langevin Dynamics <https://arxiv.org/abs/2410.19780>`_,
+        AISTATS 2025.
+    """
+
+    def derive(lr, alpha, sigma, temperature):
+        return (lr, *ou_coefficients(lr, alpha, sigma, temperature))
+
+    _, coefficients = _coefficients(derive, lr, alpha, sigma, temperature)
+
+    def leaf(up, c, noise, m, g):
+        lr, drift, decay, l11, l21, l22 = c
+        z1, z2 = up(noise[0]), up(noise[1])
+        m_kick = up(m) + lr * up(g)
+        m_new = _cast(decay * m_kick + l21 * z1 + l22 * z2, m.dtype)
+        return _cast(drift * m_kick + l11 * z1, m.dtype), m_new
+
+    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior, draws=2)
+
+
+def _ubu(fields, grad, key, h):
+    increment, momenta = ubu_step(fields["momenta"], grad, key, h["lr"], h["alpha"], h["sigma"], h["temperature"])
+    return increment, {"momenta": momenta}
+
+
+UBU = Rule(
+    "ubu", ("momenta",), _with_momenta, _ubu, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
 )
 

@@ -185,6 +185,7 @@ class _Config:
     continue_on_divergence: bool
     data_shards: int = 1
     placement: _engine.Placement | None = None
+    batch_order: str = "shuffle"
 
 
 @dataclasses.dataclass
@@ -249,6 +250,7 @@ def sample(
     stacked_init: bool = False,
     data: ArrayTree | None = None,
     batch_size: int | None = None,
+    batch_order: str = "shuffle",
     batches: Iterable[Any] | None = None,
     burn_in: int = 0,
     thin: int = 1,
@@ -288,6 +290,12 @@ def sample(
             (without replacement; the last N mod batch_size examples of a permutation sit that
             epoch out). None passes `batch=None` (unless `batches` is given).
         batch_size: minibatch size, 1 <= batch_size <= N; required with `data`.
+        batch_order: how each chain walks `data`: "shuffle" (a fresh permutation every epoch)
+            or "sms", symmetric minibatch splitting (Paulin et al. 2025): a fresh permutation
+            every other epoch, whose batches the next epoch visits in reverse order, so the
+            kicks form a palindrome over each pair of epochs. With a symmetric integrator
+            (`sghmc_jax.ubu`) this keeps the bias second order in the step size under
+            minibatching, where shuffled batches make it first order.
         batches: instead of `data`, an iterable of host batches, one per step, shared by all
             chains, moved to the device `chunk_size` at a time (for data too big for the device).
         burn_in: steps discarded before the first draw.
@@ -344,7 +352,7 @@ def sample(
     setup = _validate(
         key=key, log_posterior=log_posterior, init_params=init_params, transform=transform,
         num_steps=num_steps, num_chains=num_chains, stacked_init=stacked_init, data=data,
-        batch_size=batch_size, batches=batches, burn_in=burn_in, thin=thin, keep=keep,
+        batch_size=batch_size, batch_order=batch_order, batches=batches, burn_in=burn_in, thin=thin, keep=keep,
         chunk_size=chunk_size, progress=progress, on_divergence=on_divergence,
         predict_fn=predict_fn, predict_inputs=predict_inputs, init_state=init_state,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
@@ -411,6 +419,14 @@ def _validate(**kw: Any) -> _Setup:
             )
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
+    batch_order = kw["batch_order"]
+    if batch_order not in ("shuffle", "sms"):
+        raise ValueError(f"`batch_order` must be 'shuffle' or 'sms', got batch_order={batch_order!r}")
+    if batch_order != "shuffle" and data is None:
+        raise ValueError(
+            f"`batch_order={batch_order!r}` orders the minibatches `sample` draws from `data`; "
+            "with host `batches` (or no data) the order is the iterable's: pass `data=` and `batch_size=`"
+        )
 
     base_key = _checks.canonical_key(kw["key"])
     init_state = kw["init_state"]
@@ -497,6 +513,7 @@ def _validate(**kw: Any) -> _Setup:
         continue_on_divergence=kw["on_divergence"] == "continue",
         data_shards=data_shards,
         placement=placement,
+        batch_order=batch_order,
     )
     return _Setup(
         config=config,
@@ -654,6 +671,7 @@ class _Programs:
             value_dtype=setup.value_dtype,
             data_shards=cfg.data_shards,
             placement=cfg.placement,
+            batch_order=cfg.batch_order,
         )
         self.fns = _engine.Functions(
             log_posterior=setup.log_posterior,

@@ -139,6 +139,13 @@ BAOA = Scheme(
     ),
     lambda state: state.momenta,
 )
+UBU = Scheme(
+    "ubu",
+    lambda h, m0, key: sghmc_jax.ubu(
+        h["lr"], h["alpha"], h["sigma"], h["temperature"], momenta=m0, key=key
+    ),
+    lambda state: state.momenta,
+)
 # The preconditioned samplers with a FROZEN preconditioner (decay = 1 keeps V = h["v"]).
 PSGLD_FROZEN = Scheme(
     "psgld_frozen",
@@ -357,6 +364,40 @@ def baoa_transition(
     return f, q
 
 
+def ou_covariance(tau: float, alpha: float, sigma: float, temperature: float) -> tuple[float, np.ndarray]:
+    """The exact force-free flow over τ, from the Itô isometry: (drift, increment covariance).
+
+    dθ = m/σ² dt, dm = −γm dt + √(2αT) dW, γ = α/σ², a = γτ: θ gains (1 − e^{−a})/γ · m/σ² and
+    the increment (ξ_θ, ξ_m) has Var ξ_θ = T(2a − 4(1 − e^{−a}) + 1 − e^{−2a})/(σ²γ²),
+    Cov = T(1 − e^{−a})²/γ, Var ξ_m = σ²T(1 − e^{−2a}) (closed forms: fine in float64 for the
+    a ≳ 0.01 of the tests).
+    """
+    gamma = alpha / sigma**2
+    a = gamma * tau
+    var_theta = temperature * (2 * a - 4 * (1 - np.exp(-a)) + 1 - np.exp(-2 * a)) / (sigma**2 * gamma**2)
+    cov = temperature * (1 - np.exp(-a)) ** 2 / gamma
+    var_m = sigma**2 * temperature * (1 - np.exp(-2 * a))
+    drift = (1 - np.exp(-a)) / (gamma * sigma**2)
+    return drift, np.array([[var_theta, cov], [cov, var_m]])
+
+
+def ubu_transition(
+    precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
+    grad_noise_var: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """B (m += ε g) then the exact U(ε) (θ += drift·m, m = e^{−γε} m, plus the OU increment)."""
+    d = precision.shape[0]
+    eye, zero = np.eye(d), np.zeros((d, d))
+    drift, cov = ou_covariance(lr, alpha, sigma, temperature)
+    decay = np.exp(-alpha * lr / sigma**2)
+    kick = np.block([[eye, zero], [-lr * precision, eye]])
+    flow = np.block([[eye, drift * eye], [zero, decay * eye]])
+    g_grad = flow @ np.vstack([zero, eye]) * lr
+    f = flow @ kick
+    q = grad_noise_var * g_grad @ g_grad.T + np.kron(cov, eye)
+    return f, q
+
+
 def psghmc_transition(
     precision: np.ndarray, lr: float, alpha: float, sigma: float, temperature: float,
     precond: np.ndarray, grad_noise_var: float = 0.0,
@@ -442,3 +483,79 @@ def frozen_hyper(precision: np.ndarray, *, sgld: bool) -> dict:
     s = np.diag(np.sqrt(precond))
     lr = float(0.7 / np.sqrt(np.linalg.eigvalsh(s @ precision @ s).max()))
     return {"lr": lr, "alpha": 1.0, "sigma": 1.0, "temperature": 1.0, "eps": eps, "v": v}
+
+
+# ---- a non-Gaussian target with exact moments, and the bias of a sampler on it ----
+#
+# U(θ) = θ²/2 + θ⁴/4 at T = 1, E θ² by quadrature. As a finite sum of K = 4 "batches",
+# U_b(θ) = θ⁴/(4K) + (θ − μ_b)²/(2K) with Σμ_b = 0, whose estimator K∇U_b = θ³ + θ − μ_b adds
+# gradient noise of variance Var μ_b = 1.25 (a constant: the batches differ by a shift).
+
+QUARTIC_MU = np.array([-1.5, -0.5, 0.5, 1.5])
+
+
+def quartic_second_moment() -> float:
+    x = np.linspace(-8.0, 8.0, 400_001)
+    w = np.exp(-(x**2 / 2 + x**4 / 4))
+    return float((w * x**2).sum() / w.sum())
+
+
+def quartic_bias(
+    make: Callable, lr: float, order: str, *, chains: int, cycles: int, burn: int = 50, seed: int = 0
+) -> tuple[float, float]:
+    """(bias, standard error) of the time-averaged θ² of `chains` chains on the quartic target.
+
+    `make(lr, key)` builds the optax face. A cycle is 2K steps; `order` says which gradient each
+    step uses: "full" (∇U), "iid" (a batch drawn uniformly with replacement each step),
+    "shuffle" (a fresh permutation each epoch of K steps), "sms" (a permutation forward, then the
+    same batches backward). Each chain's time average over `cycles` cycles after `burn` is one
+    independent estimate, so the standard error is the cross-chain sd / √chains.
+    """
+    k = len(QUARTIC_MU)
+    mu = jnp.asarray(QUARTIC_MU)
+    exact = quartic_second_moment()
+
+    def batches(key: jax.Array) -> jax.Array:
+        perm = jax.random.permutation(key, k)
+        if order == "sms":
+            return jnp.concatenate([perm, perm[::-1]])
+        if order == "shuffle":
+            return jnp.concatenate([perm, jax.random.permutation(jax.random.fold_in(key, 1), k)])
+        return jax.random.randint(key, (2 * k,), 0, k)
+
+    def chain(key: jax.Array) -> jax.Array:
+        k_init, k_noise, k_data = jax.random.split(key, 3)
+        tx = make(lr, k_noise)
+        theta = jax.random.normal(k_init, ()) * np.sqrt(exact)
+
+        def cycle(carry, key):
+            def step(carry, b):
+                theta, state = carry
+                g = theta**3 + theta - (0.0 if order == "full" else mu[b])
+                updates, state = tx.update(g, state, theta)
+                theta = theta + updates
+                return (theta, state), theta**2
+
+            carry, sq = jax.lax.scan(step, carry, batches(key))
+            return carry, sq.mean()
+
+        keys = jax.random.split(k_data, burn + cycles)
+        carry, _ = jax.lax.scan(cycle, (theta, tx.init(theta)), keys[:burn])
+        _, sq = jax.lax.scan(cycle, carry, keys[burn:])
+        return sq.mean()
+
+    with jax.enable_x64(True):
+        estimates = np.asarray(jax.jit(jax.vmap(chain))(jax.random.split(jax.random.key(seed), chains)))
+    assert np.all(np.isfinite(estimates)), f"{order} chains diverged at lr={lr}"
+    return float(estimates.mean() - exact), float(estimates.std(ddof=1) / np.sqrt(chains))
+
+
+def log_log_slope(lrs, biases, ses) -> tuple[float, float]:
+    """Weighted least-squares slope of log|bias| on log lr, and its standard error (delta
+    method: Var log|b| ≈ (se/b)²)."""
+    x, y = np.log(lrs), np.log(np.abs(biases))
+    w = (np.asarray(biases) / np.asarray(ses)) ** 2
+    xm = np.sum(w * x) / np.sum(w)
+    ym = np.sum(w * y) / np.sum(w)
+    sxx = np.sum(w * (x - xm) ** 2)
+    return float(np.sum(w * (x - xm) * (y - ym)) / sxx), float(1 / np.sqrt(sxx))

@@ -187,6 +187,22 @@ SAMPLERS = [
         ),
     ),
     Sampler(
+        name="ubu",
+        fields=("momenta",),
+        hyper={"lr": 1e-3, "alpha": 0.5, "sigma": 1.3, "temperature": 0.7},
+        settings={},
+        invalid=(
+            _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_SIGMA,
+            ({"momenta": np.float32("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
+        ),
+        signature=("log_posterior", "lr", "alpha", "sigma", "temperature", "momenta"),
+        linear=Linear(
+            helpers.UBU,
+            lambda a, h, b=0.0: helpers.ubu_transition(a, h["lr"], h["alpha"], h["sigma"], h["temperature"], b),
+            lambda a: {"lr": float(1.2 / np.sqrt(np.linalg.eigvalsh(a).max())), "alpha": 1.0, "sigma": 1.0, "temperature": 1.0},
+        ),
+    ),
+    Sampler(
         name="psgld",
         fields=("v",),
         hyper={"lr": 1e-3, "decay": 0.95, "eps": 1e-4, "temperature": 0.7},

@@ -1,5 +1,5 @@
 """Functional SGMCMC algorithms with the API of posteriors' `posteriors.sgmcmc`."""
 
-from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht
+from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht, ubu
 
-__all__ = ["baoa", "psghmc", "psgld", "sghmc", "sgld", "sgnht"]
+__all__ = ["baoa", "psghmc", "psgld", "sghmc", "sgld", "sgnht", "ubu"]
