@@ -23,7 +23,6 @@ n = 100 or 300.
 
 from __future__ import annotations
 
-import doctest
 
 import jax
 import jax.numpy as jnp
@@ -493,8 +492,3 @@ def test_scores_from_bad_arguments_fail_before_compiling(kwargs, error, pattern,
     args = {"log_posterior": _LOG_POST, "draws": _X, "batch": None} | kwargs
     with pytest.raises(error, match=pattern):
         stein.scores_from(args.pop("log_posterior"), args.pop("draws"), args.pop("batch"), **args)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(stein, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
