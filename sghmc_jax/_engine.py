@@ -441,7 +441,7 @@ class Program:
 
     def out_info(self) -> Any:
         """Abstract outputs (shardings as `abstract` spells them)."""
-        info = self._traced.out_info if self._traced is not None else self._executable.out_info
+        info = self._executable.out_info if self._executable is not None else self._traced.out_info
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_sharding_key(s)), info
         )

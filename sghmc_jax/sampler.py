@@ -323,8 +323,10 @@ def sample(
             it and ends bit-identical to an uninterrupted run. Saves are atomic and hold the
             state only: the draws go to the draw store (`output`, or `checkpoint_dir/draws`)
             as they come, never rewritten. Needs `sghmc_jax[disk]`.
-        checkpoint_every: steps between checkpoints (rounded up to a chunk end).
-        callback: optional function called on the host after every chunk with a dict of
+        checkpoint_every: steps between checkpoints (rounded up to a chunk end); by default
+            every chunk end.
+        callback: optional function called on the host after every chunk (and after that
+            chunk's checkpoint, so a callback that stops the run loses nothing) with a dict of
             progress information (`step`, `num_steps`, `mean_log_posterior`).
         mesh: a `jax.sharding.Mesh` to run on (README, "Scaling out"); its devices may span
             several processes (`jax.distributed`). Params given as arrays sharded over it (a
@@ -401,7 +403,9 @@ def _validate(**kw: Any) -> _Setup:
         if checkpoint_dir is None:
             raise ValueError("`checkpoint_every` needs `checkpoint_dir`")
     elif checkpoint_dir is not None:
-        checkpoint_every = chunk_size
+        # Every chunk end. (Not `chunk_size` steps: a chunk ends on a multiple of `thin`, so it
+        # may hold fewer steps than chunk_size, and the next save would come a chunk late.)
+        checkpoint_every = 1
     _check_disk(checkpoint_dir, kw["output"])
     data, batches, batch_size = kw["data"], kw["batches"], kw["batch_size"]
     if data is not None and batches is not None:
@@ -491,7 +495,9 @@ def _validate(**kw: Any) -> _Setup:
     else:
         one_params = init_params
     if data is not None:
-        example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype), data)
+        # Placed data are (shard, example, ...) when a data axis splits them.
+        lead = 1 if data_shards == 1 else 2
+        example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[lead:]), x.dtype), data)
     else:
         example_batch = first_host_batch
     value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))
@@ -572,6 +578,7 @@ def _placement(
         return None
     if not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    mesh = _auto_axes(mesh)
     for name, axis in (("chain_axis", chain_axis), ("data_axis", data_axis)):
         if axis is not None and axis not in mesh.axis_names:
             raise ValueError(f"`{name}` must be one of the mesh's axes {mesh.axis_names}, got {name}={axis!r}")
@@ -606,6 +613,15 @@ def _placement(
         shape = tuple(np.shape(x)[1:] if stacked else np.shape(x))
         paths.append((jax.tree_util.keystr(path), shape))
     return _engine.Placement(mesh, chain_axis, data_axis, tuple(specs), tuple(paths))
+
+
+def _auto_axes(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+    """The same devices and axis names with every axis Auto (the sampler places its arrays with
+    sharding constraints, which Explicit axes, `jax.make_mesh`'s default, do not take)."""
+    auto = jax.sharding.AxisType.Auto
+    if all(t == auto for t in mesh.axis_types):
+        return mesh
+    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
 
 
 def _on_mesh(x: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
@@ -693,6 +709,11 @@ class _Programs:
                 _engine.initial_state_program(setup.transform, *how),
                 _engine.abstract((setup.key, setup.init_params)),
             )
+            if cfg.placement is not None:
+                # Only the compiled program knows its outputs' shardings (traced, they are
+                # unspecified), and they key the chunk program: without this, the second call
+                # of a run over a mesh would miss the cache the first one filled.
+                self._init_program.executable()
             state_shape = self._init_program.out_info()
         else:
             state_shape = _engine.abstract(setup.init_state)
@@ -983,10 +1004,6 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             finite = last[np.isfinite(last)]
             mean_lp = float(finite.mean()) if finite.size else float("nan")
             bar.update(n_steps, mean_lp, wall_time)
-            if setup.callback is not None:
-                setup.callback(
-                    {"step": int(_host(state.step)) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
-                )
             diverged_at = _host(state.diverged_at)
             if not config.continue_on_divergence and (diverged_at >= 0).any():
                 chain = int(np.argmin(np.where(diverged_at >= 0, diverged_at, np.iinfo(np.int32).max)))
@@ -995,6 +1012,10 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             if checkpointer is not None and int(_host(state.step)) - last_checkpoint_step >= setup.checkpoint_every:
                 save(index + 1)
                 last_checkpoint_step = int(_host(state.step))
+            if setup.callback is not None:
+                setup.callback(
+                    {"step": int(_host(state.step)) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
+                )
         if checkpointer is not None and divergence is None:
             save(len(plan))
     finally:

@@ -185,6 +185,24 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     chex.assert_trees_all_equal(resumed.final_state.transform_state.momenta, clean.final_state.transform_state.momenta)
 
 
+def test_default_checkpoints_come_at_every_chunk_end_and_before_the_callback(tmp_path):
+    """Chunks end on multiples of `thin` (8, 16, ... for chunk_size=10, thin=4): the default
+    saves at each of them, and a callback that stops the run after chunk 2 finds its chunk
+    saved, so the rerun resumes from step 16 and ends bit-identical."""
+    log_posterior, data = _regression(4)
+    kw = dict(
+        transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=40, num_chains=2, data=data,
+        batch_size=8, chunk_size=10, thin=4, progress=False,
+    )
+    clean = sghmc_jax.sample(7, log_posterior, jnp.zeros(3), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(7, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path, callback=_interrupt_after(2), **kw)
+    saved = sorted(int(p.name) for p in (tmp_path / "state").iterdir() if p.name.isdigit())
+    assert saved == [8, 16], saved
+    resumed = sghmc_jax.sample(7, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_array_equal(resumed.samples, clean.samples)
+
+
 def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """A save that dies before orbax renames its temporary directory into place leaves the
     previous checkpoint as it was; the next run removes the unfinished one and resumes from the

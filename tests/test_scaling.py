@@ -149,6 +149,33 @@ def test_data_parallel_gradients_are_reduced_in_the_step_and_follow_the_sharded_
     assert out["perm_spec"] == ["chains" if c > 1 else out["perm_spec"][0], "data"]
 
 
+def test_make_mesh_and_make_log_posterior_with_a_data_axis_compile_once():
+    """What a notebook user writes: `jax.make_mesh` (Explicit axes by default), a
+    `make_log_posterior` likelihood (checked per example, on the per-device batch layout), and
+    the same `sample()` call run twice: the second finds the first's programs."""
+    out = run(
+        """
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 3)).astype(np.float32)
+        y = (x @ np.array([1.0, -2.0, 0.5]) > 0).astype(np.float32)
+        ll = lambda w, b: -jnp.logaddexp(0.0, -(2 * b["y"] - 1) * (b["x"] @ w))
+        lp = sghmc_jax.make_log_posterior(ll, lambda w: -0.5 * jnp.sum(w**2), num_data=64)
+        mesh = jax.make_mesh((2, 2), ("chains", "data"))
+        kw = dict(transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=10.0, key=k), num_steps=20,
+                  num_chains=4, data={"x": x, "y": y}, batch_size=16, progress=False,
+                  mesh=mesh, chain_axis="chains", data_axis="data")
+        first = sghmc_jax.sample(0, lp, jnp.zeros(3), **kw)
+        second = sghmc_jax.sample(0, lp, jnp.zeros(3), **kw)
+        dump(axis_types=[str(t) for t in mesh.axis_types], first=first.compile_time,
+             second=second.compile_time, same=bool(np.array_equal(first.samples, second.samples)))
+        """,
+        devices=4,
+    )
+    assert "Explicit" in out["axis_types"][0], out
+    assert out["first"] > 0 and out["second"] == 0.0, out
+    assert out["same"], out
+
+
 def test_sharded_params_keep_their_partition_and_the_unsharded_draws():
     out = run(
         """
