@@ -157,6 +157,12 @@ def _healthy(result: Any) -> np.ndarray:
 # ---- 1. kinetic temperature -------------------------------------------------------------------
 
 _HOT = "too hot: gradient noise the sampler is not told about heats the momenta; lower lr, raise alpha, or set beta"
+_HAS_BETA = ("sghmc", "sgnht", "sgld", None)  # None: unknown, the advice keeps beta
+
+
+def _advice(text: str, sampler: str | None) -> str:
+    """`text` without its beta option for a sampler that has no `beta`."""
+    return text if sampler in _HAS_BETA else text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha")
 _COLD = "too cold: the momenta average below T; run a longer burn-in, or lower lr (discretisation)"
 
 
@@ -187,7 +193,7 @@ def _kinetic_rows(result: Any, sampler: str | None, values: dict[str, float], re
         mcse = float(diagnostics._mcse_mean(x[None].astype(np.float64), np))
         deviation = mean / temperature - 1
         flag = abs(deviation) > threshold and abs(mean - temperature) > 3 * mcse
-        note = (_HOT if deviation > 0 else _COLD) if flag else remark
+        note = (_advice(_HOT, sampler) if deviation > 0 else _COLD) if flag else remark
         rows.append(Row(name, chain, mean, mcse, band, "FLAG" if flag else "ok", note))
     return rows
 
@@ -272,7 +278,7 @@ def _noise_rows(result: Any, sampler: str | None, values: dict[str, float], reco
     if temperature == 0:
         return [Row(name, None, math.nan, math.nan, band, "n/a", "not applicable at temperature 0 (nothing is injected)")]
     if sampler != "sgld" and sampler != "psgld" and values["alpha"] == 0:
-        return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _NOISY)]
+        return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _advice(_NOISY, sampler))]
     chains = _healthy(result)
     points = _draw_points(result, chains, num_points)
     if not points:
@@ -298,7 +304,7 @@ def _noise_rows(result: Any, sampler: str | None, values: dict[str, float], reco
     mean, worst = float(np.mean(r)), float(np.max(r))
     flag = mean > threshold
     how = f"{assumed}V from {len(points)} draws x {num_batches} minibatches of {batch_size}"
-    return [Row(name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_NOISY} ({how})" if flag else how)]
+    return [Row(name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_advice(_NOISY, sampler)} ({how})" if flag else how)]
 
 
 # ---- 3. kernel Stein discrepancy ----------------------------------------------------------------

@@ -27,7 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checkpoint, _checks, _diagnose, _engine, _progress, _store, diagnostics
+from sghmc_jax import (
+    _checkpoint,
+    _checks,
+    _diagnose,
+    _engine,
+    _progress,
+    _store,
+    diagnostics,
+)
 from sghmc_jax._engine import SamplerState
 from sghmc_jax.types import ArrayTree, LogProbFn
 
