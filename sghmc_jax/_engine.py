@@ -6,7 +6,9 @@ the run's length nor a continuation compiles anything new. Compiled programs are
 keyed by the user's functions (by identity) and the shapes, dtypes and shardings of the state.
 
 A chunk runs `before` single steps, then `draws` draws of `thin` steps each, then `after` single
-steps, recording every step's log posterior and every draw in buffers of the chunk's capacity.
+steps, recording every step's log posterior, every step's kinetic energy (mᵀm/d of the momenta
+in the transform state, for `SampleResult.diagnose`) and every draw in buffers of the chunk's
+capacity.
 
 Divergence: a chain diverges at the first draw index s (the params after s steps) whose params
 are not finite or whose log posterior is not finite. Step t evaluates the log posterior at θ_t
@@ -153,6 +155,7 @@ class Functions(NamedTuple):
 class ChunkOutput(NamedTuple):
     state: SamplerState
     trace: jax.Array  # (capacity, chain) log posterior per step, NaN past the chunk's steps
+    kinetic: jax.Array  # (capacity, chain) mᵀm/d after each step (NaN without momenta)
     draws: ArrayTree  # leaves (max_draws, chain, ...)
     draw_steps: jax.Array  # (max_draws,) steps after which each draw was taken
     keeps: jax.Array  # (max_draws,) the `keep` predicate per draw
@@ -176,10 +179,31 @@ def _all_finite(tree: ArrayTree) -> jax.Array:
     return functools.reduce(jnp.logical_and, ok)
 
 
+def _has_momenta(x: Any) -> bool:
+    return isinstance(x, tuple) and "momenta" in getattr(x, "_fields", ())
+
+
+def kinetic_energy(tx_state: Any, num_chains: int) -> jax.Array:
+    """(chain,) mᵀm/d, the mean over all momentum coordinates of m², of the first state in
+    `tx_state` (a transform's, or one inside `optax.chain`'s tuple) with a `momenta` field;
+    NaN when there is none (SGLD, pSGLD, a foreign transform)."""
+    found = [
+        x for x in jax.tree.leaves(tx_state, is_leaf=_has_momenta) if _has_momenta(x)
+    ]
+    leaves = jax.tree.leaves(found[0].momenta) if found else []
+    if not leaves:
+        return jnp.full((num_chains,), jnp.nan, jnp.float32)
+    dtype = jnp.promote_types(jnp.result_type(*leaves), jnp.float32)
+    total = sum(jnp.sum(jnp.square(x.astype(dtype)).reshape(num_chains, -1), axis=1) for x in leaves)
+    count = sum(x.size // num_chains for x in leaves)
+    return total / count
+
+
 def _step(
     spec: ChunkSpec, fns: Functions, state: SamplerState, host_batch: Any, data: Any
-) -> tuple[SamplerState, jax.Array]:
-    """One step of every chain; returns the new state and the (chain,) log posterior."""
+) -> tuple[SamplerState, jax.Array, jax.Array]:
+    """One step of every chain; returns the new state, the (chain,) log posterior at the old
+    params and the (chain,) kinetic energy mᵀm/d of the new momenta."""
     t = state.step
     perm = state.perm
     place = spec.placement
@@ -266,6 +290,8 @@ def _step(
         last_finite = _select(verified, (state.params, state.transform_state), last_finite)
         still = diverged_at < 0
         params, tx_state = _select(still, (params, tx_state), last_finite)
+    # Read off the state the step made, after its numbers are fixed: the chain does not change.
+    kinetic = jnp.where(alive, kinetic_energy(tx_state, alive.shape[0]), jnp.nan)
     new_state = state._replace(
         step=t + 1,
         params=params,
@@ -275,7 +301,7 @@ def _step(
         diverged_in_params=diverged_in_params,
         last_finite=last_finite,
     )
-    return new_state, value
+    return new_state, value, kinetic
 
 
 def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]:
@@ -291,6 +317,10 @@ def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]
         n_before, n_draws, n_after = counts[0], counts[1], counts[2]
         n_steps = n_before + n_draws * spec.thin + n_after
         trace = jnp.full((spec.capacity, state.diverged_at.shape[0]), jnp.nan, spec.value_dtype)
+        kinetic_shape = jax.eval_shape(
+            functools.partial(kinetic_energy, num_chains=state.diverged_at.shape[0]), state.transform_state
+        )
+        kinetic = jnp.full((spec.capacity, state.diverged_at.shape[0]), jnp.nan, kinetic_shape.dtype)
         draws = jax.tree.map(lambda p: jnp.zeros((spec.max_draws, *p.shape), p.dtype), state.params)
         draw_steps = jnp.zeros((spec.max_draws,), jnp.int32)
         keeps = jnp.zeros((spec.max_draws,), bool)
@@ -319,21 +349,22 @@ def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]
             return draws, draw_steps, keeps, pred_sum, pred_count
 
         def one(pos: jax.Array, carry: tuple) -> tuple:
-            state, trace, buffers = carry
-            state, value = _step(spec, fns, state, _host_batch(xs, pos), data)
+            state, trace, kinetic, buffers = carry
+            state, value, energy = _step(spec, fns, state, _host_batch(xs, pos), data)
             trace = jax.lax.dynamic_update_index_in_dim(trace, value, pos, 0)
+            kinetic = jax.lax.dynamic_update_index_in_dim(kinetic, energy.astype(kinetic.dtype), pos, 0)
             into = pos + 1 - n_before  # steps into the draws
             is_draw = (into > 0) & (into <= n_draws * spec.thin) & (into % spec.thin == 0)
             k = jnp.maximum(into // spec.thin - 1, 0)
             buffers = jax.lax.cond(
                 is_draw, lambda b: record(k, state, b), lambda b: b, buffers
             )
-            return state, trace, buffers
+            return state, trace, kinetic, buffers
 
         buffers = (draws, draw_steps, keeps, pred_sum, pred_count)
-        state, trace, buffers = jax.lax.fori_loop(0, n_steps, one, (state, trace, buffers))
+        state, trace, kinetic, buffers = jax.lax.fori_loop(0, n_steps, one, (state, trace, kinetic, buffers))
         draws, draw_steps, keeps, pred_sum, pred_count = buffers
-        return ChunkOutput(state, trace, draws, draw_steps, keeps, pred_sum, pred_count)
+        return ChunkOutput(state, trace, kinetic, draws, draw_steps, keeps, pred_sum, pred_count)
 
     return run
 

@@ -10,7 +10,7 @@ orbax brings) writes the same format, so a user can read the store with either.
 
 Layout of a store: the group's attrs hold the leaf names, how many draws and steps are written
 and the run's fingerprint; `samples/<leaf>` is (chain, draw, ...leaf shape), `sample_steps` is
-(draw,), `log_posterior` is (chain, step).
+(draw,), `log_posterior` and `kinetic` (mᵀm/d of the momenta after each step) are (chain, step).
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ class DrawStore:
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
         self.trace = self.group["log_posterior"]
+        self.kinetic = self._kinetic_array()
         self.local_chains: set[int] = set()
         self.draws_written = int(self.group.attrs.get("num_draws", 0))
         self.steps_written = int(self.group.attrs.get("num_steps", 0))
@@ -161,22 +162,38 @@ class DrawStore:
                     chunks=(1, per_chunk, *block), dtype=np.dtype(leaf.dtype), fill_value=np.nan,
                 )
             group.create_array("sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1)
-            group.create_array(
-                "log_posterior", shape=(chains, max(max_steps, 1)), chunks=(1, max(chunk_steps, 1)),
-                dtype="float64", fill_value=np.nan,
-            )
+            for name in ("log_posterior", "kinetic"):
+                group.create_array(
+                    name, shape=(chains, max(max_steps, 1)), chunks=(1, max(chunk_steps, 1)),
+                    dtype="float64", fill_value=np.nan,
+                )
             group.attrs.update({"fingerprint": fingerprint, "leaves": self.names, "num_draws": 0, "num_steps": 0})
         _barrier("sghmc_jax store created")
         return zarr.open_group(self.path, mode="r+")
+
+    def _kinetic_array(self) -> Any:
+        """The kinetic trace, made like the log posterior's in a store written before it existed
+        (a checkpointed run resumed by a newer version)."""
+        if "kinetic" not in self.group:
+            _barrier("sghmc_jax kinetic create")
+            if jax.process_index() == 0:
+                self.group.create_array(
+                    "kinetic", shape=self.trace.shape, chunks=self.trace.chunks, dtype="float64", fill_value=np.nan
+                )
+            _barrier("sghmc_jax kinetic created")
+            self.group = _zarr().open_group(self.path, mode="r+")
+        return self.group["kinetic"]
 
     def truncate(self, draws: int, steps: int) -> None:
         """Back to `draws` draws and `steps` steps (a checkpoint's counts)."""
         self.draws_written, self.steps_written = draws, steps
         self._commit()
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: np.ndarray, trace: jax.Array, n_steps: int) -> None:
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: np.ndarray, trace: jax.Array,
+            n_steps: int, kinetic: jax.Array) -> None:
         """Appends a chunk: `draws` (draw, chain, ...) buffers of which the first `n_draws` are
-        this chunk's (`kept` picks those to store), their `steps`, and `trace` (step, chain)."""
+        this chunk's (`kept` picks those to store), their `steps`, and the `trace` and `kinetic`
+        (step, chain) buffers."""
         take: Any = slice(0, n_draws) if kept is None else np.flatnonzero(kept[:n_draws])
         count = n_draws if kept is None else int(np.sum(kept[:n_draws]))
         d0 = self.draws_written
@@ -188,6 +205,7 @@ class DrawStore:
                 self.steps[d0 : d0 + count] = np.asarray(steps)[take].astype(np.int64)
         self._grow_trace(self.steps_written + n_steps)
         _write_trace(self.trace, self.steps_written, trace, n_steps)
+        _write_trace(self.kinetic, self.steps_written, kinetic, n_steps)
         self.draws_written += count
         self.steps_written += n_steps
         self._commit()
@@ -207,7 +225,8 @@ class DrawStore:
         if steps > self.trace.shape[1]:
             _barrier("sghmc_jax trace resize")
             if jax.process_index() == 0:
-                self.trace.resize((self.trace.shape[0], max(steps, 2 * self.trace.shape[1])))
+                for array in (self.trace, self.kinetic):
+                    array.resize((array.shape[0], max(steps, 2 * array.shape[1])))
             _barrier("sghmc_jax trace resized")
             self.__init_arrays()
 
@@ -217,6 +236,7 @@ class DrawStore:
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
         self.trace = self.group["log_posterior"]
+        self.kinetic = self.group["kinetic"]
 
     def _commit(self) -> None:
         _barrier("sghmc_jax chunk written")
@@ -243,7 +263,8 @@ class DrawStore:
             for array in self.arrays:
                 array.resize((array.shape[0], self.draws_written, *array.shape[2:]))
             self.steps.resize((self.draws_written,))
-            self.trace.resize((self.trace.shape[0], self.steps_written))
+            for array in (self.trace, self.kinetic):
+                array.resize((array.shape[0], self.steps_written))
         _barrier("sghmc_jax store finalized")
         self.__init_arrays()
 
@@ -255,6 +276,9 @@ class DrawStore:
 
     def log_posterior(self) -> StoredArray:
         return StoredArray(self.trace)
+
+    def kinetic_trace(self) -> StoredArray:
+        return StoredArray(self.kinetic)
 
 
 def _barrier(name: str) -> None:

@@ -27,7 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checkpoint, _checks, _engine, _progress, _store, diagnostics
+from sghmc_jax import (
+    _checkpoint,
+    _checks,
+    _diagnose,
+    _engine,
+    _progress,
+    _store,
+    diagnostics,
+)
 from sghmc_jax._engine import SamplerState
 from sghmc_jax.types import ArrayTree, LogProbFn
 
@@ -56,6 +64,14 @@ class SampleResult:
         compile_time: seconds spent tracing and compiling (the initial state's program and the
             chunk's; 0 when both came from the cache of an earlier call).
         steps_per_second: steps per chain per second of `wall_time`.
+        kinetic: (chain, step) mᵀm/d, the mean square of the momenta in the transform state
+            after every step of this run (burn-in included), NaN for a transform without
+            momenta (SGLD, pSGLD) and after a chain diverged; what `diagnose()` reads the
+            kinetic temperature from.
+        sampler: the transform's rule name ("sghmc", "baoa", ...) when `transform` was one of
+            this library's transforms (or a factory of one), else None (e.g. inside
+            `optax.chain`: `diagnose()` then takes the hyperparameters as arguments).
+        hyperparameters: that transform's hyperparameters by name (numbers or schedules), or None.
     """
 
     samples: ArrayTree
@@ -67,6 +83,16 @@ class SampleResult:
     wall_time: float
     compile_time: float
     steps_per_second: float
+    kinetic: Any = None
+    sampler: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    # References (not copies) to what the run used, for `diagnose()`.
+    _source: _diagnose.RunSource | None = dataclasses.field(default=None, repr=False)
+
+    def diagnose(self, **kwargs: Any) -> _diagnose.Diagnosis:
+        return _diagnose.diagnose(self, **kwargs)
+
+    diagnose.__doc__ = _diagnose.diagnose.__doc__
 
     @property
     def num_chains(self) -> int:
@@ -197,6 +223,7 @@ class _Setup:
     log_posterior: LogProbFn
     transform: Any
     update_transform: optax.GradientTransformation
+    user_data: Any  # `data` as the caller gave it (not placed on a mesh), for `diagnose()`
     keep: Callable[[jax.Array], jax.Array] | None
     predict_fn: Callable[[ArrayTree, Any], ArrayTree] | None
     predict_inputs: Any
@@ -527,6 +554,7 @@ def _validate(**kw: Any) -> _Setup:
         log_posterior=log_posterior,
         transform=transform,
         update_transform=update_transform,
+        user_data=kw["data"],
         keep=kw["keep"],
         predict_fn=predict_fn,
         predict_inputs=predict_inputs,
@@ -853,9 +881,12 @@ class _MemorySink:
         self.draws: list[ArrayTree] = []
         self.steps: list[np.ndarray] = []
         self.traces: list[np.ndarray] = []
+        self.kinetics: list[np.ndarray] = []
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int) -> None:
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int,
+            kinetic: Any) -> None:
         self.traces.append(_host(trace)[:n_steps].T)
+        self.kinetics.append(_host(kinetic)[:n_steps].T)
         if n_draws:
             take = slice(0, n_draws) if kept is None else np.flatnonzero(kept[:n_draws])
             self.draws.append(jax.tree.map(lambda x: np.swapaxes(_host(x)[take], 0, 1), draws))
@@ -864,13 +895,14 @@ class _MemorySink:
     def last_trace(self) -> np.ndarray:
         return self.traces[-1]
 
-    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, np.ndarray]:
+    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, np.ndarray, np.ndarray]:
         log_post = np.concatenate(self.traces, axis=1) if self.traces else np.zeros((num_chains, 0))
+        kinetic = np.concatenate(self.kinetics, axis=1) if self.kinetics else np.zeros((num_chains, 0))
         if not self.draws:
             empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
-            return empty, np.zeros((0,), np.int64), log_post
+            return empty, np.zeros((0,), np.int64), log_post, kinetic
         samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *self.draws)
-        return samples, np.concatenate(self.steps), log_post
+        return samples, np.concatenate(self.steps), log_post, kinetic
 
 
 class _StoreSink:
@@ -882,20 +914,22 @@ class _StoreSink:
         self.in_memory = in_memory  # load the draws into memory for the result (no `output`)
         self._last: np.ndarray | None = None
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int) -> None:
-        self.store.add(draws, n_draws, None if kept is None else np.asarray(kept), _host(steps), trace, n_steps)
+    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int,
+            kinetic: Any) -> None:
+        self.store.add(draws, n_draws, None if kept is None else np.asarray(kept), _host(steps), trace, n_steps, kinetic)
         self._last = _host(trace)[n_steps - 1] if n_steps else self._last
 
     def last_trace(self) -> np.ndarray:
         return np.asarray(self._last)[:, None]
 
-    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, Any]:
+    def result(self, like: ArrayTree, num_chains: int) -> tuple[ArrayTree, np.ndarray, Any, Any]:
         self.store.finalize()
         treedef = jax.tree.structure(like)
         samples, steps, log_post = self.store.samples(treedef), self.store.sample_steps(), self.store.log_posterior()
+        kinetic = self.store.kinetic_trace()
         if self.in_memory:
-            samples, log_post = jax.tree.map(np.asarray, samples), np.asarray(log_post)
-        return samples, steps, log_post
+            samples, log_post, kinetic = jax.tree.map(np.asarray, samples), np.asarray(log_post), np.asarray(kinetic)
+        return samples, steps, log_post, kinetic
 
 
 class _Outcome(NamedTuple):
@@ -998,7 +1032,7 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             )
             state, pred_sum, pred_count = out.state, out.pred_sum, out.pred_count
             kept = _host(out.keeps) if (n_draws and setup.keep is not None) else None
-            sink.add(out.draws, n_draws, kept, out.draw_steps[:n_draws] if n_draws else None, out.trace, n_steps)
+            sink.add(out.draws, n_draws, kept, out.draw_steps[:n_draws] if n_draws else None, out.trace, n_steps, out.kinetic)
             wall_time += time.perf_counter() - t0
             last = sink.last_trace()[:, -1]
             finite = last[np.isfinite(last)]
@@ -1028,7 +1062,7 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
 
 def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResult:
     state = outcome.state
-    samples, sample_steps, log_post = outcome.sink.result(state.params, setup.config.num_chains)
+    samples, sample_steps, log_post, kinetic = outcome.sink.result(state.params, setup.config.num_chains)
     diverged_at = _host(state.diverged_at)
     if (diverged_at >= 0).any():
         # A draw whose log posterior turned out non-finite (found at the next step, once the
@@ -1059,6 +1093,13 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         wall_time=wall,
         compile_time=programs.compile_time,
         steps_per_second=steps_run / wall if wall > 0 else float("nan"),
+        kinetic=kinetic,
+        sampler=getattr(setup.update_transform, "sampler", None),
+        hyperparameters=getattr(setup.update_transform, "hyperparameters", None),
+        _source=_diagnose.RunSource(
+            log_posterior=setup.log_posterior, data=setup.user_data, batch_size=setup.config.batch_size,
+            burn_in=setup.config.burn_in,
+        ),
     )
     if outcome.divergence is not None:
         chain, step = outcome.divergence
@@ -1071,5 +1112,6 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         result.samples = jax.tree.map(lambda x: np.asarray(x)[:, before], result.samples)
         result.sample_steps = result.sample_steps[before]
         result.log_posterior = np.asarray(result.log_posterior)[:, : local + 1]
+        result.kinetic = np.asarray(result.kinetic)[:, : local + 1]
         raise DivergenceError(chain, step, cause, result)
     return result

@@ -40,6 +40,20 @@ __all__ = [
 ]
 
 
+class SamplerTransform(optax.GradientTransformationExtraArgs):
+    """An `optax.GradientTransformationExtraArgs` that says what it is, so that `sample()` can
+    record its hyperparameters for `SampleResult.diagnose()`.
+
+    Attributes (set by the factory; no new tuple fields, so it unpacks and chains as optax's):
+        sampler: the rule's name ("sghmc", "sgld", "sgnht", "baoa", "ubu", "psgld", "psghmc").
+        hyperparameters: the factory's numeric hyperparameters by their rule names ("lr",
+            "alpha", "beta", "sigma", "temperature", ...): numbers or schedules of the step.
+    """
+
+    sampler: str
+    hyperparameters: dict[str, Any]
+
+
 def _transform(
     rule: kernels.Rule,
     state_type: type,
@@ -95,7 +109,10 @@ def _transform(
         )
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    transform = SamplerTransform(init_fn, update_fn)
+    transform.sampler = rule.name
+    transform.hyperparameters = dict(hyperparameters)
+    return transform
 
 
 class SGHMCTransformState(NamedTuple):
