@@ -1,6 +1,6 @@
 """sghmc_jax: stochastic-gradient MCMC for JAX, as optax transforms and posteriors-style functions."""
 
-from sghmc_jax import diagnostics, kernels, sgmcmc
+from sghmc_jax import control_variates, diagnostics, kernels, sgmcmc, stein
 from sghmc_jax._version import __version__
 from sghmc_jax.log_posterior import ScaledLogPosterior, as_loss, make_log_posterior
 from sghmc_jax.sampler import DivergenceError, SampleResult, SamplerState, sample
@@ -39,6 +39,7 @@ __all__ = [
     "__version__",
     "as_loss",
     "baoa",
+    "control_variates",
     "cyclical_schedule",
     "cyclical_temperature_schedule",
     "diagnostics",
@@ -52,5 +53,6 @@ __all__ = [
     "sgld",
     "sgmcmc",
     "sgnht",
+    "stein",
     "ubu",
 ]

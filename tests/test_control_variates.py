@@ -7,7 +7,6 @@ validation."""
 
 from __future__ import annotations
 
-import doctest
 
 import chex
 import jax
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 
 import sghmc_jax
-from sghmc_jax import control_variates
 from sghmc_jax.control_variates import ControlVariate, centre, recentre
 from tests.helpers import Hyper, stationary_covariance
 from tests.registry import SAMPLERS
@@ -201,11 +199,6 @@ def test_recentre_moves_the_centre_and_keeps_the_rest(x64):
     chex.assert_trees_all_equal(cv.centre, random_params(11))  # the old one is unchanged
     batch = jax.tree.map(lambda x: x[:6], data)
     assert_trees_close(grad_of(new, new_hat, batch), new.full_gradient, 1e-12)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(control_variates, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---- measured variance reduction ----------------------------------------------------------------

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import sghmc_jax
-from sghmc_jax import kernels, schedules, stein, transforms
+from sghmc_jax import control_variates, kernels, schedules, stein, transforms
 from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht, ubu
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -45,7 +45,7 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
 
 @pytest.mark.parametrize(
     "module",
-    [kernels, transforms, schedules, sghmc, sgld, sgnht, baoa, ubu, psgld, psghmc, sghmc_jax.diagnostics, stein],
+    [kernels, transforms, schedules, sghmc, sgld, sgnht, baoa, ubu, psgld, psghmc, sghmc_jax.diagnostics, stein, control_variates],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
