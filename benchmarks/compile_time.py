@@ -54,6 +54,7 @@ CANDIDATES = {
     "sgld": lambda: sghmc_jax.sgld(1e-3, key=0),
     "sgnht": lambda: sghmc_jax.sgnht(1e-3, key=0),
     "baoa": lambda: sghmc_jax.baoa(1e-3, key=0),
+    "ubu": lambda: sghmc_jax.ubu(1e-3, key=0),
     "psgld": lambda: sghmc_jax.psgld(1e-3, initial_scale=1.0, key=0),
     "psghmc": lambda: sghmc_jax.psghmc(1e-3, initial_scale=1.0, key=0),
 }

@@ -4,7 +4,7 @@ Cases: one flat leaf of 10M float32 parameters, and a 200-leaf tree of 50k-eleme
 compile-time case). Candidates, all jitted with params and state donated unless named otherwise:
 optax SGD with momentum (the floor), the same without donation, sghmc_jax's optax face (and, on
 the tree, the same traced with every leaf's generator fused into its own update), every other
-sampler of the family next to its own optax floor (SGLD: optax.sgd; SGNHT, BAOA: SGD with
+sampler of the family next to its own optax floor (SGLD: optax.sgd; SGNHT, BAOA, UBU: SGD with
 momentum; pSGLD: optax.rmsprop; pSGHMC: rmsprop with momentum), a "naive"
 SGHMC written the obvious way (one `jax.random.normal` per leaf, tree_map arithmetic), and
 BlackJAX's SGHMC diffusion step (skipped when blackjax is not importable).
@@ -46,6 +46,7 @@ FLOOR_OF = {
     "sghmc_jax.sghmc": "optax sgd+momentum (floor)",
     "sghmc_jax.sgnht": "optax sgd+momentum (floor)",
     "sghmc_jax.baoa": "optax sgd+momentum (floor)",
+    "sghmc_jax.ubu": "optax sgd+momentum (floor)",
     "sghmc_jax.sgld": "optax sgd",
     "sghmc_jax.psgld": "optax rmsprop",
     "sghmc_jax.psghmc": "optax rmsprop+momentum",
@@ -96,6 +97,7 @@ def candidates(case: str, only: str | None = None) -> list[tuple[str, Callable[[
     out.append(("sghmc_jax.sgld", optax_like(sghmc_jax.sgld(LR, key=0), True, with_key=True), "donated"))
     out.append(("sghmc_jax.sgnht", optax_like(sghmc_jax.sgnht(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
     out.append(("sghmc_jax.baoa", optax_like(sghmc_jax.baoa(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
+    out.append(("sghmc_jax.ubu", optax_like(sghmc_jax.ubu(LR, alpha=ALPHA, key=0), True, with_key=True), "donated"))
     out.append(("sghmc_jax.psgld", optax_like(sghmc_jax.psgld(LR, initial_scale=1.0, key=0), True, with_key=True), "donated"))
     out.append(("sghmc_jax.psghmc", optax_like(sghmc_jax.psghmc(LR, alpha=ALPHA, initial_scale=1.0, key=0), True, with_key=True), "donated"))
     if case == "tree":

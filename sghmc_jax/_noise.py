@@ -297,7 +297,9 @@ def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
     return token
 
 
-def map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any]) -> list[Any]:
+def map_with_noise(
+    key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any], draws: int = 1
+) -> list[Any]:
     """`[fn(i, noise_i) for each leaf i]`, with noise_i ~ N(0, 1) in the leaf's noise dtype.
 
     Layout (documented in `normal_like`): element j (row-major) of leaf i gets counter
@@ -309,6 +311,11 @@ def map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, j
     greedy packing of whole leaves keeps the count below 2·`_MAX_BINS` + 1), except on
     accelerators when there are at most `_FUSED_ON_ACCELERATORS` small leaves (see there).
     Every path gives the same numbers.
+
+    With `draws` > 1 each leaf has a leading axis of that many independent draws (the layout is
+    that of the whole leaf); a fused leaf then gets a tuple of `draws` generators of the trailing
+    shape, whose counters are the rows of that layout, so that XLA fuses each into `fn` (one
+    generator over the stacked shape, sliced, does not fuse and runs ~8x slower).
     """
     k0, k1 = key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
@@ -326,7 +333,11 @@ def map_with_noise(key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, j
     def fused(i: int) -> Any:
         if sizes[i] == 0:
             return fn(i, jnp.zeros(jnp.shape(leaves[i]), dtypes[i]))
-        return fn(i, leaf_noise(k0, k1, offsets[i], jnp.shape(leaves[i]), dtypes[i]))
+        if draws == 1:
+            return fn(i, leaf_noise(k0, k1, offsets[i], jnp.shape(leaves[i]), dtypes[i]))
+        row_shape = tuple(jnp.shape(leaves[i]))[1:]
+        row = sizes[i] // draws
+        return fn(i, tuple(leaf_noise(k0, k1, offsets[i] + d * row, row_shape, dtypes[i]) for d in range(draws)))
 
     # Runs of consecutive small leaves of one noise dtype, cut into bins of <= capacity elements.
     capacity = max(_BIN_ELEMENTS, -(-sum(n for n in sizes if n < _SMALL_LEAF) // _MAX_BINS))

@@ -131,7 +131,7 @@ def _map_leaves(
         cdt = _compute_dtype(args[0].dtype)
         return traced[cdt](cast[cdt], noise, *args)
 
-    outputs = _noise.map_with_noise(key, noise_layout, leaf)
+    outputs = _noise.map_with_noise(key, noise_layout, leaf, draws=draws)
     return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
 
 

@@ -196,3 +196,21 @@ def test_bad_batch_order_fails_before_compiling(kwargs, pattern, monkeypatch):
     lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
     with pytest.raises(ValueError, match=pattern):
         sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.ubu(0.1, key=0), num_steps=3, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("size", [1000, (1 << 20) + 5])  # a binned small leaf, a leaf with its own fused generators
+def test_ubu_noise_is_the_documented_layout_on_every_path(size):
+    """Two normals per element: the rows of `normal_like` over a (2, *leaf) array, whichever
+    path generates them (each row fused into the update for large leaves)."""
+    from sghmc_jax import _noise
+
+    key = jax.random.key(3)
+    m = jnp.linspace(-1.0, 1.0, size, dtype=jnp.float32)
+    g = jnp.cos(jnp.arange(size, dtype=jnp.float32))
+    lr, alpha, sigma, temperature = 0.1, 0.7, 1.3, 0.5
+    inc, m_new = jax.jit(kernels.ubu_step)(m, g, key, lr, alpha, sigma, temperature)
+    z = np.asarray(_noise.normal_like(key, jax.ShapeDtypeStruct((2, size), jnp.float32)), np.float64)
+    drift, decay, l11, l21, l22 = _coefficients(lr, alpha, sigma, temperature)
+    kick = np.asarray(m, np.float64) + lr * np.asarray(g, np.float64)
+    np.testing.assert_allclose(inc, drift * kick + l11 * z[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m_new, decay * kick + l21 * z[0] + l22 * z[1], rtol=1e-5, atol=1e-6)
