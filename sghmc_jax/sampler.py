@@ -475,7 +475,9 @@ def _validate(**kw: Any) -> _Setup:
     else:
         one_params = init_params
     if data is not None:
-        example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype), data)
+        # Placed over a data axis, the data are (shard, example, ...): a minibatch is (batch, ...).
+        lead = 2 if data_shards > 1 else 1
+        example_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[lead:]), x.dtype), data)
     else:
         example_batch = first_host_batch
     value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))

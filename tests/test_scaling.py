@@ -149,6 +149,31 @@ def test_data_parallel_gradients_are_reduced_in_the_step_and_follow_the_sharded_
     assert out["perm_spec"] == ["chains" if c > 1 else out["perm_spec"][0], "data"]
 
 
+def test_data_parallel_log_posterior_is_checked_with_minibatch_shapes():
+    """The argument check traces the log posterior on a (batch, ...) minibatch, not on the
+    (batch, examples per shard, ...) layout of the sharded data (a classifier indexing its
+    log-softmax by label failed on that before compiling)."""
+    out = run(
+        """
+        shapes = []
+        def log_posterior(w, batch):
+            shapes.append([list(batch["x"].shape), list(batch["y"].shape)])
+            logp = jax.nn.log_softmax(batch["x"] @ w)
+            return jnp.sum(logp[jnp.arange(batch["y"].shape[0]), batch["y"]]) - 0.5 * jnp.sum(w**2), None
+        rng = np.random.default_rng(0)
+        data = {"x": rng.normal(size=(64, 3)).astype(np.float32), "y": rng.integers(0, 4, 64).astype(np.int32)}
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        r = sghmc_jax.sample(0, log_posterior, jnp.zeros((3, 4)), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0),
+                             num_steps=4, num_chains=1, data=data, batch_size=16, progress=False,
+                             mesh=mesh, data_axis="data")
+        dump(shapes=sorted({json.dumps(s) for s in shapes}), finite=bool(np.all(np.isfinite(r.samples))))
+        """,
+        devices=4,
+    )
+    assert out["shapes"] == ["[[16, 3], [16]]"], out
+    assert out["finite"]
+
+
 def test_sharded_params_keep_their_partition_and_the_unsharded_draws():
     out = run(
         """
