@@ -435,11 +435,7 @@ def _validate(**kw: Any) -> _Setup:
             _on_mesh(jax.random.key_data(base_key), placement.replicated()), impl=jax.random.key_impl(base_key)
         )
         if init_params is not None:
-            init_params = jax.tree.map(
-                lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.NamedSharding)
-                else _on_mesh(x, placement.replicated()),
-                init_params,
-            )
+            init_params = jax.tree.map(lambda x: _onto_mesh(x, placement), init_params)
     data_shards = 1
     if data is not None:
         if placement is not None and placement.data_axis is not None:
@@ -557,6 +553,11 @@ def _placement(
         return None
     if not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"`mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    # jax.make_mesh gives Explicit axes by default, and the sharding constraints that lay out
+    # the run take Auto ones: the run uses the same devices and names as Auto axes.
+    auto = jax.sharding.AxisType.Auto
+    if any(t != auto for t in mesh.axis_types):
+        mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
     for name, axis in (("chain_axis", chain_axis), ("data_axis", data_axis)):
         if axis is not None and axis not in mesh.axis_names:
             raise ValueError(f"`{name}` must be one of the mesh's axes {mesh.axis_names}, got {name}={axis!r}")
@@ -598,6 +599,17 @@ def _on_mesh(x: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
     processes (each process gives its own devices their parts)."""
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _onto_mesh(x: Any, placement: _engine.Placement) -> Any:
+    """A params leaf on the run's mesh: partitioned as it is over the mesh it came on (the same
+    devices and axes, maybe Explicit ones), or replicated when it came unpartitioned."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return _on_mesh(x, placement.replicated())
+    if sharding.mesh != placement.mesh:
+        return jax.device_put(x, jax.sharding.NamedSharding(placement.mesh, sharding.spec))
+    return x
 
 
 def _place_data(data: ArrayTree, shards: int, placement: _engine.Placement | None) -> ArrayTree:

@@ -199,6 +199,32 @@ def test_sharded_params_keep_their_partition_and_the_unsharded_draws():
     assert out["err"] < 1e-5, out  # float reassociation in the gradient only
 
 
+def test_a_mesh_from_jax_make_mesh_with_explicit_axes_gives_the_same_draws():
+    """jax.make_mesh gives Explicit axes by default, which sharding constraints refuse: the run
+    uses the same devices and names as Auto axes, params sharded over the Explicit mesh keep
+    their partition, and the draws are those of a `Mesh(...)` (Auto) run."""
+    out = run(
+        """
+        log_posterior, params, data = problem(d=8)
+        kw = dict(transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k), num_steps=20, num_chains=2,
+                  data=data, batch_size=16, chunk_size=10, progress=False, chain_axis="chains")
+        draws, specs = {}, {}
+        for name, mesh in [("auto", Mesh(np.array(jax.devices()).reshape(2, 2), ("chains", "model"))),
+                           ("explicit", jax.make_mesh((2, 2), ("chains", "model")))]:
+            sharded = {"w": jax.device_put(params["w"], NamedSharding(mesh, P("model"))),
+                       "b": jax.device_put(params["b"], NamedSharding(mesh, P()))}
+            r = sghmc_jax.sample(4, log_posterior, sharded, mesh=mesh, **kw)
+            draws[name], specs[name] = r.samples["w"], spec(r.final_state.params["w"])
+        dump(explicit_types=[str(t) for t in jax.make_mesh((2, 2), ("chains", "model")).axis_types],
+             same=bool(np.array_equal(draws["auto"], draws["explicit"])), specs=specs)
+        """,
+        devices=4,
+    )
+    assert all("Explicit" in t for t in out["explicit_types"]), out  # what this test is about
+    assert out["same"], out
+    assert out["specs"]["explicit"] == out["specs"]["auto"] == ["chains", "model"]
+
+
 def test_mesh_arguments_are_checked_before_compiling():
     out = run(
         """
