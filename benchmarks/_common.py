@@ -221,10 +221,14 @@ def save_json(path: str | None, payload: dict) -> None:
             json.dump(payload, f, indent=1, default=str)
 
 
-def run_python(python: str, script: str, args: Sequence[str], timeout: float) -> tuple[int, str]:
-    """Runs `python script args` and returns (exit code, combined output)."""
+def run_python(
+    python: str, script: str, args: Sequence[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Runs `python script args` and returns (exit code, combined output); `env` adds to (or
+    overrides) this process's environment, e.g. XLA_FLAGS for forced host devices."""
     proc = subprocess.run(
-        [python, script, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [python, script, *args], capture_output=True, text=True, timeout=timeout, check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     return proc.returncode, proc.stdout + proc.stderr
 

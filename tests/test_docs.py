@@ -1,10 +1,17 @@
-"""The README's examples and the docstrings' examples run."""
+"""The README's examples and the docstrings' examples run: the single-device ones in this
+process, the "Scaling out" ones in subprocesses on 8 forced host devices, and its multi-host
+script as 2 processes joined by jax.distributed."""
 
 from __future__ import annotations
 
 import doctest
+import json
+import os
 import pathlib
 import re
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -12,8 +19,42 @@ import sghmc_jax
 from sghmc_jax import control_variates, kernels, schedules, stein, transforms
 from sghmc_jax.sgmcmc import baoa, psghmc, psgld, sghmc, sgld, sgnht, ubu
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+_PYTHON = r"```python\n(.*?)```"
+
+
+def _section(title: str) -> str:
+    """The README's text from the heading `## title` to the next `## ` heading."""
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+SCALING = re.findall(_PYTHON, _section("Scaling out"), flags=re.S)
+MULTI_HOST = [b for b in SCALING if "jax.distributed.initialize" in b]
+ON_DEVICES = [b for b in SCALING if b not in MULTI_HOST]  # run in order, one namespace
+BLOCKS = [b for b in re.findall(_PYTHON, README.read_text(), flags=re.S) if b not in SCALING]
+
+_RUN_IN_ORDER = """
+import contextlib, io, json, sys
+namespace, printed = {}, []
+for i, block in enumerate(json.loads(sys.argv[1])):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, f"README.md[Scaling out, python block {i}]", "exec"), namespace)
+    printed.append(out.getvalue())
+print("PRINTED " + json.dumps(printed))
+"""
+
+
+def _env(devices: int, **extra: str) -> dict[str, str]:
+    path = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x)
+    return {
+        **os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu", "PYTHONPATH": path, **extra,
+    }
 
 
 def test_readme_has_the_two_commands_first():
@@ -26,6 +67,42 @@ def test_readme_has_the_two_commands_first():
 def test_readme_example_runs(index, capsys):
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
     assert capsys.readouterr().out.strip(), "the example prints its result"
+
+
+def test_readme_scaling_examples_run_on_8_devices():
+    assert len(ON_DEVICES) == 3 and len(MULTI_HOST) == 1, "the section's examples were not found"
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_IN_ORDER, json.dumps(ON_DEVICES)], cwd=ROOT, env=_env(8),
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    printed = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("PRINTED "))[8:])
+    assert all(p.strip() for p in printed), f"every example prints its result: {printed}"
+    assert "('chains', None, 'model')" in printed[2], printed[2]  # the state keeps w1's partition
+
+
+@pytest.mark.slow
+def test_readme_multi_host_script_runs_as_two_processes(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(MULTI_HOST[0])
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "run")], cwd=tmp_path,
+            env=_env(4, COORDINATOR=f"localhost:{port}", NUM_HOSTS="2", HOST_ID=str(i)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    assert "SampleResult(16 chains" in outs[0][0], outs[0][0]  # host 0 prints
+    assert "SampleResult" not in outs[1][0]  # (gloo logs its connections on stdout)
+    assert (tmp_path / "run" / "draws" / "zarr.json").is_file()
+    assert (tmp_path / "run" / "ckpt" / "state" / "3000").is_dir()
 
 
 def test_readme_optax_example_reaches_the_posterior_mean(capsys):

@@ -176,6 +176,31 @@ def test_make_mesh_and_make_log_posterior_with_a_data_axis_compile_once():
     assert out["same"], out
 
 
+def test_data_parallel_log_posterior_is_checked_with_minibatch_shapes():
+    """The argument check traces the log posterior on a (batch, ...) minibatch, not on the
+    (batch, examples per shard, ...) layout of the sharded data (a classifier indexing its
+    log-softmax by label failed on that before compiling)."""
+    out = run(
+        """
+        shapes = []
+        def log_posterior(w, batch):
+            shapes.append([list(batch["x"].shape), list(batch["y"].shape)])
+            logp = jax.nn.log_softmax(batch["x"] @ w)
+            return jnp.sum(logp[jnp.arange(batch["y"].shape[0]), batch["y"]]) - 0.5 * jnp.sum(w**2), None
+        rng = np.random.default_rng(0)
+        data = {"x": rng.normal(size=(64, 3)).astype(np.float32), "y": rng.integers(0, 4, 64).astype(np.int32)}
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        r = sghmc_jax.sample(0, log_posterior, jnp.zeros((3, 4)), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0),
+                             num_steps=4, num_chains=1, data=data, batch_size=16, progress=False,
+                             mesh=mesh, data_axis="data")
+        dump(shapes=sorted({json.dumps(s) for s in shapes}), finite=bool(np.all(np.isfinite(r.samples))))
+        """,
+        devices=4,
+    )
+    assert out["shapes"] == ["[[16, 3], [16]]"], out
+    assert out["finite"]
+
+
 def test_sharded_params_keep_their_partition_and_the_unsharded_draws():
     out = run(
         """
@@ -199,6 +224,32 @@ def test_sharded_params_keep_their_partition_and_the_unsharded_draws():
     assert out["params_spec"] == out["momenta_spec"] == ["chains", "model"]
     assert out["bias_spec"] == ["chains"]
     assert out["err"] < 1e-5, out  # float reassociation in the gradient only
+
+
+def test_a_mesh_from_jax_make_mesh_with_explicit_axes_gives_the_same_draws():
+    """jax.make_mesh gives Explicit axes by default, which sharding constraints refuse: the run
+    uses the same devices and names as Auto axes, params sharded over the Explicit mesh keep
+    their partition, and the draws are those of a `Mesh(...)` (Auto) run."""
+    out = run(
+        """
+        log_posterior, params, data = problem(d=8)
+        kw = dict(transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k), num_steps=20, num_chains=2,
+                  data=data, batch_size=16, chunk_size=10, progress=False, chain_axis="chains")
+        draws, specs = {}, {}
+        for name, mesh in [("auto", Mesh(np.array(jax.devices()).reshape(2, 2), ("chains", "model"))),
+                           ("explicit", jax.make_mesh((2, 2), ("chains", "model")))]:
+            sharded = {"w": jax.device_put(params["w"], NamedSharding(mesh, P("model"))),
+                       "b": jax.device_put(params["b"], NamedSharding(mesh, P()))}
+            r = sghmc_jax.sample(4, log_posterior, sharded, mesh=mesh, **kw)
+            draws[name], specs[name] = r.samples["w"], spec(r.final_state.params["w"])
+        dump(explicit_types=[str(t) for t in jax.make_mesh((2, 2), ("chains", "model")).axis_types],
+             same=bool(np.array_equal(draws["auto"], draws["explicit"])), specs=specs)
+        """,
+        devices=4,
+    )
+    assert all("Explicit" in t for t in out["explicit_types"]), out  # what this test is about
+    assert out["same"], out
+    assert out["specs"]["explicit"] == out["specs"]["auto"] == ["chains", "model"]
 
 
 def test_mesh_arguments_are_checked_before_compiling():
