@@ -113,6 +113,12 @@ def _sghmc_transition(precision, h, grad_noise_var=0.0):
     )
 
 
+# BAOA's and UBU's hyperparameters follow the same rules (exact friction: any alpha >= 0).
+_EXACT_FRICTION_INVALID = (
+    _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_SIGMA,
+    ({"momenta": np.float32("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
+)
+
 SAMPLERS = [
     Sampler(
         name="sghmc",
@@ -175,10 +181,7 @@ SAMPLERS = [
         fields=("momenta",),
         hyper={"lr": 1e-3, "alpha": 0.5, "sigma": 1.3, "temperature": 0.7},
         settings={},
-        invalid=(
-            _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_SIGMA,
-            ({"momenta": np.float32("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
-        ),
+        invalid=_EXACT_FRICTION_INVALID,
         signature=("log_posterior", "lr", "alpha", "sigma", "temperature", "momenta"),
         linear=Linear(
             helpers.BAOA,
@@ -191,10 +194,7 @@ SAMPLERS = [
         fields=("momenta",),
         hyper={"lr": 1e-3, "alpha": 0.5, "sigma": 1.3, "temperature": 0.7},
         settings={},
-        invalid=(
-            _POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE, _NEGATIVE_ALPHA, _ZERO_SIGMA, _SCHEDULED_SIGMA,
-            ({"momenta": np.float32("nan")}, r"`momenta` must be finite and real, got momenta=nan"),
-        ),
+        invalid=_EXACT_FRICTION_INVALID,
         signature=("log_posterior", "lr", "alpha", "sigma", "temperature", "momenta"),
         linear=Linear(
             helpers.UBU,
