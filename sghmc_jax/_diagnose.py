@@ -156,13 +156,21 @@ def _healthy(result: Any) -> np.ndarray:
 
 # ---- 1. kinetic temperature -------------------------------------------------------------------
 
-_HOT = "too hot: gradient noise the sampler is not told about heats the momenta; lower lr, raise alpha, or set beta"
+_HOT = (
+    "too hot: gradient noise the sampler is not told about heats the momenta; lower lr, raise "
+    "alpha, or set beta. (A chain still drifting toward the posterior also runs hot: if the log "
+    "posterior is still climbing, lengthen burn_in first.)"
+)
 _HAS_BETA = ("sghmc", "sgnht", "sgld", None)  # None: unknown, the advice keeps beta
 
 
 def _advice(text: str, sampler: str | None) -> str:
     """`text` without its beta option for a sampler that has no `beta`."""
-    return text if sampler in _HAS_BETA else text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha")
+    if sampler in _HAS_BETA:
+        return text
+    return text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha")
+
+
 _COLD = "too cold: the momenta average below T; run a longer burn-in, or lower lr (discretisation)"
 
 
