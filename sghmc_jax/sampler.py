@@ -482,11 +482,7 @@ def _validate(**kw: Any) -> _Setup:
             _on_mesh(jax.random.key_data(base_key), placement.replicated()), impl=jax.random.key_impl(base_key)
         )
         if init_params is not None:
-            init_params = jax.tree.map(
-                lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.NamedSharding)
-                else _on_mesh(x, placement.replicated()),
-                init_params,
-            )
+            init_params = jax.tree.map(lambda x: _onto_mesh(x, placement), init_params)
     data_shards = 1
     if data is not None:
         if placement is not None and placement.data_axis is not None:
@@ -650,6 +646,17 @@ def _auto_axes(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
     if all(t == auto for t in mesh.axis_types):
         return mesh
     return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
+def _onto_mesh(x: Any, placement: _engine.Placement) -> Any:
+    """A params leaf on the run's mesh: partitioned as it is over the mesh it came on (the same
+    devices and axes, maybe Explicit ones), or replicated when it came unpartitioned."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return _on_mesh(x, placement.replicated())
+    if sharding.mesh != placement.mesh:
+        return jax.device_put(x, jax.sharding.NamedSharding(placement.mesh, sharding.spec))
+    return x
 
 
 def _on_mesh(x: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
