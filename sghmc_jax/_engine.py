@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checks, _noise
+from sghmc_jax import _checkpoint, _checks, _noise
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -427,6 +427,10 @@ def initial_state_program(
 
 _CACHE_SIZE = 32
 _cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+# The traced program of each cached one, for its digest (what identifies a run: `_checkpoint`),
+# computed when a run first asks for it.
+_jaxprs: dict[Any, Any] = {}
+_digests: dict[Any, str] = {}
 
 
 def _sharding_key(x: Any) -> Any:
@@ -481,11 +485,26 @@ class Program:
         if self._executable is None:
             self._executable = self._traced.lower().compile()
             _cache[self._key] = self._executable
+            _jaxprs[self._key] = self._traced.jaxpr
             if len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
+                old, _ = _cache.popitem(last=False)
+                _jaxprs.pop(old, None)
+                _digests.pop(old, None)
         return self._executable
+
+    def digest(self) -> str:
+        """A digest of the program's jaxpr and constants (`_checkpoint.program_digest`)."""
+        if self._key not in _digests:
+            jaxpr = self._traced.jaxpr if self._traced is not None else _jaxprs[self._key]
+            digest = _checkpoint.program_digest(jaxpr)
+            if self._key in _cache:
+                _digests[self._key] = digest
+            return digest
+        return _digests[self._key]
 
 
 def clear_cache() -> None:
     """Drops every cached compiled program (they hold references to the user's functions)."""
     _cache.clear()
+    _jaxprs.clear()
+    _digests.clear()

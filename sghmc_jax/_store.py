@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 from typing import Any
 
 import jax
@@ -25,6 +27,12 @@ import numpy as np
 __all__: list[str] = []
 
 _CHUNK_BYTES = 64 << 20  # at most this much per stored chunk of draws
+# A store is made under this name beside its path, then renamed to it: a kill while it is being
+# made leaves no half-made store at the path (only this, which the next run removes).
+_CREATING = ".sghmc-creating"
+# What zarr's local store writes a chunk to before renaming it into place (`<name>.<uuid
+# hex>.partial`): a kill mid-write leaves one behind, which a resumed run removes.
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
 def _zarr() -> Any:
@@ -111,7 +119,10 @@ class DrawStore:
     (draws written after it are written again, identically)."""
 
     def __init__(self, path: str, *, params: Any, num_chains: int, max_draws: int, max_steps: int,
-                 chunk_draws: int, chunk_steps: int, fingerprint: str, resume: bool):
+                 chunk_draws: int, chunk_steps: int, fingerprint: str, parts: dict[str, Any], resume: bool,
+                 trace_dtypes: tuple[Any, Any] = (np.float64, np.float64)):
+        from sghmc_jax import _checkpoint
+
         zarr = _zarr()
         self.path = os.fspath(path)
         self.names = _leaf_names(params)
@@ -121,8 +132,9 @@ class DrawStore:
             group = zarr.open_group(self.path, mode="r+")
             if group.attrs.get("fingerprint") != fingerprint:
                 raise ValueError(
-                    f"{self.path!r} holds draws of another run (or other data); sghmc_jax never "
-                    "overwrites them: give `output` (or `checkpoint_dir`) a new path"
+                    f"{self.path!r} holds draws of another run, which this call will not resume or "
+                    f"return: {_checkpoint.changes(group.attrs.get('run'), parts)}. sghmc_jax never "
+                    "overwrites draws: give `output` (or `checkpoint_dir`) a new path"
                 )
             if not resume:
                 raise ValueError(
@@ -130,13 +142,17 @@ class DrawStore:
                     "(nothing of the old run is deleted), or a `checkpoint_dir` to make the run resumable"
                 )
             self.group = group
+            self._remove_partial_writes()
         else:
             if os.path.exists(self.path) and os.listdir(self.path):
                 raise ValueError(
                     f"`output` {self.path!r} exists and is not empty; sghmc_jax never writes over "
                     "files it did not make: give a new path"
                 )
-            self.group = self._create(zarr, leaves, num_chains, max_draws, max_steps, chunk_draws, chunk_steps, fingerprint)
+            self.group = self._create(
+                zarr, leaves, num_chains, max_draws, max_steps, chunk_draws, chunk_steps,
+                {"fingerprint": fingerprint, "run": parts}, trace_dtypes,
+            )
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
         self.trace = self.group["log_posterior"]
@@ -145,10 +161,26 @@ class DrawStore:
         self.draws_written = int(self.group.attrs.get("num_draws", 0))
         self.steps_written = int(self.group.attrs.get("num_steps", 0))
 
+    def _remove_partial_writes(self) -> None:
+        """Removes the chunk files a kill left half-written (zarr's `*.partial`); the resumed run
+        writes those chunks again. Each process removes its own (they write different files)."""
+        for root, _, files in os.walk(self.path):
+            for name in files:
+                if _PARTIAL.search(name):
+                    try:
+                        os.unlink(os.path.join(root, name))
+                    except FileNotFoundError:  # another process of the run removed it
+                        pass
+
     def _create(self, zarr: Any, leaves: list, chains: int, max_draws: int, max_steps: int,
-                chunk_draws: int, chunk_steps: int, fingerprint: str) -> Any:
+                chunk_draws: int, chunk_steps: int, attrs: dict[str, Any], trace_dtypes: tuple[Any, Any]) -> Any:
+        """Makes the store under a temporary name beside `path` and renames it into place, so
+        that a kill while it is being made leaves nothing at `path` for the rerun to refuse."""
         if jax.process_index() == 0:
-            group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+            building = self.path.rstrip(os.sep) + _CREATING
+            if os.path.exists(building):  # a kill left it while making this store: ours, unfinished
+                shutil.rmtree(building)
+            group = zarr.open_group(building, mode="w-", zarr_format=3)
             for name, leaf in zip(self.names, leaves):
                 shape = tuple(np.shape(leaf))[1:]
                 # A stored chunk is one chain's draws of one shard of the leaf: the devices (and
@@ -162,12 +194,17 @@ class DrawStore:
                     chunks=(1, per_chunk, *block), dtype=np.dtype(leaf.dtype), fill_value=np.nan,
                 )
             group.create_array("sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1)
-            for name in ("log_posterior", "kinetic"):
+            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes):
+                # The traces keep the dtypes they have in memory (the log posterior's value's, the
+                # momenta's at least float32).
                 group.create_array(
                     name, shape=(chains, max(max_steps, 1)), chunks=(1, max(chunk_steps, 1)),
-                    dtype="float64", fill_value=np.nan,
+                    dtype=np.dtype(dtype), fill_value=np.nan,
                 )
-            group.attrs.update({"fingerprint": fingerprint, "leaves": self.names, "num_draws": 0, "num_steps": 0})
+            group.attrs.update({**attrs, "leaves": self.names, "num_draws": 0, "num_steps": 0})
+            # An empty directory at `path` (made by the user for the run) is replaced; anything
+            # else there was refused above.
+            os.replace(building, self.path)
         _barrier("sghmc_jax store created")
         return zarr.open_group(self.path, mode="r+")
 

@@ -17,6 +17,7 @@ chunking, checkpoints or continuation.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -347,7 +348,11 @@ def sample(
             `init_params`, `stacked_init` and `num_chains` come from it.
         checkpoint_dir: where to checkpoint the sampler state (orbax) every `checkpoint_every`
             steps (at chunk ends); if it holds a checkpoint of the same run, the run resumes from
-            it and ends bit-identical to an uninterrupted run. Saves are atomic and hold the
+            it and ends bit-identical to an uninterrupted run (or, when that run had finished,
+            returns its draws). The same run means the same arguments, key, log posterior,
+            transform with its hyperparameters and schedules, and the same values of `data`
+            and `init_params` (checked by SHA-256 digests, about 0.07 s per 100 MB); a checkpoint
+            of any other run is refused with an error that names what differs. Saves are atomic and hold the
             state only: the draws go to the draw store (`output`, or `checkpoint_dir/draws`)
             as they come, never rewritten. Needs `sghmc_jax[disk]`.
         checkpoint_every: steps between checkpoints (rounded up to a chunk end); by default
@@ -387,6 +392,7 @@ def sample(
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
         mesh=mesh, chain_axis=chain_axis, data_axis=data_axis, output=output,
     )
+    _check_processes_agree(setup)
     programs = _Programs(setup)
     state = programs.initial_state()
     outcome = _run(setup, programs, state)
@@ -946,6 +952,7 @@ class _Outcome(NamedTuple):
     pred_sum: Any
     pred_count: Any
     wall_time: float
+    steps_run: int  # by this call (a resumed run's steps before the kill are not counted)
     divergence: tuple[int, int] | None
 
 
@@ -969,6 +976,64 @@ def _take_host_batches(it: Iterator[Any], first: Any, n: int, capacity: int) -> 
     return jax.device_put(stacked), None
 
 
+def _across_processes(digests: dict[str, str]) -> dict[str, list[str]]:
+    """Each named digest as every process of the run computed it, in process order."""
+    from jax.experimental import multihost_utils
+
+    names = sorted(digests)
+    mine = np.stack([np.frombuffer(bytes.fromhex(digests[n]), np.uint8) for n in names])
+    every = np.asarray(multihost_utils.process_allgather(mine))  # (process, name, 32)
+    return {n: [bytes(every[p, i]).hex() for p in range(every.shape[0])] for i, n in enumerate(names)}
+
+
+def _check_processes_agree(setup: _Setup) -> None:
+    """With several processes (`jax.distributed`), each must have been given the same key and
+    data (each takes its own part of them): checked by digests before anything compiles, since
+    otherwise the run completes with draws that are no one run's."""
+    if jax.process_count() == 1:
+        return
+    every = _across_processes({
+        "`key`": _checkpoint.digest(jax.random.key_data(setup.key)),
+        "`data`": _checkpoint.digest(setup.user_data),
+        "the first of `batches`": _checkpoint.digest(setup.first_host_batch),
+    })
+    differ = {name: values for name, values in every.items() if len(set(values)) > 1}
+    if differ:
+        said = "; ".join(
+            f"{name}: processes {[p for p, v in enumerate(values) if v != values[0]]} differ from process 0"
+            for name, values in differ.items()
+        )
+        raise ValueError(
+            f"the {jax.process_count()} processes of this run were given different inputs ({said}); "
+            "every process must pass the same `key` and `data` (each takes its own part of them)"
+        )
+
+
+def _identity_parts(setup: _Setup, programs: _Programs, step0: int, state: SamplerState) -> dict[str, Any]:
+    """What identifies the run, for its checkpoints and draw store: every setting, the key, the
+    compiled programs (the log posterior, the transform with its hyperparameters and schedules,
+    `keep`, `predict_fn`) and digests of the values it starts from, so that a rerun that differs
+    in anything that changes the draws is refused, not resumed or returned."""
+    initial = setup.init_params if setup.init_state is None else setup.init_state
+    programs_run = [programs.chunk] + ([programs._init_program] if programs._init_program is not None else [])
+    initial_values = _checkpoint.digest(initial)
+    if jax.process_count() > 1:  # each process digested the parts of sharded params it holds
+        every = _across_processes({"initial values": initial_values})["initial values"]
+        initial_values = hashlib.sha256("".join(every).encode()).hexdigest()
+    return {
+        "settings": dataclasses.asdict(setup.config),
+        "key": [np.asarray(_host(jax.random.key_data(setup.key))).tolist(), str(jax.random.key_impl(setup.key))],
+        "start step": step0,
+        "state layout": [(np.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(state)],
+        "hyperparameters": getattr(setup.update_transform, "hyperparameters", None),
+        "program": [p.digest() for p in programs_run],
+        "data": _checkpoint.digest(setup.user_data),
+        "initial values": initial_values,
+        "predict_inputs": _checkpoint.digest(setup.predict_inputs),
+        "first batch": _checkpoint.digest(setup.first_host_batch),
+    }
+
+
 def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     config = setup.config
     spec = programs.spec
@@ -978,21 +1043,23 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     start_chunk = 0
 
     checkpointer = None
-    fingerprint = _checkpoint.fingerprint(config, setup.key, step0, state)
     restored = None
-    if setup.checkpoint_dir is not None:
-        checkpointer = _checkpoint.Checkpointer(setup.checkpoint_dir, fingerprint)
-        restored = checkpointer.load(state, (pred_sum, pred_count))
     sink: _MemorySink | _StoreSink = _MemorySink()
-    if setup.output is not None or checkpointer is not None:
+    if setup.output is not None or setup.checkpoint_dir is not None:
+        fingerprint, parts = _checkpoint.identity(_identity_parts(setup, programs, step0, state))
+        if setup.checkpoint_dir is not None:
+            checkpointer = _checkpoint.Checkpointer(setup.checkpoint_dir, fingerprint, parts)
+            restored = checkpointer.load(state, (pred_sum, pred_count))
         path = setup.output if setup.output is not None else checkpointer.draws_path
         max_draws = sum(d for _, d, _ in plan)
+        out = programs.chunk.out_info()
         store = _store.DrawStore(
             path, params=state.params, num_chains=config.num_chains, max_draws=max_draws,
             max_steps=config.num_steps, chunk_draws=spec.max_draws, chunk_steps=spec.capacity,
             # A checkpointed run that stopped before its first checkpoint starts over in its own
             # store: the draws there are this run's (same fingerprint), written again identically.
-            fingerprint=fingerprint, resume=checkpointer is not None,
+            fingerprint=fingerprint, parts=parts, resume=checkpointer is not None,
+            trace_dtypes=(out.trace.dtype, out.kinetic.dtype),
         )
         sink = _StoreSink(store, in_memory=setup.output is None)
         if restored is None:
@@ -1006,6 +1073,7 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
     if start_chunk:
         bar.resumed(int(_host(state.step)) - step0)
     wall_time = 0.0
+    steps_run = 0
     divergence: tuple[int, int] | None = None
     last_checkpoint_step = int(_host(state.step))
 
@@ -1033,6 +1101,7 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
                     setup.batch_iter, first_host_batch, n_steps, spec.capacity
                 )
             t0 = time.perf_counter()
+            steps_run += n_steps
             out = run(
                 state, xs, pred_sum, pred_count, setup.data, setup.predict_inputs,
                 np.asarray([before, n_draws, after], np.int32),
@@ -1061,7 +1130,7 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             save(len(plan))
     finally:
         bar.close()
-    return _Outcome(state, step0, sink, pred_sum, pred_count, wall_time, divergence)
+    return _Outcome(state, step0, sink, pred_sum, pred_count, wall_time, steps_run, divergence)
 
 
 # ---- 4. the result ---------------------------------------------------------------------------
@@ -1088,7 +1157,6 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
             lambda s: np.asarray(s) / counts.reshape((-1,) + (1,) * (np.ndim(s) - 1)),
             jax.tree.map(_host, outcome.pred_sum),
         )
-    steps_run = int(_host(state.step)) - outcome.step0
     wall = outcome.wall_time
     result = SampleResult(
         samples=samples,
@@ -1099,7 +1167,7 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         predictive_mean=predictive_mean,
         wall_time=wall,
         compile_time=programs.compile_time,
-        steps_per_second=steps_run / wall if wall > 0 else float("nan"),
+        steps_per_second=outcome.steps_run / wall if wall > 0 else float("nan"),
         kinetic=kinetic,
         sampler=getattr(setup.update_transform, "sampler", None),
         hyperparameters=getattr(setup.update_transform, "hyperparameters", None),

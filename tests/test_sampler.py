@@ -723,6 +723,160 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_in_its_own_store(t
     np.testing.assert_array_equal(resumed.log_posterior, clean.log_posterior)
 
 
+# ---- a rerun is the same run, or it is refused -------------------------------------------------
+
+
+def _other_likelihood(w, batch):
+    resid = batch["y"] - batch["x"] @ w
+    return -0.5 * 64 / batch["y"].shape[0] * jnp.sum(resid**2) - 0.5 * jnp.sum(w**2) / 4.0, None
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(transform=sghmc_jax.sghmc(3e-4, alpha=1.0, key=0)), r"lr 0\.001 -> 0\.0003"),
+        (dict(transform=sghmc_jax.sghmc(optax.linear_schedule(1e-3, 5e-4, 40), alpha=1.0, key=0)),
+         r"lr 0\.001 -> a schedule"),
+        (dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, momenta=0.5, key=0)), "the compiled step"),
+        (dict(log_posterior=_other_likelihood), "the compiled step"),
+        (dict(data="shifted"), "the values of `data`"),
+        (dict(init_params=jnp.ones(3)), "the values of `init_params`"),
+        (dict(thin=2), "`thin` 1 -> 2"),
+    ],
+    ids=["lr", "schedule", "initial-momenta", "likelihood", "data-values", "init-values", "thin"],
+)
+def test_a_rerun_that_changes_the_draws_is_refused_naming_the_change(tmp_path, change, match):
+    """Regression: the fingerprint covered shapes, not values, hyperparameters or the
+    likelihood, so a finished run rerun with another lr, likelihood or data returned the old
+    draws, and a crashed run resumed at another lr mixed the two."""
+    log_posterior, data = _regression(15)
+    kw = dict(log_posterior=log_posterior, init_params=jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0),
+              num_steps=40, num_chains=2, data=data, batch_size=8, chunk_size=10, progress=False)
+    first = sghmc_jax.sample(0, checkpoint_dir=tmp_path / "ckpt", **kw)
+    if change.get("data") == "shifted":
+        change = dict(data={"x": data["x"], "y": data["y"] + 1.0})
+    with pytest.raises(ValueError, match=f"different run.*{match}"):
+        sghmc_jax.sample(0, checkpoint_dir=tmp_path / "ckpt", **{**kw, **change})
+    # The same without a checkpoint: the draw store refuses it too, and keeps its draws.
+    sghmc_jax.sample(0, output=tmp_path / "out", **kw)
+    with pytest.raises(ValueError, match=f"another run.*{match}"):
+        sghmc_jax.sample(0, output=tmp_path / "out", **{**kw, **change})
+    again = sghmc_jax.sample(0, checkpoint_dir=tmp_path / "ckpt", **kw)  # the same run: its draws
+    np.testing.assert_array_equal(again.samples, first.samples)
+
+
+def test_a_crashed_run_rerun_at_another_lr_is_refused_not_resumed(tmp_path):
+    """The issue's case: streamed and checkpointed, stopped after 2 chunks, rerun at a lower lr."""
+    log_posterior, data = _regression(16)
+    kw = dict(num_steps=60, num_chains=2, data=data, batch_size=8, chunk_size=10, progress=False,
+              output=tmp_path / "draws", checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(1, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0),
+                         callback=_interrupt_after(2), **kw)
+    with pytest.raises(ValueError, match=r"lr 0\.001 -> 0\.0003"):
+        sghmc_jax.sample(1, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(3e-4, alpha=1.0, key=0), **kw)
+    resumed = sghmc_jax.sample(1, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), **kw)
+    assert resumed.hyperparameters["lr"] == 1e-3 and len(resumed.sample_steps) == 60
+
+
+def test_program_digests_are_the_same_in_a_fresh_process():
+    """A run's identity must survive a kernel restart (a resumed run is a new process): jaxpr
+    text prints Python object addresses (custom_jvp functions), which the digest leaves out."""
+    code = """
+import jax, jax.numpy as jnp, optax
+from sghmc_jax import _checkpoint
+f = lambda p, x: jnp.sum(jax.nn.relu(p * x) + jax.nn.softplus(p))
+tx = optax.chain(optax.clip(1.0), optax.sgd(optax.cosine_decay_schedule(1e-3, 100)))
+print("DIGEST", _checkpoint.program_digest(jax.make_jaxpr(jax.grad(f))(jnp.ones(3), jnp.arange(3.0))),
+      _checkpoint.program_digest(jax.make_jaxpr(tx.update)(jnp.ones(3), tx.init(jnp.ones(3)))))
+"""
+    import subprocess
+    import sys
+
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    digests = [o.split("DIGEST ")[1].split() for o in outs]
+    assert digests[0] == digests[1] and digests[0][0] != digests[0][1]
+
+
+_KILLED_RUN = """
+import os, pathlib, signal, sys
+import jax.numpy as jnp, numpy as np
+import sghmc_jax
+from tests.test_sampler import _regression
+
+where, out = sys.argv[1], sys.argv[2]
+if where == "creating":  # SIGKILL while the draw store is being made: after its second array
+    import zarr.core.group as group_module
+    made = {"n": 0}
+    create = group_module.Group.create_array
+    def create_then_die(self, *a, **k):
+        made["n"] += 1
+        if made["n"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return create(self, *a, **k)
+    group_module.Group.create_array = create_then_die
+else:  # SIGKILL mid-write of a chunk of draws, after the first checkpoint: zarr's temporary remains
+    replace = pathlib.Path.replace
+    seen = {"n": 0}
+    def replace_or_die(self, target):
+        if str(self).endswith(".partial") and "samples" in str(self):
+            seen["n"] += 1
+            if seen["n"] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return replace(self, target)
+    pathlib.Path.replace = replace_or_die
+log_posterior, data = _regression(17)
+sghmc_jax.sample(3, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=40,
+                 num_chains=2, data=data, batch_size=8, chunk_size=10, progress=False, output=out + "/draws",
+                 checkpoint_dir=out + "/ckpt")
+"""
+
+
+@pytest.mark.parametrize("where", ["creating", "writing"])
+def test_a_run_killed_while_making_or_writing_its_store_resumes_and_leaves_nothing_behind(tmp_path, where):
+    """Regression: a SIGKILL while the draw store was being made left a store without its
+    fingerprint, which the same command then refused ("holds draws of another run"); a SIGKILL
+    mid chunk write left zarr's `*.partial` files, which a completed resume never removed."""
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, where, str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    left = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".partial") or "creating" in p.name]
+    assert left, "the kill left nothing to clean up: the test would not see the defect"
+    log_posterior, data = _regression(17)
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=40, num_chains=2, data=data,
+              batch_size=8, chunk_size=10, progress=False)
+    clean = sghmc_jax.sample(3, log_posterior, jnp.zeros(3), **kw)
+    resumed = sghmc_jax.sample(3, log_posterior, jnp.zeros(3), output=tmp_path / "draws",
+                               checkpoint_dir=tmp_path / "ckpt", **kw)
+    np.testing.assert_array_equal(np.asarray(resumed.samples), clean.samples)
+    np.testing.assert_array_equal(np.asarray(resumed.log_posterior), clean.log_posterior)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".partial") or "creating" in p.name]
+
+
+def test_traces_keep_their_dtype_on_disk_and_steps_per_second_counts_this_call(tmp_path):
+    """Regression: with `output=`/`checkpoint_dir=` the log posterior and kinetic traces came back
+    float64 (float32 in memory); a resumed run's steps/s counted the steps run before the kill."""
+    log_posterior, data = _regression(18)
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=60, num_chains=2, data=data,
+              batch_size=8, chunk_size=10, progress=False)
+    memory = sghmc_jax.sample(2, log_posterior, jnp.zeros(3), **kw)
+    disk = sghmc_jax.sample(2, log_posterior, jnp.zeros(3), output=tmp_path / "out", **kw)
+    assert memory.log_posterior.dtype == np.float32 and memory.kinetic.dtype == np.float32
+    assert disk.log_posterior.dtype == np.float32 and disk.kinetic.dtype == np.float32
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(2, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path / "ckpt",
+                         callback=_interrupt_after(4), **kw)
+    resumed = sghmc_jax.sample(2, log_posterior, jnp.zeros(3), checkpoint_dir=tmp_path / "ckpt", **kw)
+    assert resumed.log_posterior.dtype == np.float32
+    assert round(resumed.steps_per_second * resumed.wall_time) == 20  # 2 chunks run by this call
+
+
 @pytest.mark.parametrize(
     "where, match",
     [

@@ -379,3 +379,42 @@ def test_two_processes_with_jax_distributed_give_the_samples_of_one_process(tmp_
         store = zarr.open_group(str(tmp_path / "draws"), mode="r")
         assert store["samples/w"][:].tolist() == single["w"]
         assert (tmp_path / "ckpt" / "state" / "40").is_dir()
+
+
+_RUN_8_OWN_INPUTS = """
+import os
+log_posterior, params, data = problem()
+if os.environ["CHANGE"] == "data" and pid == 1:
+    data = {"x": data["x"], "y": data["y"] + 1.0}
+key = 5 + (pid if os.environ["CHANGE"] == "key" else 0)
+mesh = Mesh(np.array(jax.devices()), ("chains",))
+try:
+    sghmc_jax.sample(key, log_posterior, params, transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k),
+                     num_steps=40, num_chains=8, data=data, batch_size=16, chunk_size=20, progress=False,
+                     mesh=mesh, chain_axis="chains")
+    dump(error=None, compiled=len(_engine._cache))
+except ValueError as err:
+    dump(error=str(err), compiled=len(_engine._cache))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["key", "data"])
+def test_processes_given_different_keys_or_data_are_refused_before_compiling(change):
+    """Regression: hosts given different keys or data ran to completion with draws that were no
+    one run's. Each process now digests its key and data, and all compare them first."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "PORT": str(port), "CHANGE": change}
+    code = PRELUDE + _MULTIHOST + _RUN_8_OWN_INPUTS
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**env, "PROCESS_ID": str(i)},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-4000:]
+        out = json.loads([x for x in stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+        assert out["error"] is not None and f"`{change}`: processes [1] differ from process 0" in out["error"]
+        assert out["compiled"] == 0, "refused before the run's programs compiled"
