@@ -415,6 +415,35 @@ def check_finite_tree(name: str, tree: Any) -> None:
             )
 
 
+def check_finite_data(name: str, tree: Any) -> None:
+    """Raises a ValueError naming the first floating-point leaf of the data `tree` that holds
+    NaN or infinity (a NaN in the data makes a chain diverge exactly as a too-large step does).
+
+    Host arrays are checked with NumPy; device arrays where they are (one reduction each, no
+    transfer of the data to the host). Traced leaves, and arrays this process does not hold
+    whole, are skipped; so are integer leaves (labels), which cannot be non-finite.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        if isinstance(leaf, jax.Array):
+            if not leaf.is_fully_addressable or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                continue
+            count = int(jnp.sum(~jnp.isfinite(leaf)))  # the non-finite: few, no int32 overflow
+        else:
+            value = np.asarray(leaf)
+            if not np.issubdtype(value.dtype, np.inexact):
+                continue
+            count = int(value.size - np.isfinite(value).sum())
+        if count:
+            raise ValueError(
+                f"every floating-point element of `{name}` must be finite, got {count} non-finite "
+                f"value(s) (NaN or infinity) at {name}{jax.tree_util.keystr(path)}; a non-finite "
+                f"datum makes the chains diverge as a too-large step would: drop or impute it "
+                f"(for missing values: a finite fill and a mask the likelihood multiplies by)"
+            )
+
+
 def check_non_negative_tree(name: str, tree: Any) -> None:
     """Raises a ValueError naming the first leaf of a concrete `tree` with a negative or
     non-finite entry (traced leaves are skipped)."""

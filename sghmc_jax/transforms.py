@@ -664,3 +664,26 @@ def psghmc(
         {"momenta": momenta, "initial_scale": initial_scale},
         key,
     )
+
+
+_SAMPLER_STATES = (
+    SGHMCTransformState,
+    SGLDTransformState,
+    SGNHTTransformState,
+    BAOATransformState,
+    UBUTransformState,
+    PSGLDTransformState,
+    PSGHMCTransformState,
+)
+
+
+def _holds_sampler(transform: Any, params: Any) -> bool:
+    """Whether `transform` is, or wraps, one of this library's samplers: its own `sampler`
+    attribute, or (through `optax.chain`, `inject_hyperparams`, masks and any wrapper that keeps
+    its inner state in its own) one of our states in the state `init` would make, traced with
+    `jax.eval_shape` (nothing runs or compiles)."""
+    if isinstance(transform, SamplerTransform):
+        return True
+    state = jax.eval_shape(transform.init, params)
+    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, _SAMPLER_STATES))
+    return any(isinstance(x, _SAMPLER_STATES) for x in found)
