@@ -415,6 +415,12 @@ def check_finite_tree(name: str, tree: Any) -> None:
             )
 
 
+_SLICE = 1 << 24
+# One fused pass on the device (op by op, the mask would be a temporary the size of the data);
+# counting the non-finite ones, which are few, cannot overflow int32.
+_count_non_finite = jax.jit(lambda x: jnp.sum(~jnp.isfinite(x)))
+
+
 def check_finite_data(name: str, tree: Any) -> None:
     """Raises a ValueError naming the first floating-point leaf of the data `tree` that holds
     NaN or infinity (a NaN in the data makes a chain diverge exactly as a too-large step does).
@@ -426,15 +432,17 @@ def check_finite_data(name: str, tree: Any) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if isinstance(leaf, jax.core.Tracer):
             continue
-        if isinstance(leaf, jax.Array):
+        on_accelerator = isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices())
+        if isinstance(leaf, jax.Array) and (on_accelerator or not leaf.is_fully_addressable):
             if not leaf.is_fully_addressable or not jnp.issubdtype(leaf.dtype, jnp.inexact):
                 continue
-            count = int(jnp.sum(~jnp.isfinite(leaf)))  # the non-finite: few, no int32 overflow
+            count = int(_count_non_finite(leaf))
         else:
-            value = np.asarray(leaf)
+            value = np.asarray(leaf)  # host memory (a CPU device array is viewed, not copied)
             if not np.issubdtype(value.dtype, np.inexact):
                 continue
-            count = int(value.size - np.isfinite(value).sum())
+            flat = value.reshape(-1)  # in slices: no mask the size of the data set in host memory
+            count = sum(int(np.count_nonzero(~np.isfinite(flat[i : i + _SLICE]))) for i in range(0, flat.size, _SLICE))
         if count:
             raise ValueError(
                 f"every floating-point element of `{name}` must be finite, got {count} non-finite "
