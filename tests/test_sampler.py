@@ -798,8 +798,9 @@ def test_a_transform_without_noise_warns_that_it_optimises(transform):
     """Regression (issue 18): `optax.adam` was accepted as a sampler without a word. A warning,
     not an error: a user's own noisy transform cannot be told apart from it."""
     lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
-    with pytest.warns(UserWarning, match=r"holds none of this library's samplers .* OPTIMISES rather than samples"):
+    with pytest.warns(UserWarning, match=r"holds none of this library's samplers .* OPTIMISES rather than samples") as record:
         sghmc_jax.sample(0, lp, jnp.zeros(2), transform=transform(), num_steps=2, num_chains=1, progress=False)
+    assert record[0].filename == __file__, "the warning points at the user's call"
 
 
 @pytest.mark.parametrize(
