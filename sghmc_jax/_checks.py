@@ -9,6 +9,7 @@ dtypes, keys) are always checked.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -273,17 +274,19 @@ def _framework(tree: Any) -> str | None:
     return None
 
 
+_FLAX_SPLIT = (
+    "`graphdef, params = nnx.split(model, nnx.Param)` (a model with other state, such as "
+    "BatchNorm statistics: `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`), and "
+    "rebuild the model inside the log posterior with `nnx.merge(graphdef, params)` (or "
+    "`nnx.merge(graphdef, params, rest)`)"
+)
 _SPLIT_HINTS = {
     "equinox": (
         "; it looks like a whole Equinox module: sample its arrays only, `params, static = "
         "eqx.partition(model, eqx.is_inexact_array)`, and rebuild the model inside the log "
         "posterior with `eqx.combine(params, static)`"
     ),
-    "flax": (
-        "; it looks like a whole Flax module: sample its parameters only, `graphdef, params = "
-        "nnx.split(model, nnx.Param)`, and rebuild the model inside the log posterior with "
-        "`nnx.merge(graphdef, params)`"
-    ),
+    "flax": f"; it looks like a whole Flax module: sample its parameters only, {_FLAX_SPLIT}",
     None: (
         " (a whole model? split it into its arrays first: `nnx.split(model, nnx.Param)` for "
         "Flax, `eqx.partition(model, eqx.is_inexact_array)` for Equinox)"
@@ -291,11 +294,77 @@ _SPLIT_HINTS = {
 }
 
 
+def _model_object(x: Any) -> str | None:
+    """What a Flax or Equinox object inside params is, when it must not be sampled as it is:
+    "flax module" (an `nnx.Module`: its state holds more than parameters), "flax variable"
+    (an `nnx.Variable` that is not an `nnx.Param`: batch statistics, caches, RNG state) or
+    "equinox module" (checked further: an `eqx.Module` of arrays only, as `eqx.partition`
+    gives, is sampled). None for anything else, `nnx.Param`s and `nnx.State`s included.
+
+    The libraries are looked up among the imported modules: an object of one of them means it
+    is imported, and neither is a dependency of this library."""
+    framework = _framework(x)
+    if framework == "flax":
+        nnx = sys.modules.get("flax.nnx")
+        if nnx is None:
+            return None
+        if isinstance(x, nnx.Module):
+            return "flax module"
+        if isinstance(x, nnx.Variable) and not isinstance(x, nnx.Param):
+            return "flax variable"
+    elif framework == "equinox":
+        eqx = sys.modules.get("equinox")
+        if eqx is not None and isinstance(x, eqx.Module):
+            return "equinox module"
+    return None
+
+
+def _check_model_objects(name: str, tree: Any) -> None:
+    """Raises a TypeError at the first whole Flax module, non-`Param` Flax variable, or Equinox
+    module holding anything but floating-point arrays, anywhere in `tree` (the root included).
+
+    Why: an `nnx.Module` is a pytree of all its state, and an `eqx.Module` of all its fields, so
+    a whole model passes the leaf checks while its BatchNorm statistics, dropout rates or
+    counters would be sampled as weights."""
+    objects, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: _model_object(x) is not None)
+    for path, obj in objects:
+        kind = _model_object(obj)
+        if kind is None:
+            continue
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        what = type(obj).__name__
+        if kind == "flax module":
+            raise TypeError(
+                f"`{name}` must hold a model's parameters, not the model: got the Flax module "
+                f"{what} at {where}, whose state (batch statistics, RNG counters) would be sampled "
+                f"as weights; sample its parameters only, {_FLAX_SPLIT}"
+            )
+        if kind == "flax variable":
+            raise TypeError(
+                f"`{name}` must hold parameters (nnx.Param) only, got an nnx.{what} variable at "
+                f"{where} (not a parameter: it would be sampled as a weight); split the model by "
+                f"nnx.Param, `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`, sample "
+                f"`params`, and rebuild the model inside the log posterior with "
+                f"`nnx.merge(graphdef, params, rest)`"
+            )
+        for sub, leaf in jax.tree_util.tree_flatten_with_path(obj)[0]:
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+                got = f"dtype {dtype}" if dtype is not None else f"a {type(leaf).__name__}"
+                raise TypeError(
+                    f"every leaf of `{name}` must be a floating-point array, got {got} at "
+                    f"{where}{jax.tree_util.keystr(sub)}, a field of the Equinox module {what} "
+                    f"that is not an array of weights{_SPLIT_HINTS['equinox']}"
+                )
+
+
 def check_float_tree(name: str, tree: Any) -> None:
     """Raises a TypeError naming the first leaf of `tree` that is not a floating-point array.
 
     A leaf that is not an array at all (a function, a module, a string) is named with what it
-    is, with a hint on splitting a Flax or Equinox model into its arrays.
+    is, with a hint on splitting a Flax or Equinox model into its arrays; so is a whole Flax
+    module, a Flax variable that is not an `nnx.Param`, and an Equinox module with fields that
+    are not floating-point arrays, anywhere in the tree.
     """
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     if not leaves:
@@ -307,7 +376,7 @@ def check_float_tree(name: str, tree: Any) -> None:
             what = "a function" if callable(leaf) else "an object"
             raise TypeError(
                 f"every leaf of `{name}` must be a floating-point array, got {what} of type "
-                f"{type(leaf).__name__} at {where}{_SPLIT_HINTS[framework]}"
+                f"{type(leaf).__name__} at {where}{_SPLIT_HINTS[framework or _framework(leaf)]}"
             )
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
@@ -316,6 +385,7 @@ def check_float_tree(name: str, tree: Any) -> None:
                 f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at "
                 f"{where}{hint}"
             )
+    _check_model_objects(name, tree)
 
 
 def _host_values(tree: Any) -> list[tuple[Any, np.ndarray]]:
@@ -342,6 +412,43 @@ def check_finite_tree(name: str, tree: Any) -> None:
             raise ValueError(
                 f"every element of `{name}` must be finite, got {count} non-finite value(s) "
                 f"(NaN or infinity) at {name}{jax.tree_util.keystr(path)}"
+            )
+
+
+_SLICE = 1 << 24
+# One fused pass on the device (op by op, the mask would be a temporary the size of the data);
+# counting the non-finite ones, which are few, cannot overflow int32.
+_count_non_finite = jax.jit(lambda x: jnp.sum(~jnp.isfinite(x)))
+
+
+def check_finite_data(name: str, tree: Any) -> None:
+    """Raises a ValueError naming the first floating-point leaf of the data `tree` that holds
+    NaN or infinity (a NaN in the data makes a chain diverge exactly as a too-large step does).
+
+    Host arrays are checked with NumPy; device arrays where they are (one reduction each, no
+    transfer of the data to the host). Traced leaves, and arrays this process does not hold
+    whole, are skipped; so are integer leaves (labels), which cannot be non-finite.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        on_accelerator = isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices())
+        if isinstance(leaf, jax.Array) and (on_accelerator or not leaf.is_fully_addressable):
+            if not leaf.is_fully_addressable or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+                continue
+            count = int(_count_non_finite(leaf))
+        else:
+            value = np.asarray(leaf)  # host memory (a CPU device array is viewed, not copied)
+            if not np.issubdtype(value.dtype, np.inexact):
+                continue
+            flat = value.reshape(-1)  # in slices: no mask the size of the data set in host memory
+            count = sum(int(np.count_nonzero(~np.isfinite(flat[i : i + _SLICE]))) for i in range(0, flat.size, _SLICE))
+        if count:
+            raise ValueError(
+                f"every floating-point element of `{name}` must be finite, got {count} non-finite "
+                f"value(s) (NaN or infinity) at {name}{jax.tree_util.keystr(path)}; a non-finite "
+                f"datum makes the chains diverge as a too-large step would: drop or impute it "
+                f"(for missing values: a finite fill and a mask the likelihood multiplies by)"
             )
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -36,9 +37,10 @@ from sghmc_jax import (
     _progress,
     _store,
     diagnostics,
+    transforms,
 )
 from sghmc_jax._engine import SamplerState
-from sghmc_jax.types import ArrayTree, LogProbFn
+from sghmc_jax.types import ArrayTree, LogProbFn, Transform
 
 __all__ = ["DivergenceError", "SampleResult", "SamplerState", "sample"]
 
@@ -249,6 +251,28 @@ def _is_transform(x: Any) -> bool:
     )
 
 
+def _check_not_functional(name: str, transform: Any) -> None:
+    """A functional face's `Transform(init, update)` looks like an optax transform (it has
+    `init` and `update`) but its `update(state, batch, ...)` takes no gradients: say which
+    optax factory `sample()` takes instead."""
+    if not isinstance(transform, Transform):
+        return
+    update = transform.update
+    module = getattr(getattr(update, "func", update), "__module__", None) or ""
+    face = module.rsplit(".", 1)[-1]
+    if module.startswith("sghmc_jax.sgmcmc.") and face in transforms.__all__:
+        built, factory = f"sghmc_jax.sgmcmc.{face}.build(...)", f"sghmc_jax.{face}"
+    else:
+        built, factory = "a functional face's build(...)", "sghmc_jax.sghmc"
+    raise TypeError(
+        f"`{name}` must be an optax-face transform, got the functional face's Transform from "
+        f"{built}, whose update takes (state, batch), not gradients; sample() takes the optax "
+        f"face and the log posterior separately: pass transform={factory}(learning_rate, ..., "
+        f"key=key) (the functional face's `lr` is the optax face's `learning_rate`), or "
+        f"transform=lambda key: {factory}(learning_rate, ..., key=key)"
+    )
+
+
 def _check_callable(name: str, value: Any, signature: str) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"`{name}` must be a function {signature} or None, got {type(value).__name__}: {value!r}")
@@ -413,6 +437,7 @@ def _validate(**kw: Any) -> _Setup:
             "`transform` must be an optax GradientTransformation (e.g. sghmc_jax.sghmc(...)) or "
             f"a function key -> transform, got {type(transform).__name__}"
         )
+    _check_not_functional("transform", transform)
     num_steps = _checks.check_int("num_steps", kw["num_steps"], 1)
     burn_in = _checks.check_int("burn_in", kw["burn_in"], 0)
     thin = _checks.check_int("thin", kw["thin"], 1)
@@ -421,6 +446,11 @@ def _validate(**kw: Any) -> _Setup:
         raise ValueError(
             f"`burn_in` must be < num_steps so that some draws are kept, got burn_in={burn_in} "
             f"and num_steps={num_steps}"
+        )
+    if thin > num_steps - burn_in:
+        raise ValueError(
+            f"`thin` must be <= num_steps - burn_in ({num_steps - burn_in}) so that at least one "
+            f"draw is kept, got thin={thin} with num_steps={num_steps} and burn_in={burn_in}"
         )
     if kw["on_divergence"] not in ("raise", "continue"):
         raise ValueError(f"`on_divergence` must be 'raise' or 'continue', got {kw['on_divergence']!r}")
@@ -446,6 +476,7 @@ def _validate(**kw: Any) -> _Setup:
     num_data = None
     if data is not None:
         num_data = _leading_size("data", data)
+        _checks.check_finite_data("data", data)
         if batch_size is None:
             raise ValueError("`batch_size` is required with `data`")
         batch_size = _checks.check_int("batch_size", batch_size, 1)
@@ -508,6 +539,7 @@ def _validate(**kw: Any) -> _Setup:
             first_host_batch = next(batch_iter)
         except StopIteration:
             raise ValueError("`batches` is empty") from None
+        _checks.check_finite_data("batches[0]", first_host_batch)
 
     update_transform = transform if _is_transform(transform) else transform(jax.random.key(0))
     if not _is_transform(update_transform):
@@ -515,6 +547,7 @@ def _validate(**kw: Any) -> _Setup:
             f"`transform(key)` must return an optax GradientTransformation, got "
             f"{type(update_transform).__name__}"
         )
+    _check_not_functional("transform(key)", update_transform)
 
     # Trace log_posterior once (no compilation) so a wrong return type fails here, clearly.
     if init_params is None:
@@ -532,6 +565,19 @@ def _validate(**kw: Any) -> _Setup:
     value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, example_batch))
     if predict_fn is not None:
         jax.eval_shape(predict_fn, one_params, predict_inputs)
+    if not transforms._holds_sampler(update_transform, one_params):
+        # A warning, not an error: a user's own noisy transform (e.g. one built on
+        # optax.add_noise) samples too, and we cannot tell it from optax.adam.
+        warnings.warn(
+            "`transform` holds none of this library's samplers (no sghmc_jax transform state in "
+            "`transform.init(params)`, also searched inside optax.chain and other wrappers): a "
+            "transform with no noise, such as optax.adam or optax.sgd, OPTIMISES rather than "
+            "samples, and its 'draws' are an optimisation path, not posterior samples. Pass a "
+            "sampler, e.g. sghmc_jax.sghmc(learning_rate, key=key), alone or inside optax.chain; "
+            "ignore this warning only if your transform injects its own correctly scaled noise",
+            UserWarning,
+            stacklevel=3,
+        )
     target = getattr(log_posterior, "temperature", None)
 
     if placement is not None and kw["batches"] is not None and placement.data_axis is not None:

@@ -13,13 +13,15 @@ when traced, before anything compiles.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checks, kernels
+from sghmc_jax import _checks, _noise, kernels
 from sghmc_jax.types import ArrayTree, ScalarOrSchedule
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "SGNHTTransformState",
     "UBUTransformState",
     "baoa",
+    "no_chain_collectives",
     "psghmc",
     "psgld",
     "sghmc",
@@ -113,6 +116,56 @@ def _transform(
     transform.sampler = rule.name
     transform.hyperparameters = dict(hyperparameters)
     return transform
+
+
+@contextlib.contextmanager
+def no_chain_collectives(step: jax.typing.ArrayLike) -> Iterator[None]:
+    """Keeps a `vmap` over chains of these transforms free of communication between devices.
+
+    On CPU, and on accelerators for trees of many small leaves, the noise of small leaves is
+    drawn in bins whose conditionals take an opaque zero from the key; under a `vmap` over
+    chains that zero is chain 0's, so when the chains are sharded over devices (a
+    `NamedSharding` of the chain axis) XLA broadcasts it from chain 0's device in every update:
+    an all-reduce per step. Inside this scope the zero is made from `step` instead, a value
+    every chain shares, and the update needs no communication. The numbers do not change.
+    `sample()` does this itself; use it in your own vmapped optax loop.
+
+    Args:
+        step: an integer scalar known only at run time (a traced value inside `jit`, e.g. the
+            step count your loop carries), outside the `vmap` (not batched over chains). Any
+            such value works; a constant would let XLA fold the bins' conditionals away.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import sghmc_jax
+        >>> tx = sghmc_jax.sghmc(1e-2, alpha=1.0, key=0)
+        >>> loss = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+        >>> params = {"w": jnp.zeros((4, 3))}             # 4 chains (shard this axis over devices)
+        >>> states = jax.vmap(tx.init)(params)
+        >>> keys = jax.random.split(jax.random.key(1), 4)
+        >>> @jax.jit
+        ... def step(params, states, t):
+        ...     def chain(p, s, k):
+        ...         u, s = tx.update(jax.grad(loss)(p), s, p, key=jax.random.fold_in(k, t))
+        ...         return optax.apply_updates(p, u), s
+        ...     with sghmc_jax.no_chain_collectives(t):  # outside the vmap
+        ...         return jax.vmap(chain)(params, states, keys)
+        >>> for t in range(3):
+        ...     params, states = step(params, states, t)
+        >>> params["w"].shape
+        (4, 3)
+    """
+    try:
+        value = jnp.asarray(step)
+    except TypeError:
+        raise TypeError(f"`step` must be an integer scalar, got {type(step).__name__}: {step!r}") from None
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.integer):
+        raise TypeError(
+            f"`step` must be an integer scalar (shared by all chains, outside the vmap), got "
+            f"shape {value.shape} and dtype {value.dtype}"
+        )
+    with _noise.shared_zero(value):
+        yield
 
 
 class SGHMCTransformState(NamedTuple):
@@ -664,3 +717,26 @@ def psghmc(
         {"momenta": momenta, "initial_scale": initial_scale},
         key,
     )
+
+
+_SAMPLER_STATES = (
+    SGHMCTransformState,
+    SGLDTransformState,
+    SGNHTTransformState,
+    BAOATransformState,
+    UBUTransformState,
+    PSGLDTransformState,
+    PSGHMCTransformState,
+)
+
+
+def _holds_sampler(transform: Any, params: Any) -> bool:
+    """Whether `transform` is, or wraps, one of this library's samplers: its own `sampler`
+    attribute, or (through `optax.chain`, `inject_hyperparams`, masks and any wrapper that keeps
+    its inner state in its own) one of our states in the state `init` would make, traced with
+    `jax.eval_shape` (nothing runs or compiles)."""
+    if isinstance(transform, SamplerTransform):
+        return True
+    state = jax.eval_shape(transform.init, params)
+    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, _SAMPLER_STATES))
+    return any(isinstance(x, _SAMPLER_STATES) for x in found)

@@ -99,3 +99,79 @@ def test_optax_face_trains_the_model_in_a_jitted_loop(library):
         params, state = step(params, state)
     # T = 0: heavy-ball descent to the posterior mode, the posterior mean of this Gaussian.
     np.testing.assert_allclose(flat(jax.tree.map(lambda x: x[None, None], params))[0, 0], _exact_posterior(_data())[0], atol=1e-3)
+
+
+# ---- a whole model, or a model's non-parameter state, is refused with how to split it ----------
+
+
+def _batchnorm_model():
+    rngs = nnx.Rngs(0)
+    return nnx.Sequential(nnx.Linear(D, 4, rngs=rngs), nnx.BatchNorm(4, rngs=rngs), nnx.Linear(4, 1, rngs=rngs))
+
+
+_LP = lambda p, b: (sum(jnp.sum(x) for x in jax.tree.leaves(p)), None)  # noqa: E731
+
+
+def _every_entry(params, name="params"):
+    """Calls every face's entry point that takes params, each with its own argument name."""
+    yield "params", lambda: sghmc_jax.sghmc(1e-3, key=0).init(params)
+    yield "params", lambda: sghmc_jax.sgmcmc.sghmc.build(_LP, 1e-3).init(params, key=0)
+    yield "init_params", lambda: sghmc_jax.sample(0, _LP, params, transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=2, progress=False)
+
+
+def test_a_whole_flax_module_with_batchnorm_is_refused_by_every_face(monkeypatch):
+    """Regression (issue 18): with flax 0.12 an nnx.Module is a pytree of float arrays, so a
+    Linear→BatchNorm→Linear model passed every check and its running statistics were sampled
+    as weights (var 1 → ~30)."""
+    from sghmc_jax import _engine
+
+    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+    model = _batchnorm_model()
+    for name, call in _every_entry(model):
+        with pytest.raises(TypeError, match=rf"`{name}` must hold a model's parameters, not the model: got the Flax module Sequential at {name},.*nnx\.split\(model, nnx\.Param, \.\.\.\)"):
+            call()
+    for name, call in _every_entry({"model": model}):  # anywhere in the tree
+        with pytest.raises(TypeError, match=rf"Flax module Sequential at {name}\['model'\]"):
+            call()
+
+
+def test_a_flax_state_with_batch_statistics_is_refused_with_how_to_split_by_param(monkeypatch):
+    from sghmc_jax import _engine
+
+    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+    _, state = nnx.split(_batchnorm_model())  # Params and BatchStats together
+    for name, call in _every_entry(state):
+        with pytest.raises(TypeError, match=rf"`{name}` must hold parameters \(nnx\.Param\) only, got an nnx\.BatchStat variable at {name}\['layers'\]\[1\]\['mean'\].*graphdef, params, rest = nnx\.split\(model, nnx\.Param, \.\.\.\)"):
+            call()
+
+
+def test_a_flax_state_of_params_only_is_accepted_and_keeps_the_batch_statistics_out():
+    model = _batchnorm_model()
+    model.eval()  # BatchNorm normalises with its running statistics, which the log posterior reads
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jnp.asarray(_data()["x"][:8])
+    lp = lambda p, b: (-0.5 * jnp.sum(nnx.merge(graphdef, p, rest)(b) ** 2), None)  # noqa: E731
+    sghmc_jax.sghmc(1e-3, key=0).init(params)
+    sghmc_jax.sgmcmc.sghmc.build(lp, 1e-3).init(params, batch=x, key=0)
+    result = sghmc_jax.sample(0, lp, params, transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=2, num_chains=1, batches=[x, x], progress=False)
+    sampled = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(result.samples)[0]}
+    assert not any("mean" in p or "var" in p for p in sampled), sampled
+    assert len(sampled) == len(jax.tree.leaves(params)) == 6
+
+
+class _Scaled(eqx.Module):
+    linear: eqx.nn.Linear
+    scale: float  # a plain field, not a static one: a pytree leaf that is not an array
+
+
+def test_an_equinox_module_with_non_array_fields_is_refused_and_its_partition_accepted():
+    """Regression (issue 18): a Python float field of an eqx.Module is a leaf that passed the
+    floating-point check and was sampled as a weight."""
+    model = _Scaled(eqx.nn.Linear(D, 1, key=jax.random.key(0)), 2.0)
+    for name, call in _every_entry(model):
+        with pytest.raises(TypeError, match=rf"got a float at {name}\.scale, a field of the Equinox module _Scaled that is not an array of weights; .*eqx\.partition\(model, eqx\.is_inexact_array\)"):
+            call()
+    arrays, static = eqx.partition(model, eqx.is_inexact_array)
+    for _, call in _every_entry(arrays):
+        call()
+    sghmc_jax.sghmc(1e-3, key=0).init(eqx.nn.Linear(D, 1, key=jax.random.key(0)))  # arrays only: fine

@@ -893,3 +893,118 @@ def test_bad_output_paths_are_refused_before_compiling(tmp_path, where, match):
     with pytest.raises((TypeError, ValueError), match=match):
         sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(0.1, key=0), num_steps=5, progress=False, **where)
     assert (tmp_path / "FILE").read_text() == "the user's"
+
+
+# ---- issue 18: inputs checked before compiling (NaN data, thin, a transform that does not
+# sample, a functional face's transform, a functional init that cannot lay out aux) ----------
+
+
+def _no_compile(monkeypatch):
+    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["numpy", "jax"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_data_is_named_before_compiling(monkeypatch, on_device, bad):
+    """Regression (issue 18): a NaN in `data` made every chain diverge, reading exactly like a
+    step size that is too large."""
+    _no_compile(monkeypatch)
+    log_posterior, data = _regression(18)
+    data = {"x": data["x"].copy(), "y": data["y"].copy(), "label": np.arange(64)}
+    data["y"][[5, 9]] = bad
+    if on_device:
+        data = jax.tree.map(jnp.asarray, data)
+    with pytest.raises(ValueError, match=re.escape("every floating-point element of `data` must be finite, got 2 non-finite value(s) (NaN or infinity) at data['y']")):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=5, data=data, batch_size=8, progress=False)
+
+
+def test_a_non_finite_first_host_batch_is_named_before_compiling(monkeypatch):
+    _no_compile(monkeypatch)
+    log_posterior, data = _regression(18)
+    first = {"x": data["x"][:8].copy(), "y": data["y"][:8]}
+    first["x"][2, 1] = np.nan
+    batches = [first] + [{"x": data["x"][:8], "y": data["y"][:8]}] * 4
+    with pytest.raises(ValueError, match=re.escape("`batches[0]` must be finite, got 1 non-finite value(s) (NaN or infinity) at batches[0]['x']")):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=5, batches=batches, progress=False)
+
+
+@pytest.mark.parametrize("num_steps, burn_in, thin", [(10, 0, 11), (10, 5, 6), (100, 99, 2)])
+def test_a_thin_that_keeps_no_draw_is_an_error(monkeypatch, num_steps, burn_in, thin):
+    """Regression (issue 18): `thin` larger than the steps after burn-in returned 0 draws."""
+    _no_compile(monkeypatch)
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    with pytest.raises(ValueError, match=re.escape(f"`thin` must be <= num_steps - burn_in ({num_steps - burn_in}) so that at least one draw is kept, got thin={thin}")):
+        sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=num_steps, burn_in=burn_in, thin=thin, progress=False)
+
+
+def test_thin_equal_to_the_steps_after_burn_in_keeps_one_draw():
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    result = sghmc_jax.sample(0, lp, jnp.zeros(2), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=10, burn_in=4, thin=6, num_chains=1, progress=False)
+    assert result.samples.shape == (1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [lambda: optax.adam(1e-3), lambda: optax.chain(optax.clip(1.0), optax.sgd(1e-3)), lambda: (lambda k: optax.sgd(1e-3))],
+    ids=["adam", "chain-of-optimisers", "factory-of-an-optimiser"],
+)
+def test_a_transform_without_noise_warns_that_it_optimises(transform):
+    """Regression (issue 18): `optax.adam` was accepted as a sampler without a word. A warning,
+    not an error: a user's own noisy transform cannot be told apart from it."""
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    with pytest.warns(UserWarning, match=r"holds none of this library's samplers .* OPTIMISES rather than samples") as record:
+        sghmc_jax.sample(0, lp, jnp.zeros(2), transform=transform(), num_steps=2, num_chains=1, progress=False)
+    assert record[0].filename == __file__, "the warning points at the user's call"
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda: sghmc_jax.sgld(1e-3, key=0),
+        lambda: (lambda k: sghmc_jax.ubu(1e-3, key=k)),
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.add_decayed_weights(1.0), sghmc_jax.sghmc(1e-3, key=0)),
+        lambda: optax.inject_hyperparams(sghmc_jax.sghmc)(learning_rate=1e-3, key=0),
+        lambda: optax.masked(sghmc_jax.psgld(1e-3, key=0), {"a": True, "b": True}),
+    ],
+    ids=["sgld", "factory", "chain", "inject_hyperparams", "masked"],
+)
+def test_our_samplers_alone_or_wrapped_do_not_warn(transform):
+    lp = lambda p, b: (-0.5 * jnp.sum(p["a"] ** 2) - 0.5 * jnp.sum(p["b"] ** 2), None)  # noqa: E731
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        sghmc_jax.sample(0, lp, {"a": jnp.zeros(2), "b": jnp.zeros(())}, transform=transform(), num_steps=2, num_chains=1, progress=False)
+
+
+@pytest.mark.parametrize("face", ["sghmc", "sgld", "ubu", "psghmc"])
+@pytest.mark.parametrize("as_factory", [False, True], ids=["transform", "factory"])
+def test_a_functional_face_transform_says_sample_takes_the_optax_face(monkeypatch, face, as_factory):
+    """Regression (issue 18): it failed deep in tracing with "update() got multiple values for
+    argument 'log_posterior'"."""
+    _no_compile(monkeypatch)
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    functional = getattr(sghmc_jax.sgmcmc, face).build(lp, 1e-3)
+    transform, name = ((lambda k: functional), "transform\\(key\\)") if as_factory else (functional, "transform")
+    with pytest.raises(TypeError, match=rf"`{name}` must be an optax-face transform, got the functional face's Transform from sghmc_jax\.sgmcmc\.{face}\.build\(\.\.\.\).*pass transform=sghmc_jax\.{face}\(learning_rate, \.\.\., key=key\)"):
+        sghmc_jax.sample(0, lp, jnp.zeros(2), transform=transform, num_steps=5, progress=False)
+
+
+def test_functional_init_warns_when_it_cannot_lay_out_aux_without_a_batch():
+    """Regression (issue 18): init without `batch=` left aux=None when the log posterior could
+    not run on batch=None, and a later `lax.scan` over update failed with a pytree mismatch."""
+    log_posterior, data = _regression(18)
+    lp = lambda w, batch: (log_posterior(w, batch)[0], {"resid": batch["y"] - batch["x"] @ w})  # noqa: E731
+    transform = sghmc_jax.sgmcmc.sghmc.build(lp, 1e-4)
+    with pytest.warns(UserWarning, match=r"init\(params\) without `batch=` .* `jax\.lax\.scan` over `update` fails .*`init\(params, batch=batch, \.\.\.\)`") as record:
+        state = transform.init(jnp.zeros(3), key=0)
+    assert record[0].filename == __file__, "the warning points at the user's call"
+    assert state.aux is None
+    batch = jax.tree.map(jnp.asarray, data)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        state = transform.init(jnp.zeros(3), key=0, batch=batch)  # the fix: no warning, aux laid out
+    step = lambda s, k: (transform.update(s, batch, key=k), None)  # noqa: E731
+    jax.lax.scan(step, state, jax.random.split(jax.random.key(0), 3))

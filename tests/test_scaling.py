@@ -418,3 +418,66 @@ def test_processes_given_different_keys_or_data_are_refused_before_compiling(cha
         out = json.loads([x for x in stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
         assert out["error"] is not None and f"`{change}`: processes [1] differ from process 0" in out["error"]
         assert out["compiled"] == 0, "refused before the run's programs compiled"
+
+
+def test_a_users_vmapped_optax_loop_over_sharded_chains_needs_no_collective_with_no_chain_collectives():
+    """Regression (issue 18): the optax face vmapped over chains sharded across devices compiled
+    an all-reduce per update (the noise bins' zero came from chain 0's key); `sample()` avoided
+    it privately. `sghmc_jax.no_chain_collectives` gives a user's own loop the same step, with
+    the same numbers."""
+    out = run(
+        """
+        n_chains = 8
+        mesh = Mesh(np.array(jax.devices()), ("chains",))
+        chains = NamedSharding(mesh, P("chains"))
+        loss = lambda p: 0.5 * sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
+        tx = sghmc_jax.sghmc(1e-2, alpha=1.0, key=0)
+        params = {"w": jnp.ones((n_chains, 5, 3)), "b": jnp.ones((n_chains, 3))}
+        params = jax.device_put(params, chains)
+        states = jax.device_put(jax.vmap(tx.init)(params), chains)
+        keys = jax.device_put(jax.random.split(jax.random.key(1), n_chains), chains)
+
+        def make(scoped):
+            @jax.jit
+            def step(params, states, t):
+                def chain(p, s, k):
+                    u, s = tx.update(jax.grad(loss)(p), s, p, key=jax.random.fold_in(k, t))
+                    return optax.apply_updates(p, u), s
+                if scoped:
+                    with sghmc_jax.no_chain_collectives(t):
+                        return jax.vmap(chain)(params, states, keys)
+                return jax.vmap(chain)(params, states, keys)
+            return step
+
+        out = {}
+        for scoped in (False, True):
+            step = make(scoped)
+            hlo = step.lower(params, states, jnp.int32(0)).compile().as_text()
+            p, s = params, states
+            for t in range(3):
+                p, s = step(p, s, jnp.int32(t))
+            out[scoped] = (sorted(set(COLLECTIVES.findall(hlo))), p, spec(p["w"]))
+        dump(
+            plain_collectives=out[False][0],
+            scoped_collectives=out[True][0],
+            scoped_spec=out[True][2],
+            same=all(bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(out[False][1]), jax.tree.leaves(out[True][1]))),
+        )
+        """,
+        devices=4,
+    )
+    assert out["plain_collectives"], "the unscoped loop no longer communicates: this test lost its point"
+    assert out["scoped_collectives"] == [], f"the scoped step communicates: {out['scoped_collectives']}"
+    assert out["scoped_spec"] == ["chains"]
+    assert out["same"], "the scope changed the numbers"
+
+
+def test_no_chain_collectives_checks_its_step():
+    import jax.numpy as jnp
+
+    import sghmc_jax
+
+    for bad, match in ((jnp.zeros(2, jnp.int32), "shape \\(2,\\)"), (1.5, "dtype float32"), ("t", "got str")):
+        with pytest.raises(TypeError, match=f"`step` must be an integer scalar.*{match}"):
+            with sghmc_jax.no_chain_collectives(bad):
+                pass

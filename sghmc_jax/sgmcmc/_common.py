@@ -9,6 +9,7 @@ A face's state is `State(params, *rule.fields, log_posterior, aux, step)`; each
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -71,14 +72,25 @@ def initial_aux(log_posterior: LogProbFn | None, params: ArrayTree, batch: Any) 
     """`aux` laid out as the log posterior returns it (NaN, or 0 for integers, before the first
     update), so that the state's structure is the same before and after `update` (which a
     `lax.scan` over `update` requires). The log posterior is traced once, with `batch`; without
-    a batch it is traced with `batch=None`, and when that fails `aux` stays None (then pass an
-    example `batch` to `init` to scan over `update`)."""
+    a batch it is traced with `batch=None`, and when that fails `aux` stays None, with a
+    warning (then pass an example `batch` to `init` to scan over `update`)."""
     if log_posterior is None:
         return None
     try:
         out = jax.eval_shape(log_posterior, params, batch)
-    except Exception:
+    except Exception as err:
         if batch is None:
+            # Not an error: a Python loop over `update` works with aux None; only a scan fails,
+            # far from here and with a message about pytree structures.
+            warnings.warn(
+                "init(params) without `batch=` traces `log_posterior(params, None)` to lay out "
+                f"the state's `aux`, and that failed ({type(err).__name__}: {str(err)[:200]}); "
+                "`aux` is None until the first `update`, which changes the state's structure, "
+                "so a `jax.lax.scan` over `update` fails with a pytree mismatch (unless the log "
+                "posterior's aux is None). Fix: pass an example batch, `init(params, batch=batch, ...)`",
+                UserWarning,
+                stacklevel=4,
+            )
             return None
         raise
     _, aux = _checks.check_log_posterior_output(out)
