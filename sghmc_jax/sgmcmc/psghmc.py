@@ -82,7 +82,7 @@ def build(
         >>> from sghmc_jax.sgmcmc import psghmc
         >>> log_post = lambda p, batch: (-0.5 * jnp.sum((p - batch) ** 2), None)
         >>> transform = psghmc.build(log_post, lr=1e-2, alpha=1.0, initial_scale=1.0)
-        >>> state = transform.init(jnp.zeros(2), key=jax.random.key(0))
+        >>> state = transform.init(jnp.zeros(2), batch=jnp.ones(2), key=jax.random.key(0))
         >>> state = transform.update(state, jnp.ones(2), key=jax.random.key(1))
         >>> int(state.step), state.v.shape
         (1, (2,))

@@ -75,7 +75,7 @@ def build(
         >>> from sghmc_jax.sgmcmc import psgld
         >>> log_post = lambda p, batch: (-0.5 * jnp.sum((p - batch) ** 2), None)
         >>> transform = psgld.build(log_post, lr=1e-2, initial_scale=1.0)
-        >>> state = transform.init(jnp.zeros(2))
+        >>> state = transform.init(jnp.zeros(2), batch=jnp.ones(2))
         >>> state = transform.update(state, jnp.ones(2), key=jax.random.key(1))
         >>> state.v  # 0.99 · 1 + 0.01 · 1²
         Array([1., 1.], dtype=float32)

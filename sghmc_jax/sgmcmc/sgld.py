@@ -67,7 +67,7 @@ def build(
         >>> from sghmc_jax.sgmcmc import sgld
         >>> log_post = lambda p, batch: (-0.5 * jnp.sum((p - batch) ** 2), None)
         >>> transform = sgld.build(log_post, lr=0.1, temperature=0.0)
-        >>> state = transform.init(jnp.zeros(2))
+        >>> state = transform.init(jnp.zeros(2), batch=jnp.ones(2))
         >>> state = transform.update(state, jnp.ones(2), key=jax.random.key(1))
         >>> state.params  # T = 0: one gradient step
         Array([0.1, 0.1], dtype=float32)

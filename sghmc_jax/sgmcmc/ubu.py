@@ -77,7 +77,7 @@ def build(
         >>> from sghmc_jax.sgmcmc import ubu
         >>> log_post = lambda p, batch: (-0.5 * jnp.sum((p - batch) ** 2), None)
         >>> transform = ubu.build(log_post, lr=0.1, alpha=1.0)
-        >>> state = transform.init(jnp.zeros(2), key=jax.random.key(0))
+        >>> state = transform.init(jnp.zeros(2), batch=jnp.ones(2), key=jax.random.key(0))
         >>> state = transform.update(state, jnp.ones(2), key=jax.random.key(1))
         >>> int(state.step)
         1

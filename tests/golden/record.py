@@ -129,7 +129,7 @@ def run_functional(name, dtype):
     log_posterior, params, batches = problem(dtype)
     transform = build(log_posterior)
     keys = jax.random.split(jax.random.key(12), NUM_STEPS)
-    state = transform.init(params, key=jax.random.key(13))
+    state = transform.init(params, batch=batches[0], key=jax.random.key(13))
     out = {}
     for t in range(NUM_STEPS):
         state = transform.update(state, batches[t], key=keys[t])
