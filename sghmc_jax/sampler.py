@@ -10,7 +10,8 @@ the same functions and shapes (a continuation compiles nothing).
 Randomness: `key` is split into one key per chain, and each chain's key into three: one seeds its
 transform's init (when `transform` is a factory of a key), one its per-step noise and one its
 minibatch order. Step t of a chain uses `fold_in(noise_key, t)` and epoch e's permutation uses
-`fold_in(data_key, e)`, so the draws depend only on the key and the global step number: not on
+`fold_in(data_key, e)` (with `batch_order="with_replacement"`, step t's batch uses
+`fold_in(data_key, t)`), so the draws depend only on the key and the global step number: not on
 chunking, checkpoints or continuation.
 """
 
@@ -451,8 +452,10 @@ def _validate(**kw: Any) -> _Setup:
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
     batch_order = kw["batch_order"]
-    if batch_order not in ("shuffle", "sms"):
-        raise ValueError(f"`batch_order` must be 'shuffle' or 'sms', got batch_order={batch_order!r}")
+    if batch_order not in ("shuffle", "sms", "with_replacement"):
+        raise ValueError(
+            f"`batch_order` must be 'shuffle', 'sms' or 'with_replacement', got batch_order={batch_order!r}"
+        )
     if batch_order != "shuffle" and data is None:
         raise ValueError(
             f"`batch_order={batch_order!r}` orders the minibatches `sample` draws from `data`; "
