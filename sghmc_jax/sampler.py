@@ -314,9 +314,9 @@ def sample(
         num_chains: number of chains (vmapped).
         stacked_init: whether `init_params` has a leading chain axis.
         data: a pytree of arrays with a leading example axis, held on the device; each chain
-            draws a minibatch of `batch_size` every step, walking its own permutation each epoch
-            (without replacement; the last N mod batch_size examples of a permutation sit that
-            epoch out). None passes `batch=None` (unless `batches` is given).
+            draws a minibatch of `batch_size` every step, by default walking its own
+            permutation each epoch (without replacement; the last N mod batch_size examples of
+            a permutation sit that epoch out; see `batch_order`). None passes `batch=None` (unless `batches` is given).
         batch_size: minibatch size, 1 <= batch_size <= N; required with `data`.
         batch_order: how each chain walks `data`: "shuffle" (a fresh permutation every
             epoch), "sms", symmetric minibatch splitting (Paulin et al. 2025): a fresh
