@@ -20,6 +20,7 @@ estimate), and the weighted log-log slope ± its standard error. α = σ = 1, fl
     python benchmarks/bias_order.py                 # 4096 chains x (400 burn-in + 3200) steps
     python benchmarks/bias_order.py --quick         # 1024 chains x (400 + 1600) steps
     python benchmarks/bias_order.py --samplers ubu --targets curvature --orders shuffle,sms
+    python benchmarks/bias_order.py --samplers ubu --targets quartic --orders shuffle,sms --num-batches 2
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
 import sghmc_jax  # noqa: E402
+import numpy as np  # noqa: E402
+
 from tests import helpers  # noqa: E402
 
 SAMPLERS = {
@@ -53,12 +56,21 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--orders", default=",".join(ORDERS), help="comma-separated subset of " + ",".join(ORDERS))
     parser.add_argument("--lrs", default=",".join(map(str, LRS)), help="comma-separated step sizes")
+    parser.add_argument(
+        "--num-batches", type=int, default=4,
+        help="split the quartic target into this many batches, shifts evenly spaced with variance 1.25",
+    )
     args = parser.parse_args()
     lrs = tuple(float(v) for v in args.lrs.split(","))
+    mu = np.linspace(-1.0, 1.0, args.num_batches)
+    mu = helpers.QUARTIC_MU if args.num_batches == 4 else mu / mu.std() * np.sqrt(1.25)
+    if args.num_batches != 4 and "curvature" in args.targets:
+        parser.error("--num-batches applies to the quartic target only: pass --targets quartic")
     chains, steps, burn = (1024, 1600, 400) if args.quick else (4096, 3200, 400)
     env = _common.environment()
     print(", ".join(f"{k} {env[k]}" for k in ("date", "cpu", "cpu_count", "jax", "backend")) + f", load {os.getloadavg()[0]:.1f}")
-    print(f"chains={chains} steps={burn} burn-in + {steps} lrs={lrs}; E θ² = {helpers.quartic_second_moment():.4f}")
+    print(f"chains={chains} steps={burn} burn-in + {steps} lrs={lrs} batches={args.num_batches}; "
+          f"E θ² = {helpers.quartic_second_moment():.4f}")
     print("| sampler | target | batches | bias at ε = " + " / ".join(map(str, lrs)) + " | slope ± se |")
     print("|---|---|---|---|---|")
     t0 = time.perf_counter()
@@ -68,7 +80,7 @@ def main() -> None:
                 try:
                     measured = [
                         helpers.sample_quartic_bias(
-                            SAMPLERS[name], lr, order, curvatures=TARGETS[target], chains=chains, steps=steps, burn=burn
+                            SAMPLERS[name], lr, order, curvatures=TARGETS[target], mu=mu, chains=chains, steps=steps, burn=burn
                         )
                         for lr in lrs
                     ]

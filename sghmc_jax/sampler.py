@@ -325,11 +325,14 @@ def sample(
             "with_replacement": every step's batch drawn uniformly with replacement (i.i.d.
             batches, the classical SG-MCMC setting; per data shard with `data_axis`), from
             `fold_in(data_key, step)`. Measured with UBU, BAOA and SGHMC on a quartic target
-            split into 4 batches (`benchmarks/README.md`, "Bias order"): i.i.d. batches make
-            the bias first order in the step size and the largest; "shuffle" and "sms" both
-            keep it second order or better, within a factor 1.5 of each other at the steps
-            measured (sms's slope is steeper, its bias larger at the largest step), on batches
-            that differ by a shift and on batches that differ in curvature.
+            split into 4 batches (`benchmarks/README.md`, "Bias order"), on batches that
+            differ by a shift and on batches that differ in curvature: i.i.d. batches make the
+            bias first order in the step size and the largest (8-9x the default's for UBU at
+            the smallest step); "shuffle" and "sms" both keep it second order or better, sms
+            no better than shuffle (1.2-1.3x larger at the largest step, equal within MCSE at
+            the others). Sms beat shuffle only with 2 batches per epoch; with 16 neither was
+            second order at those steps and sms was the worse: the benefit of both
+            permutation orders needs epochs short against the chain's memory.
         batches: instead of `data`, an iterable of host batches, one per step, shared by all
             chains, moved to the device `chunk_size` at a time (for data too big for the device).
         burn_in: steps discarded before the first draw.

@@ -559,21 +559,22 @@ QUARTIC_CURVATURES = np.array([0.2, 1.8, 1.4, 0.6])
 
 
 def sample_quartic_bias(
-    make: Callable, lr: float, order: str, *, curvatures: np.ndarray | None = None, chains: int,
-    steps: int, burn: int = 400, seed: int = 0,
+    make: Callable, lr: float, order: str, *, curvatures: np.ndarray | None = None,
+    mu: np.ndarray = QUARTIC_MU, chains: int, steps: int, burn: int = 400, seed: int = 0,
 ) -> tuple[float, float]:
     """(bias, standard error) of the per-chain time average of θ² over `steps` steps after
     `burn`, run by `sample(..., batch_order=order, batch_size=1)` with the optax face
-    `make(lr, key)` (float32 chains); `order="full"` runs the full gradient without data. Each
+    `make(lr, key)` (float32 chains); `order="full"` runs the full gradient without data. `mu`
+    (mean 0) sets the number of batches and their shifts. Each
     chain's average is one independent estimate: the standard error is their sd / √chains."""
-    c = np.ones(4) if curvatures is None else np.asarray(curvatures, float)
-    assert abs(c.mean() - 1) < 1e-12, c
+    c = np.ones(len(mu)) if curvatures is None else np.asarray(curvatures, float)
+    assert abs(c.mean() - 1) < 1e-12 and abs(np.mean(mu)) < 1e-12 and len(c) == len(mu), (c, mu)
     if order == "full":
         log_post = lambda th, _: (-(th**4 / 4 + th**2 / 2), None)  # noqa: E731
         kw = {}
     else:
         log_post = lambda th, b: (-(th**4 / 4 + b["c"][0] * th**2 / 2 - b["mu"][0] * th), None)  # noqa: E731
-        data = {"mu": QUARTIC_MU.astype(np.float32), "c": c.astype(np.float32)}
+        data = {"mu": np.asarray(mu, np.float32), "c": c.astype(np.float32)}
         kw = {"data": data, "batch_size": 1, "batch_order": order}
     result = sghmc_jax.sample(
         seed, log_post, jnp.zeros((), jnp.float32), transform=lambda key: make(lr, key),
