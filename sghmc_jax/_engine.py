@@ -133,7 +133,9 @@ class ChunkSpec:
     freeze_diverged: bool
     value_dtype: str  # the log posterior's dtype
     data_shards: int = 1  # data held as (shard, example, ...), each chain's minibatch stratified
-    batch_order: str = "shuffle"  # or "sms": even epochs forward, odd epochs the same batches backward
+    # "shuffle": a permutation per epoch; "sms": even epochs forward, odd epochs the same batches
+    # backward; "with_replacement": i.i.d. uniform examples every step.
+    batch_order: str = "shuffle"
     placement: Placement | None = None
 
     @property
@@ -230,7 +232,19 @@ def _step(
             return jax.vmap(chain)(state.data_key).astype(jnp.int32)
 
         # `t` is shared by all chains, so this stays a real branch under the chain vmap.
-        if spec.batch_order == "sms":
+        if spec.batch_order == "with_replacement":
+            # i.i.d. minibatches (the classical SG-MCMC setting): step t's examples are drawn
+            # uniformly with replacement from each shard with fold_in(data_key, t), so they
+            # depend on the chain's key and the global step only (not on chunking or resume).
+            # The epoch permutations are not used (`perm` stays as it is).
+            def draw(k: jax.Array) -> jax.Array:
+                k = jax.random.fold_in(k, t)
+                return jax.vmap(
+                    lambda d: jax.random.randint(jax.random.fold_in(k, d), (b_local,), 0, n_local)
+                )(jnp.arange(shards))
+
+            idx = jax.vmap(draw)(state.data_key).astype(jnp.int32)  # (chain, shard, b)
+        elif spec.batch_order == "sms":
             # Symmetric minibatch splitting: a cycle of two epochs visits one permutation's
             # batches forward, then the same batches backward (a palindrome of kicks).
             forward = epoch % 2 == 0
@@ -238,7 +252,8 @@ def _step(
             j = jnp.where(forward, j, per_epoch - 1 - j)
         else:
             perm = jax.lax.cond(j == 0, new_perm, lambda: perm)
-        idx = jax.lax.dynamic_slice_in_dim(perm, j * b_local, b_local, axis=2)  # (chain, shard, b)
+        if spec.batch_order != "with_replacement":
+            idx = jax.lax.dynamic_slice_in_dim(perm, j * b_local, b_local, axis=2)  # (chain, shard, b)
 
         def gather(x: jax.Array) -> jax.Array:
             if shards == 1:  # data held as (N, ...)

@@ -10,7 +10,8 @@ the same functions and shapes (a continuation compiles nothing).
 Randomness: `key` is split into one key per chain, and each chain's key into three: one seeds its
 transform's init (when `transform` is a factory of a key), one its per-step noise and one its
 minibatch order. Step t of a chain uses `fold_in(noise_key, t)` and epoch e's permutation uses
-`fold_in(data_key, e)`, so the draws depend only on the key and the global step number: not on
+`fold_in(data_key, e)` (with `batch_order="with_replacement"`, step t's batch uses
+`fold_in(data_key, t)`), so the draws depend only on the key and the global step number: not on
 chunking, checkpoints or continuation.
 """
 
@@ -338,16 +339,25 @@ def sample(
         num_chains: number of chains (vmapped).
         stacked_init: whether `init_params` has a leading chain axis.
         data: a pytree of arrays with a leading example axis, held on the device; each chain
-            draws a minibatch of `batch_size` every step, walking its own permutation each epoch
-            (without replacement; the last N mod batch_size examples of a permutation sit that
-            epoch out). None passes `batch=None` (unless `batches` is given).
+            draws a minibatch of `batch_size` every step, by default walking its own
+            permutation each epoch (without replacement; the last N mod batch_size examples of
+            a permutation sit that epoch out; see `batch_order`). None passes `batch=None` (unless `batches` is given).
         batch_size: minibatch size, 1 <= batch_size <= N; required with `data`.
-        batch_order: how each chain walks `data`: "shuffle" (a fresh permutation every epoch)
-            or "sms", symmetric minibatch splitting (Paulin et al. 2025): a fresh permutation
-            every other epoch, whose batches the next epoch visits in reverse order, so the
-            kicks form a palindrome over each pair of epochs. With a symmetric integrator
-            (`sghmc_jax.ubu`) this keeps the bias second order in the step size under
-            minibatching, where shuffled batches make it first order.
+        batch_order: how each chain walks `data`: "shuffle" (a fresh permutation every
+            epoch), "sms", symmetric minibatch splitting (Paulin et al. 2025): a fresh
+            permutation every other epoch, whose batches the next epoch visits in reverse
+            order, so the kicks form a palindrome over each pair of epochs, or
+            "with_replacement": every step's batch drawn uniformly with replacement (i.i.d.
+            batches, the classical SG-MCMC setting; per data shard with `data_axis`), from
+            `fold_in(data_key, step)`. Measured with UBU, BAOA and SGHMC on a quartic target
+            split into 4 batches (`benchmarks/README.md`, "Bias order"), on batches that
+            differ by a shift and on batches that differ in curvature: i.i.d. batches make the
+            bias first order in the step size and the largest (8-9x the default's for UBU at
+            the smallest step); "shuffle" and "sms" both keep it second order or better, sms
+            no better than shuffle (1.2-1.3x larger at the largest step, equal within MCSE at
+            the others). Sms beat shuffle only with 2 batches per epoch; with 16 neither was
+            second order at those steps and sms was the worse: the benefit of both
+            permutation orders needs epochs short against the chain's memory.
         batches: instead of `data`, an iterable of host batches, one per step, shared by all
             chains, moved to the device `chunk_size` at a time (for data too big for the device).
         burn_in: steps discarded before the first draw.
@@ -488,8 +498,10 @@ def _validate(**kw: Any) -> _Setup:
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
     batch_order = kw["batch_order"]
-    if batch_order not in ("shuffle", "sms"):
-        raise ValueError(f"`batch_order` must be 'shuffle' or 'sms', got batch_order={batch_order!r}")
+    if batch_order not in ("shuffle", "sms", "with_replacement"):
+        raise ValueError(
+            f"`batch_order` must be 'shuffle', 'sms' or 'with_replacement', got batch_order={batch_order!r}"
+        )
     if batch_order != "shuffle" and data is None:
         raise ValueError(
             f"`batch_order={batch_order!r}` orders the minibatches `sample` draws from `data`; "

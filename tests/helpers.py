@@ -550,6 +550,44 @@ def quartic_bias(
     return float(estimates.mean() - exact), float(estimates.std(ddof=1) / np.sqrt(chains))
 
 
+# The same kind of target through `sample()` and its batch orders: 4 one-example batches
+# U_b(θ) = θ⁴/4 + c_b θ²/2 − μ_b θ, whose mean is θ⁴/4 + θ²/2 (mean c = 1, mean μ = 0). With
+# c_b = 1 the batches differ by a shift (the toy above); with `QUARTIC_CURVATURES` they differ in
+# curvature too, so the gradient noise (c_b − 1)θ − μ_b changes with θ.
+
+QUARTIC_CURVATURES = np.array([0.2, 1.8, 1.4, 0.6])
+
+
+def sample_quartic_bias(
+    make: Callable, lr: float, order: str, *, curvatures: np.ndarray | None = None,
+    mu: np.ndarray = QUARTIC_MU, chains: int, steps: int, burn: int = 400, seed: int = 0,
+) -> tuple[float, float]:
+    """(bias, standard error) of the per-chain time average of θ² over `steps` steps after
+    `burn`, run by `sample(..., batch_order=order, batch_size=1)` with the optax face
+    `make(lr, key)` (float32 chains); `order="full"` runs the full gradient without data. `mu`
+    (mean 0) sets the number of batches and their shifts. Each
+    chain's average is one independent estimate: the standard error is their sd / √chains."""
+    c = np.ones(len(mu)) if curvatures is None else np.asarray(curvatures, float)
+    assert abs(c.mean() - 1) < 1e-12 and abs(np.mean(mu)) < 1e-12 and len(c) == len(mu), (c, mu)
+    if order == "full":
+        log_post = lambda th, _: (-(th**4 / 4 + th**2 / 2), None)  # noqa: E731
+        kw = {}
+    else:
+        log_post = lambda th, b: (-(th**4 / 4 + b["c"][0] * th**2 / 2 - b["mu"][0] * th), None)  # noqa: E731
+        data = {"mu": np.asarray(mu, np.float32), "c": c.astype(np.float32)}
+        kw = {"data": data, "batch_size": 1, "batch_order": order}
+    result = sghmc_jax.sample(
+        seed, log_post, jnp.zeros((), jnp.float32), transform=lambda key: make(lr, key),
+        num_steps=burn + steps, burn_in=burn, num_chains=chains, progress=False,
+        chunk_size=min(burn + steps, 2000), on_divergence="continue", **kw,
+    )
+    draws = np.asarray(result.samples, np.float64)  # (chain, step)
+    if not np.all(np.isfinite(draws)):
+        raise FloatingPointError(f"{int(np.sum(result.diverged_at >= 0))} chains diverged at lr={lr}")
+    estimates = np.mean(draws**2, axis=1)
+    return float(estimates.mean() - quartic_second_moment()), float(estimates.std(ddof=1) / np.sqrt(chains))
+
+
 def log_log_slope(lrs, biases, ses) -> tuple[float, float]:
     """Weighted least-squares slope of log|bias| on log lr, and its standard error (delta
     method: Var log|b| ≈ (se/b)²)."""

@@ -39,14 +39,42 @@ BLOCKS = [b for b in re.findall(_PYTHON, README.read_text(), flags=re.S) if b no
 
 _RUN_IN_ORDER = """
 import contextlib, io, json, sys
-namespace, printed = {}, []
+import numpy as np
+namespace, printed, stats = {}, [], []
 for i, block in enumerate(json.loads(sys.argv[1])):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(block, f"README.md[Scaling out, python block {i}]", "exec"), namespace)
     printed.append(out.getvalue())
+    # A block that samples the regression (draws shaped (chain, draw, coefficient)): its
+    # summary and the data, for the exact posterior.
+    result, data = namespace.get("result"), namespace.get("data")
+    if "sghmc_jax.sample(" in block and np.ndim(result.samples) == 3:
+        s = result.summary()["params"]
+        stats.append({**{k: np.asarray(s[k]).tolist() for k in ("mean", "sd", "mcse_mean", "ess_bulk")},
+                      "x": np.asarray(data["x"]).tolist(), "y": np.asarray(data["y"]).tolist()})
+    else:
+        stats.append(None)
 print("PRINTED " + json.dumps(printed))
+print("STATS " + json.dumps(stats))
 """
+
+
+def _check_against_exact_regression_posterior(stats: dict, where: str) -> None:
+    """The draws' means and sds against the exact Gaussian posterior of y = xw + N(0, 1) with a
+    N(0, I) prior (precision xᵀx + I), within 4.5 Monte Carlo standard errors per coefficient:
+    the mean's MCSE from the summary, the sd's sd/√(2 ESS) (a Gaussian's, with the bulk ESS)."""
+    import numpy as np
+
+    x, y = np.asarray(stats["x"], np.float64), np.asarray(stats["y"], np.float64)
+    cov = np.linalg.inv(x.T @ x + np.eye(x.shape[1]))
+    mean, sd = cov @ x.T @ y, np.sqrt(np.diag(cov))
+    got_mean, got_sd = np.asarray(stats["mean"]), np.asarray(stats["sd"])
+    mcse_sd = got_sd / np.sqrt(2 * np.asarray(stats["ess_bulk"]))
+    z_mean = (got_mean - mean) / np.asarray(stats["mcse_mean"])
+    z_sd = (got_sd - sd) / mcse_sd
+    assert np.all(np.abs(z_mean) < 4.5), f"{where}: means {got_mean} vs exact {mean}, z = {z_mean}"
+    assert np.all(np.abs(z_sd) < 4.5), f"{where}: sds {got_sd} vs exact {sd} (ratio {got_sd / sd}), z = {z_sd}"
 
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
@@ -79,6 +107,10 @@ def test_readme_scaling_examples_run_on_8_devices():
     printed = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("PRINTED "))[8:])
     assert all(p.strip() for p in printed), f"every example prints its result: {printed}"
     assert "('chains', None, 'model')" in printed[2], printed[2]  # the state keeps w1's partition
+    stats = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("STATS "))[6:])
+    assert stats[0] is not None and stats[1] is not None, "the two regressions were not found"
+    for i in (0, 1):  # chains across devices; data-parallel gradients
+        _check_against_exact_regression_posterior(stats[i], f"Scaling out, python block {i}")
 
 
 @pytest.mark.slow
@@ -118,6 +150,20 @@ def test_readme_optax_example_reaches_the_posterior_mean(capsys):
     # (The earlier 1,500-draw version at α = 1, ε = 0.01 had a standard error of ~0.4 and passed
     # for lucky seeds only.)
     assert float(np.max(np.abs(mean - 1 / 1.01))) < 0.3
+
+
+def test_readme_sampler_example_reaches_the_exact_posterior(capsys):
+    """"The sampler"'s regression: its draws' means and sds are the exact posterior's."""
+    import numpy as np
+
+    block = re.findall(_PYTHON, _section("The sampler"), flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md[The sampler]", "exec"), namespace)
+    capsys.readouterr()
+    s = namespace["result"].summary()["params"]
+    data = namespace["data"]
+    stats = {k: np.asarray(s[k]) for k in ("mean", "sd", "mcse_mean", "ess_bulk")}
+    _check_against_exact_regression_posterior({**stats, "x": data["x"], "y": data["y"]}, "The sampler")
 
 
 @pytest.mark.parametrize(

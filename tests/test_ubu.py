@@ -1,6 +1,7 @@
 """UBU's own tests: the exact Ornstein–Uhlenbeck coefficients, its second order (exactly on
 Gaussians, measured on a non-Gaussian target), symmetric minibatch splitting (the order
-`sample(batch_order="sms")` visits the data in, and the bias order it buys).
+`sample(batch_order="sms")` visits the data in, and the bias order it buys), and the batches
+`sample(batch_order="with_replacement")` draws.
 
 The convention tests and the exact stationary moments on Gaussian targets come from its
 registry entry (tests/registry.py).
@@ -183,12 +184,131 @@ def test_shuffle_stays_the_default_and_is_not_a_palindrome():
     assert any(not np.array_equal(epochs[e + 1], epochs[e][::-1]) for e in range(0, len(epochs), 2))
 
 
+# ---- batches drawn with replacement in sample() ----------------------------------------------
+
+
+def _uses(batch_order, *, n, steps, batch_size=1, chains=2, chunk_size=4, init_state=None, key=0):
+    """(chain, step, example) how many times each example was in the step's batch: SGD with
+    step 1 on log p = Σ p[batch] adds 1 per use. Also returns the result."""
+    lp = lambda p, batch: (jnp.sum(p[batch["idx"]]), None)  # noqa: E731
+    r = sghmc_jax.sample(
+        key, lp, None if init_state else jnp.zeros(n), transform=optax.sgd(1.0), num_steps=steps,
+        num_chains=chains, data={"idx": np.arange(n)}, batch_size=batch_size, batch_order=batch_order,
+        chunk_size=chunk_size, progress=False, init_state=init_state,
+    )
+    start = np.asarray(init_state.params) if init_state else np.zeros((chains, n))
+    traj = np.concatenate([start[:, None], np.asarray(r.samples)], axis=1)
+    return np.rint(np.diff(traj, axis=1)).astype(int), r
+
+
+def test_with_replacement_batches_are_iid_uniform_and_not_a_permutation_walk():
+    n, b, steps = 4, 2, 500
+    uses, _ = _uses("with_replacement", n=n, steps=steps, batch_size=b)
+    assert np.all(uses.sum(axis=2) == b)
+    for c in range(uses.shape[0]):
+        # Each example's frequency: b·steps uniform draws (χ² with n − 1 = 3 degrees of
+        # freedom; 30 is its 1e-6 upper quantile).
+        counts = uses[c].sum(axis=0)
+        expected = b * steps / n
+        assert np.sum((counts - expected) ** 2 / expected) < 30, counts
+        # With replacement: a batch holds the same example twice with probability 1/n
+        # (never without replacement); ± 5 standard errors.
+        twice = np.mean(uses[c].max(axis=1) == 2)
+        assert abs(twice - 1 / n) < 5 * np.sqrt(1 / n * (1 - 1 / n) / steps), twice
+        # Not a permutation walk: an epoch of n / b steps covers every example once with
+        # probability n!/nⁿ = 0.094 (always, when shuffled).
+        epochs = uses[c].reshape(-1, n // b, n).sum(axis=1)
+        covered = np.mean(np.all(epochs == 1, axis=1))
+        assert covered < 0.094 + 5 * np.sqrt(0.094 * 0.906 / len(epochs)), covered
+        # Successive batches are independent: the lag-1 correlation of an example's uses is 0
+        # (negative for a permutation walk), ± 5 standard errors.
+        x = uses[c, :, 0]
+        assert abs(np.corrcoef(x[:-1], x[1:])[0, 1]) < 5 / np.sqrt(steps)
+    assert not np.array_equal(uses[0], uses[1]), "chains draw their own batches"
+    shuffled, _ = _uses("shuffle", n=n, steps=steps, batch_size=b)
+    assert np.all(shuffled.reshape(2, -1, n // b, n).sum(axis=2) == 1), "the contrast: shuffle covers every epoch"
+
+
+def test_with_replacement_batches_depend_on_the_key_and_step_only():
+    """Not on chunking, nor on where a continuation starts."""
+    long, _ = _uses("with_replacement", n=5, steps=24, batch_size=2, chunk_size=4)
+    other, _ = _uses("with_replacement", n=5, steps=24, batch_size=2, chunk_size=7)
+    np.testing.assert_array_equal(long, other)
+    first, r = _uses("with_replacement", n=5, steps=7, batch_size=2, chunk_size=4)
+    second, _ = _uses("with_replacement", n=5, steps=17, batch_size=2, chunk_size=4, init_state=r.final_state)
+    np.testing.assert_array_equal(np.concatenate([first, second], axis=1), long)
+    different, _ = _uses("with_replacement", n=5, steps=24, batch_size=2, key=1)
+    assert not np.array_equal(different, long)
+
+
+def test_with_replacement_on_a_data_axis_draws_from_each_shard():
+    """With a data axis each device draws batch_size / shards examples, with replacement, from
+    the shard it holds: step t's indices in shard d come from fold_in(fold_in(data_key, t), d)."""
+    from tests.test_scaling import run
+
+    out = run(
+        """
+        log_posterior, params, data = problem()
+        tx = lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k)
+        mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("chains", "data"))
+        r = sghmc_jax.sample(1, log_posterior, params, transform=tx, num_steps=12, num_chains=2,
+                             data=data, batch_size=16, chunk_size=5, progress=False,
+                             batch_order="with_replacement", mesh=mesh, chain_axis="chains", data_axis="data")
+        shards, n_local, b_local = 2, 32, 8
+        local = jax.tree.map(lambda x: jnp.asarray(x).reshape(shards, n_local, *x.shape[1:]), data)
+        ref = []
+        for chain_key in jax.random.split(sghmc_jax._checks.canonical_key(1), 2):
+            init_key, noise_key, data_key = jax.random.split(chain_key, 3)
+            t_x = tx(init_key)
+            p, s = params, t_x.init(params)
+            draws = []
+            for t in range(12):
+                k = jax.random.fold_in(data_key, t)
+                idx = [jax.random.randint(jax.random.fold_in(k, d), (b_local,), 0, n_local) for d in range(shards)]
+                batch = jax.tree.map(lambda x: jnp.concatenate([x[d][idx[d]] for d in range(shards)]), local)
+                g = jax.grad(lambda q: -log_posterior(q, batch)[0])(p)
+                u, s = t_x.update(g, s, p, key=jax.random.fold_in(noise_key, t))
+                p = optax.apply_updates(p, u)
+                draws.append(np.asarray(p["w"]))
+            ref.append(np.stack(draws))
+        ref = np.stack(ref)
+        dump(err=float(np.max(np.abs(r.samples["w"] - ref))), scale=float(np.max(np.abs(ref))))
+        """,
+        devices=4,
+    )
+    assert out["err"] <= 1e-5 * max(1.0, out["scale"]), out
+
+
+@pytest.mark.slow
+def test_batch_orders_bias_through_sample():
+    """UBU through sample() on the quartic split into 4 batches of different curvature: i.i.d.
+    batches make the bias first order; the default shuffle (a permutation per epoch) keeps it
+    second order or better and many times smaller (benchmarks/README.md has the full table)."""
+    lrs = [0.4, 0.28, 0.2]
+
+    def slope(order):
+        measured = [
+            helpers.sample_quartic_bias(_ubu, lr, order, curvatures=helpers.QUARTIC_CURVATURES, chains=2048, steps=1600)
+            for lr in lrs
+        ]
+        assert all(abs(b) > 4 * s for b, s in measured), (order, measured)
+        return helpers.log_log_slope(lrs, *zip(*measured)), measured
+
+    (iid, iid_se), iid_measured = slope("with_replacement")
+    (shuffle, shuffle_se), shuffle_measured = slope("shuffle")
+    assert iid_se < 0.1 and shuffle_se < 0.3, (iid_measured, shuffle_measured)
+    assert 0.8 < iid < 1.4, (iid, iid_measured)
+    assert shuffle > 1.7, (shuffle, shuffle_measured)
+    assert abs(shuffle_measured[-1][0]) < abs(iid_measured[-1][0]) / 3
+
+
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        ({"batch_order": "reverse", "data": {"x": np.zeros(4)}, "batch_size": 2}, r"`batch_order` must be 'shuffle' or 'sms', got batch_order='reverse'"),
+        ({"batch_order": "reverse", "data": {"x": np.zeros(4)}, "batch_size": 2}, r"`batch_order` must be 'shuffle', 'sms' or 'with_replacement', got batch_order='reverse'"),
         ({"batch_order": "sms"}, r"`batch_order='sms'` orders the minibatches .* pass `data=`"),
         ({"batch_order": "sms", "batches": iter([None] * 3)}, r"`batch_order='sms'` orders the minibatches"),
+        ({"batch_order": "with_replacement"}, r"`batch_order='with_replacement'` orders the minibatches"),
     ],
 )
 def test_bad_batch_order_fails_before_compiling(kwargs, pattern, monkeypatch):
