@@ -391,3 +391,23 @@ def test_a_rule_added_to_kernels_is_diagnosed_without_a_list_of_names(clean, mon
     assert "gives no discrete expectation" in rows(table, "kinetic temperature")[0].note
     monkeypatch.setattr(kernels, "FOO", kernels.SGHMC._replace(name="foo"), raising=False)
     assert rows(dataclasses.replace(clean, sampler="foo").diagnose(), "noise ratio R")[0].verdict == "ok"
+
+
+def test_readme_diagnosing_example_says_what_its_comment_says():
+    """README, "Diagnosing a run": the run converges (every convergence row ok), εα = 0.18 puts
+    the expected kinetic temperature at 1/(1 − 0.09) = 1.099·T, and R is about 0.2 (flagged)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Diagnosing a run") : text.index("The KSD is also there on its own")]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    namespace: dict = {}
+    exec(compile(block, "README.md[Diagnosing a run]", "exec"), namespace)
+    table = namespace["table"]
+    convergence = ("identical chains", "R-hat log posterior", "ESS log posterior", "trend log posterior",
+                   "R-hat params (max)", "ESS params (min)")
+    assert all(r.verdict == "ok" for r in table.rows if r.diagnostic in convergence), table
+    assert all("E=1.099" in r.threshold for r in rows(table, "kinetic temperature")), table
+    (noise,) = rows(table, "noise ratio R")
+    assert noise.verdict == "FLAG" and 0.12 < noise.value < 0.35, noise
