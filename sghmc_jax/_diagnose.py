@@ -1,14 +1,19 @@
 """`SampleResult.diagnose()`: checks made for stochastic-gradient samplers, read off a finished run.
 
-Three diagnostics (issue 14, section 5 of the research notes):
+Convergence first (identical chains; R-hat, bulk ESS and a trend test of the log posterior;
+R-hat and bulk ESS of the worst params), then three diagnostics (issue 14, section 5 of the
+research notes):
 
-* kinetic temperature, mᵀm/(σ²d) averaged over the steps after burn-in, per chain, against T:
-  under the sampler's stationary law m ~ N(0, σ²T), so a chain running hot is being heated by
-  gradient noise the sampler does not account for;
+* kinetic temperature, mᵀm/(σ²d) averaged over the steps after burn-in, per chain, against the
+  sampler's discrete expectation (`kernels.Rule.diagnose`): a chain running hotter is being
+  heated by gradient noise the sampler does not account for;
 * R, the ratio of the minibatch gradient noise a step adds to the noise the sampler injects
   (R ≪ 1 is the premise of every SG-MCMC sampler; on a Gaussian with β = 0 the kinetic
   temperature and the variance are both inflated by a factor ≈ 1 + R);
-* the kernel Stein discrepancy of a thinned subset of the draws, with full-data scores.
+* the kernel Stein discrepancy of near-independent draws, with full-data scores.
+
+Everything particular to a sampler comes from its `Rule` in kernels.py (a wrapped transform
+that recorded none is taken for SGHMC, or SGLD without momenta, and the rows say so).
 """
 
 from __future__ import annotations
@@ -273,7 +278,8 @@ def _param_draws(result: Any, chains: np.ndarray, cap: int) -> tuple[np.ndarray,
     for (path, leaf), size in zip(leaves, sizes):
         local = pick[(pick >= start) & (pick < start + size)] - start
         if len(local):
-            x = np.asarray(leaf)[chains].reshape(len(chains), np.shape(leaf)[1], size)[:, :, local]
+            # A chain at a time: a leaf in the on-disk store is read one chain at a time.
+            x = np.stack([np.asarray(leaf[int(c)]).reshape(np.shape(leaf)[1], size)[:, local] for c in chains])
             out.append(np.moveaxis(x, -1, 0).astype(np.float64))
             shape = np.shape(leaf)[2:]
             base = diagnostics._path_name(path)
@@ -523,12 +529,22 @@ def diagnose(
     per chain for the kinetic temperature), its value, threshold and verdict ("ok", "FLAG",
     "n/a" with what was missing, or "-" when reported without a verdict), and advice under it.
 
+    0. **Identical chains**: FLAG when chains have exactly equal draws (shared noise: R-hat and
+       ESS then count copies as independent chains). **Convergence**: rank-normalised split
+       R-hat (FLAG at `rhat_threshold` or above) and bulk ESS (FLAG at `min_ess` or below) of
+       the log posterior after burn-in and of the params (the worst of up to `max_params`
+       coordinates, named in the note); a trend test of the log posterior after burn-in per
+       chain: z of the last third's mean minus the first third's, rank-normalised, with the
+       standard error from the autocorrelation of the linearly detrended series; FLAG past
+       |z| = 4 ("lengthen burn_in / run longer"). After every chain diverged: one FLAG row.
     1. **Kinetic temperature** T̂_K = mean over the steps after burn-in of mᵀm/(σ²d) (the
-       `kinetic` trace), per chain, with its Monte Carlo standard error (ESS of the series).
-       Under the sampler's stationary law m ~ N(0, σ²T), so E T̂_K = T. FLAG when
-       |T̂_K/T − 1| > `kinetic_threshold` and |T̂_K − T| > 3 MCSE. Too hot: gradient noise
-       the sampler is not told about ("lower lr, raise alpha, or set beta"). Not applicable to
-       SGLD/pSGLD (no momenta); SGNHT's thermostat holds it at T by construction.
+       `kinetic` trace), per chain, with its Monte Carlo standard error (ESS of the series),
+       against the sampler's discrete expectation E = T·`Rule.diagnose.kinetic` (the stationary
+       momentum variance of its one-step rule when the gradient noise is what it assumes:
+       1/(1 − εα/(2σ²)) for SGHMC and pSGHMC, 1 for BAOA, UBU and SGNHT). FLAG when the series
+       is not stationary (the trend test above), or when |T̂_K/E − 1| > `kinetic_threshold` and
+       |T̂_K − E| > 3 MCSE. Too hot: gradient noise the sampler is not told about. Not
+       applicable to SGLD/pSGLD (no momenta); SGNHT's thermostat holds it at T by construction.
     2. **Noise ratio** R_j of the minibatch gradient noise a step adds to the noise it injects,
        per coordinate j, with V_j the variance of the minibatch gradient of the log posterior
        (estimated at `num_points` draws per chain from `num_batches` independent minibatches
@@ -545,13 +561,14 @@ def diagnose(
        γ = α/σ², G = 1/(λ + √v) the preconditioner of the final state (mean over chains).
        On a Gaussian the variance and T̂_K are inflated by ≈ 1 + R. Reported as the mean over
        coordinates (the verdict: FLAG above `noise_threshold`) and the maximum.
-    3. **Kernel Stein discrepancy** (`stein.ksd`, IMQ c = 1, β = −1/2, V-statistic) of at most
-       `ksd_draws` draws evenly spaced over the healthy chains, with full-data scores at the
-       run's temperature (`stein.scores_from` with `data` as the batch). A KSD value means
-       something only relative to another: the row gives as reference √(mean k₀(x, x)/n), the
-       value exact *independent* draws would have in expectation; correlated MCMC draws sit
-       above it even when exact. So it carries no verdict: compare runs (e.g. two step sizes)
-       at the same number of draws.
+    3. **Kernel Stein discrepancy** (`stein.ksd`, IMQ c = 1, β = −1/2): the U-statistic of
+       KSD² over the healthy chains' draws thinned to near-independence (every ⌈n/ESS⌉-th, ESS
+       the smallest bulk ESS of the params per chain), at most `ksd_draws`, with full-data
+       scores at the run's temperature (`stein.scores_from` with `data` as the batch). It is
+       unbiased for the population KSD² whatever the number of draws (≈ 0, either sign, for
+       exact draws), so runs that mix at different speeds compare; the error column gives the
+       V-statistic's self-term mean k₀(x, x)/n, the scale of its noise. No verdict: compare
+       runs (the smaller the better).
 
     The hyperparameters come from the transform (`result.hyperparameters`, schedules evaluated
     at the last update); `log_posterior`, `data` and `batch_size` from the run (references kept
@@ -562,16 +579,20 @@ def diagnose(
         result: the `SampleResult`.
         lr, alpha, sigma, temperature, beta: override (or supply) the hyperparameters, as their
             values at the run's last step.
-        sampler: the rule whose formula R uses ("sghmc", "sgld", "sgnht", "baoa", "ubu",
-            "psgld", "psghmc"), when the run did not record it.
+        sampler: the rule whose formulas the rows use (the name of any `Rule` in kernels.py:
+            "sghmc", "sgld", "sgnht", "baoa", "ubu", "psgld", "psghmc", ...), when the run did
+            not record it.
         log_posterior, data, batch_size: override the run's.
-        burn_in: steps of this run's trace left out of the kinetic temperature (default: the
-            run's `burn_in`).
-        kinetic_threshold, noise_threshold: the relative deviation of T̂_K from T, and the mean
+        burn_in: steps of this run's traces left out of the kinetic temperature and the log
+            posterior's rows (default: the run's `burn_in`).
+        kinetic_threshold, noise_threshold: the relative deviation of T̂_K from E, and the mean
             R, above which a row is flagged.
         num_points, num_batches: the draws per chain and the minibatches per draw V is
             estimated from.
         ksd_draws: the most draws the KSD uses.
+        rhat_threshold, min_ess: the R-hat at or above which, and the bulk ESS at or below
+            which, the convergence rows are flagged.
+        max_params: the most parameter coordinates the convergence rows read.
         seed: seeds the minibatches drawn for V.
 
     Returns:

@@ -531,8 +531,9 @@ class IdenticalChainsWarning(UserWarning):
 
 _SHARED_NOISE = (
     "they share their noise (typically `jax.vmap(tx.init)(params)` with one construction key "
-    "and no per-step `key=`), so R-hat and ESS count copies as independent chains and read "
-    "converged whatever the run did. Give each chain its own noise: pass `key=jax.random.fold_in"
+    "and no per-step `key=`; or, at temperature 0, their start), so R-hat and ESS count copies as "
+    "independent chains and read converged whatever the run did. Give each chain its own noise: "
+    "pass `key=jax.random.fold_in"
     "(chain_key, step)` to `update` with one `chain_key` per chain, or build each chain's "
     "transform from its own key (README, \"The optax face\")"
 )
