@@ -181,7 +181,10 @@ def _trend_z(x: np.ndarray) -> float:
     growing by orders of magnitude, is then a plain trend, not a few huge values with a huge
     MCSE), and the autocorrelation time behind the standard error is estimated on the series
     with its linear trend removed (a trend inside a segment would inflate it and hide itself).
-    NaN for fewer than 12 points or a constant series."""
+    NaN for fewer than 12 points or a constant series. On stationary AR(1) series (of exp(x/2),
+    300 each) |z| > 4 came up 0% at 3000 points and τ = 19, 1% at τ = 199 (15 effective
+    points), 7% at 1000 points and τ = 399 (2.5 effective points; the ESS rows flag such runs
+    anyway)."""
     x = np.asarray(x, np.float64)
     n = x.shape[-1]
     if n < 12 or not np.all(np.isfinite(x)) or np.ptp(x) == 0:
@@ -311,10 +314,14 @@ def _convergence_rows(result: Any, chains: np.ndarray, burn_in: int, rhat_thresh
         z = float(zs[worst])
         flag = abs(z) > _Z_MAX
         direction = "still climbing" if z > 0 else "still falling"
-        rows.append(Row("trend log posterior", int(chains[worst]) if len(chains) > 1 else None, z, math.nan,
-                        f"|z| < {_Z_MAX:.3g}", "FLAG" if flag else "ok",
-                        f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, z of their difference)" if flag else
-                        "z of the last third's mean minus the first third's (rank-normalised, after burn-in), worst chain"))
+        if not math.isfinite(z):
+            rows.append(Row("trend log posterior", None, z, math.nan, f"|z| < {_Z_MAX:.3g}", "n/a",
+                            "a constant or non-finite log posterior"))
+        else:
+            rows.append(Row("trend log posterior", int(chains[worst]) if len(chains) > 1 else None, z, math.nan,
+                            f"|z| < {_Z_MAX:.3g}", "FLAG" if flag else "ok",
+                            f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, z of their difference)" if flag else
+                            "z of the last third's mean minus the first third's (rank-normalised, after burn-in), worst chain"))
     draws, names = _param_draws(result, chains, max_params)
     ess_per_chain = math.nan
     if draws.shape[-1] < 4 or not len(names):
