@@ -1,14 +1,19 @@
 """`SampleResult.diagnose()`: checks made for stochastic-gradient samplers, read off a finished run.
 
-Three diagnostics (issue 14, section 5 of the research notes):
+Convergence first (identical chains; R-hat, bulk ESS and a trend test of the log posterior;
+R-hat and bulk ESS of the worst params), then three diagnostics (issue 14, section 5 of the
+research notes):
 
-* kinetic temperature, mᵀm/(σ²d) averaged over the steps after burn-in, per chain, against T:
-  under the sampler's stationary law m ~ N(0, σ²T), so a chain running hot is being heated by
-  gradient noise the sampler does not account for;
+* kinetic temperature, mᵀm/(σ²d) averaged over the steps after burn-in, per chain, against the
+  sampler's discrete expectation (`kernels.Rule.diagnose`): a chain running hotter is being
+  heated by gradient noise the sampler does not account for;
 * R, the ratio of the minibatch gradient noise a step adds to the noise the sampler injects
   (R ≪ 1 is the premise of every SG-MCMC sampler; on a Gaussian with β = 0 the kinetic
   temperature and the variance are both inflated by a factor ≈ 1 + R);
-* the kernel Stein discrepancy of a thinned subset of the draws, with full-data scores.
+* the kernel Stein discrepancy of near-independent draws, with full-data scores.
+
+Everything particular to a sampler comes from its `Rule` in kernels.py (a wrapped transform
+that recorded none is taken for SGHMC, or SGLD without momenta, and the rows say so).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sghmc_jax import _checks, diagnostics, stein
+from sghmc_jax import _checks, diagnostics, kernels, stein
 
 __all__: list[str] = []
 
-_MOMENTUM_SAMPLERS = ("sghmc", "sgnht", "psghmc", "baoa", "ubu")
-_SAMPLERS = (*_MOMENTUM_SAMPLERS, "sgld", "psgld")
+
+def _rules() -> dict[str, kernels.Rule]:
+    """Every rule defined in kernels.py, by name: a sampler added there is diagnosed as is."""
+    return {r.name: r for r in vars(kernels).values() if isinstance(r, kernels.Rule)}
 _WRAPPED = "the transform's hyperparameters were not recorded (it is not one of this library's transforms as is, e.g. it sits inside optax.chain)"
 
 
@@ -154,31 +161,67 @@ def _healthy(result: Any) -> np.ndarray:
     return np.flatnonzero(np.asarray(result.diverged_at) < 0)
 
 
+def _needs(formula: Any, values: dict[str, float], *args: Any) -> tuple[Any, str]:
+    """`formula(values, *args)`, or the name of the hyperparameter it lacked."""
+    try:
+        return formula(values, *args), ""
+    except KeyError as err:
+        return None, str(err.args[0])
+
+
+# ---- stationarity ------------------------------------------------------------------------------
+
+_Z_MAX = 4.0  # |z| of the trend test above which a series is called not stationary (p ≈ 6e-5)
+_LONGER = "not stationary: lengthen burn_in / run longer"
+
+
+def _trend_z(x: np.ndarray) -> float:
+    """A Geweke-style z of one series: its last third's mean minus its first third's, over the
+    standard error of that difference. The series is rank-normalised first (a run-away series,
+    growing by orders of magnitude, is then a plain trend, not a few huge values with a huge
+    MCSE), and the autocorrelation time behind the standard error is estimated on the series
+    with its linear trend removed (a trend inside a segment would inflate it and hide itself).
+    NaN for fewer than 12 points or a constant series. On stationary AR(1) series (of exp(x/2),
+    300 each) |z| > 4 came up 0% at 3000 points and τ = 19, 1% at τ = 199 (15 effective
+    points), 7% at 1000 points and τ = 399 (2.5 effective points; the ESS rows flag such runs
+    anyway)."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[-1]
+    if n < 12 or not np.all(np.isfinite(x)) or np.ptp(x) == 0:
+        return math.nan
+    z = diagnostics._rank_normalize(x[None], np)[0]
+    t = np.arange(n, dtype=np.float64)
+    residual = z - np.polyval(np.polyfit(t, z, 1), t)
+    tau = n / float(diagnostics._ess_of_chains(residual[None], np))
+    third = n // 3
+    first, last = z[:third], z[n - third :]
+    se = math.sqrt((np.var(first, ddof=1) + np.var(last, ddof=1)) * max(tau, 1.0) / third)
+    return float((np.mean(last) - np.mean(first)) / se) if se > 0 else math.inf
+
+
 # ---- 1. kinetic temperature -------------------------------------------------------------------
 
 _HOT = (
-    "too hot: gradient noise the sampler is not told about heats the momenta; lower lr, raise "
-    "alpha, or set beta. (A chain still drifting toward the posterior also runs hot: if the log "
-    "posterior is still climbing, lengthen burn_in first.)"
+    "too hot: gradient noise the sampler is not told about heats the momenta (the step's own "
+    "discretisation is already in the expected value); lower lr, raise batch_size, raise alpha, "
+    "or set beta"
 )
-_HAS_BETA = ("sghmc", "sgnht", "sgld", None)  # None: unknown, the advice keeps beta
+_COLD = "too cold: the momenta average below the expected value; run a longer burn-in, or lower beta"
 
 
-def _advice(text: str, sampler: str | None) -> str:
+def _advice(text: str, rule: kernels.Rule | None) -> str:
     """`text` without its beta option for a sampler that has no `beta`."""
-    if sampler in _HAS_BETA:
+    if rule is None or any(h.name == "beta" for h in rule.hyperparameters):
         return text
-    return text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha")
+    return text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha").replace(", or lower beta", "")
 
 
-_COLD = "too cold: the momenta average below T; run a longer burn-in, or lower lr (discretisation)"
-
-
-def _kinetic_rows(result: Any, sampler: str | None, values: dict[str, float], recorded: bool,
+def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: dict[str, float], recorded: bool,
                   burn_in: int, threshold: float) -> list[Row]:
     name = "kinetic temperature"
     kinetic = np.asarray(result.kinetic) if result.kinetic is not None else np.zeros((result.num_chains, 0))
-    if sampler in ("sgld", "psgld") or (kinetic.size and np.all(np.isnan(kinetic))):
+    spec = rule.diagnose if rule is not None else None
+    if (spec is not None and spec.kinetic is None) or (kinetic.size and np.all(np.isnan(kinetic))):
         return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable: the transform state holds no momenta (e.g. SGLD, pSGLD)")]
     missing = _missing(values, ("sigma", "temperature"), recorded)
     if missing:
@@ -187,10 +230,22 @@ def _kinetic_rows(result: Any, sampler: str | None, values: dict[str, float], re
     if temperature == 0:
         return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no noise: the momenta go to 0)")]
     series = kinetic[:, burn_in:] / sigma**2
-    if series.shape[1] < 8:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 8 steps after burn-in, the run has {series.shape[1]}")]
-    band = f"T={temperature:.4g} ±{threshold:.0%}, >3 mcse"
-    remark = "the thermostat holds it at T by construction (a check of the run, not of the noise)" if sampler == "sgnht" else ""
+    if series.shape[1] < 12:
+        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 12 steps after burn-in, the run has {series.shape[1]}")]
+    ratio, remark = 1.0, ""
+    if spec is None:
+        remark = f"compared with T: the rule {rule.name!r} gives no discrete expectation (kernels.Rule.diagnose)" if rule else ""
+    else:
+        ratio, lacking = _needs(spec.kinetic, values)
+        if lacking:
+            return [Row(name, None, math.nan, math.nan, "", "n/a", _missing(values, (lacking,), recorded))]
+        if spec.thermostat:
+            remark = "the thermostat holds it at T by construction (a check of the run, not of the noise)"
+        elif abs(ratio - 1) > 1e-3:
+            remark = (f"{assumed}expected {ratio:.4g}·T, not T: the step's discretisation at these lr, alpha, sigma "
+                      "(with exact gradients too; lower lr to bring it to T)")
+    expected = ratio * temperature
+    band = f"E={expected:.4g} ±{threshold:.0%}, >3 mcse"
     rows = []
     for chain in range(series.shape[0]):
         x = series[chain]
@@ -199,16 +254,114 @@ def _kinetic_rows(result: Any, sampler: str | None, values: dict[str, float], re
             continue
         mean = float(np.mean(x))
         mcse = float(diagnostics._mcse_mean(x[None].astype(np.float64), np))
-        deviation = mean / temperature - 1
-        flag = abs(deviation) > threshold and abs(mean - temperature) > 3 * mcse
-        note = (_advice(_HOT, sampler) if deviation > 0 else _COLD) if flag else remark
+        z = _trend_z(x)
+        if abs(z) > _Z_MAX:
+            rows.append(Row(name, chain, mean, mcse, band, "FLAG", f"{_LONGER} (its trend test reads z = {z:.3g})"))
+            continue
+        deviation = mean / expected - 1
+        flag = abs(deviation) > threshold and abs(mean - expected) > 3 * mcse
+        note = (_advice(_HOT, rule) if deviation > 0 else _advice(_COLD, rule)) if flag else remark
         rows.append(Row(name, chain, mean, mcse, band, "FLAG" if flag else "ok", note))
     return rows
 
 
+# ---- convergence --------------------------------------------------------------------------------
+
+_UNCONVERGED = "the chains have not converged: lengthen burn_in / run longer"
+
+
+def _param_draws(result: Any, chains: np.ndarray, cap: int) -> tuple[np.ndarray, list[str]]:
+    """(coordinate, chain, draw) float64 draws of at most `cap` coordinates (evenly spaced over
+    all leaves' flattened coordinates), and their names."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
+    sizes = [int(np.prod(np.shape(x)[2:])) for _, x in leaves]
+    total = sum(sizes)
+    pick = np.unique(np.linspace(0, total - 1, min(cap, total)).round().astype(int)) if total else np.zeros(0, int)
+    out, names, start = [], [], 0
+    for (path, leaf), size in zip(leaves, sizes):
+        local = pick[(pick >= start) & (pick < start + size)] - start
+        if len(local):
+            # A chain at a time: a leaf in the on-disk store is read one chain at a time.
+            x = np.stack([np.asarray(leaf[int(c)]).reshape(np.shape(leaf)[1], size)[:, local] for c in chains])
+            out.append(np.moveaxis(x, -1, 0).astype(np.float64))
+            shape = np.shape(leaf)[2:]
+            base = diagnostics._path_name(path)
+            names += [base + (str([int(j) for j in np.unravel_index(i, shape)]) if shape else "") for i in local]
+        start += size
+    return (np.concatenate(out) if out else np.zeros((0, len(chains), 0))), names
+
+
+def _convergence_rows(result: Any, chains: np.ndarray, burn_in: int, rhat_threshold: float, min_ess: float,
+                      max_params: int) -> tuple[list[Row], float]:
+    """R-hat, bulk ESS and trend of the log posterior, R-hat and bulk ESS of the worst params;
+    and the smallest bulk ESS of the params per chain (for thinning the KSD's draws)."""
+    rows: list[Row] = []
+    rb, eb = f"< {rhat_threshold:.4g}", f"> {min_ess:.4g}"
+    lp = np.asarray(result.log_posterior, np.float64)[chains, burn_in:]
+    if lp.shape[1] < 12:
+        rows.append(Row("log posterior", None, math.nan, math.nan, "", "n/a",
+                        f"needs at least 12 steps after burn-in, the run has {lp.shape[1]}"))
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = float(diagnostics._rhat(lp, np))
+            e = float(diagnostics._ess_bulk(lp, np))
+        rows.append(Row("R-hat log posterior", None, r, math.nan, rb,
+                        "FLAG" if not r < rhat_threshold else "ok", _UNCONVERGED if not r < rhat_threshold else ""))
+        rows.append(Row("ESS log posterior", None, e, math.nan, eb, "FLAG" if not e > min_ess else "ok",
+                        "too few effective draws for R-hat and MCSEs to be trusted: run longer" if not e > min_ess else ""))
+        zs = np.array([_trend_z(x) for x in lp])
+        worst = int(np.nanargmax(np.abs(zs))) if np.any(np.isfinite(zs)) else 0
+        z = float(zs[worst])
+        flag = abs(z) > _Z_MAX
+        direction = "still climbing" if z > 0 else "still falling"
+        if not math.isfinite(z):
+            rows.append(Row("trend log posterior", None, z, math.nan, f"|z| < {_Z_MAX:.3g}", "n/a",
+                            "a constant or non-finite log posterior"))
+        else:
+            rows.append(Row("trend log posterior", int(chains[worst]) if len(chains) > 1 else None, z, math.nan,
+                            f"|z| < {_Z_MAX:.3g}", "FLAG" if flag else "ok",
+                            f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, z of their difference)" if flag else
+                            "z of the last third's mean minus the first third's (rank-normalised, after burn-in), worst chain"))
+    draws, names = _param_draws(result, chains, max_params)
+    ess_per_chain = math.nan
+    if draws.shape[-1] < 4 or not len(names):
+        rows.append(Row("params", None, math.nan, math.nan, "", "n/a", f"needs at least 4 draws, the run kept {draws.shape[-1]}"))
+        return rows, ess_per_chain
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rh = np.asarray(diagnostics._rhat(draws, np), np.float64)
+        es = np.asarray(diagnostics._ess_bulk(draws, np), np.float64)
+    sub = f" ({len(names)} of the coordinates)" if len(names) < sum(int(np.prod(np.shape(x)[2:])) for x in jax.tree.leaves(result.samples, is_leaf=lambda x: hasattr(x, "_array"))) else ""
+    order = np.argsort(-np.nan_to_num(rh, nan=-np.inf))[:3]
+    worst_r = float(np.nanmax(rh)) if np.any(np.isfinite(rh)) else math.nan
+    listing = ", ".join(f"{names[i]}: {rh[i]:.3g}" for i in order)
+    flag = worst_r >= rhat_threshold
+    rows.append(Row("R-hat params (max)", None, worst_r, float(np.nanmedian(rh)) if np.any(np.isfinite(rh)) else math.nan, rb,
+                    "FLAG" if flag else "ok", f"{_UNCONVERGED}; worst {listing}{sub}; error column: the median" if flag else f"worst {listing}{sub}; error column: the median"))
+    order = np.argsort(np.nan_to_num(es, nan=np.inf))[:3]
+    worst_e = float(np.nanmin(es)) if np.any(np.isfinite(es)) else math.nan
+    listing = ", ".join(f"{names[i]}: {es[i]:.4g}" for i in order)
+    flag = not worst_e > min_ess
+    rows.append(Row("ESS params (min)", None, worst_e, math.nan, eb, "FLAG" if flag else "ok",
+                    f"too few effective draws: run longer; worst {listing}{sub}" if flag else f"worst {listing}{sub}"))
+    ess_per_chain = worst_e / len(chains)
+    return rows, ess_per_chain
+
+
+def _identical_rows(result: Any, chains: np.ndarray) -> list[Row]:
+    name = "identical chains"
+    if len(chains) < 2:
+        return [Row(name, None, math.nan, math.nan, "", "n/a", "one chain")]
+    leaves = jax.tree.leaves(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
+    groups = diagnostics.identical_chains([np.asarray(x)[chains] for x in leaves])
+    if not groups:
+        return [Row(name, None, 0.0, math.nan, "none", "ok")]
+    named = "; ".join(", ".join(str(int(chains[c])) for c in g) for g in groups)
+    copies = sum(len(g) - 1 for g in groups)
+    return [Row(name, None, float(copies), math.nan, "none", "FLAG",
+                f"chains {named} have identical draws: {diagnostics._SHARED_NOISE}")]
+
+
 # ---- 2. gradient noise against injected noise --------------------------------------------------
-
-
 def _draw_points(result: Any, chains: np.ndarray, per_chain: int) -> list[Any]:
     """Up to `per_chain` draws of each chain (evenly spaced, the last included) as pytrees."""
     leaves, treedef = jax.tree.flatten(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
@@ -259,94 +412,94 @@ def _gradient_variance(log_posterior: Any, data: Any, batch_size: int, points: l
 _NOISY = "minibatch noise rivals the injected noise, so the stationary law is not the target: raise batch_size, lower lr (R ∝ lr), raise alpha, or set beta"
 
 
-def _noise_rows(result: Any, sampler: str | None, values: dict[str, float], recorded: bool, source: RunSource,
-                log_posterior: Any, data: Any, batch_size: Any, threshold: float, num_points: int,
-                num_batches: int, seed: int) -> list[Row]:
+def _noise_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: dict[str, float], recorded: bool,
+                source: RunSource | None, log_posterior: Any, data: Any, batch_size: Any, threshold: float,
+                num_points: int, num_batches: int, seed: int) -> list[Row]:
     name = "noise ratio R"
     band = f"mean R < {threshold:.4g}"
     if data is None or batch_size is None or log_posterior is None:
         why = "the run took host `batches`" if source is not None and source.host_batches else "the run had no `data`"
         return [Row(name, None, math.nan, math.nan, band, "n/a", f"needs data= and batch_size= ({why}): V is estimated from minibatches of it")]
-    assumed = ""
-    if sampler is None:
-        kinetic = np.asarray(result.kinetic) if result.kinetic is not None else np.zeros(0)
-        sampler = "sgld" if kinetic.size == 0 or np.all(np.isnan(kinetic)) else "sghmc"
-        assumed = f"formula of {sampler} assumed (pass sampler= for baoa/ubu/psgld/psghmc); "
-    elif sampler not in _SAMPLERS:
-        raise ValueError(f"`sampler` must be one of {_SAMPLERS}, got sampler={sampler!r}")
-    needs = {"sghmc": ("lr", "alpha", "temperature"), "sgnht": ("lr", "alpha", "temperature"),
-             "psghmc": ("lr", "alpha", "temperature", "eps"), "sgld": ("lr", "temperature"),
-             "psgld": ("lr", "temperature", "eps"), "baoa": ("lr", "alpha", "sigma", "temperature"),
-             "ubu": ("lr", "alpha", "sigma", "temperature")}[sampler]
-    missing = _missing(values, needs, recorded)
+    if rule is None or rule.diagnose is None:
+        what = f"the rule {rule.name!r} gives no formula (kernels.Rule.diagnose)" if rule else "unknown sampler"
+        return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
+    spec = rule.diagnose
+    missing = _missing(values, spec.noise_needs, recorded)
     if missing:
         return [Row(name, None, math.nan, math.nan, band, "n/a", missing)]
-    lr, temperature = values["lr"], values["temperature"]
-    beta = values.get("beta", 0.0)
-    if temperature == 0:
+    if values["temperature"] == 0:
         return [Row(name, None, math.nan, math.nan, band, "n/a", "not applicable at temperature 0 (nothing is injected)")]
-    if sampler != "sgld" and sampler != "psgld" and values["alpha"] == 0:
-        return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _advice(_NOISY, sampler))]
+    if values.get("alpha", 1.0) == 0 and "alpha" in spec.noise_needs:
+        return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _advice(_NOISY, rule))]
     chains = _healthy(result)
     points = _draw_points(result, chains, num_points)
     if not points:
         return [Row(name, None, math.nan, math.nan, band, "n/a", "no finite draws to evaluate the gradient at")]
     v = _gradient_variance(log_posterior, data, batch_size, points, num_batches, seed)
-    if sampler in ("psgld", "psghmc"):
-        acc = _state_field(result.final_state.transform_state, "v")
-        if acc is None:
-            return [Row(name, None, math.nan, math.nan, band, "n/a", "no preconditioner accumulator `v` in the final state")]
-        g = [1.0 / (values["eps"] + np.sqrt(np.asarray(x, np.float64)[chains].reshape(len(chains), -1))) for x in jax.tree.leaves(acc)]
-        precondition = np.concatenate(g, axis=1).mean(axis=0)
-    if sampler in ("sghmc", "sgnht"):
-        r = lr * (v - beta * temperature**2) / (2 * values["alpha"] * temperature)
-    elif sampler == "sgld":
-        r = lr * (v - beta * temperature**2) / (2 * temperature)
-    elif sampler == "psgld":
-        r = lr * precondition * v / (2 * temperature)
-    elif sampler == "psghmc":
-        r = lr * precondition * v / (2 * values["alpha"] * temperature)
-    else:  # baoa, ubu: the kick's h²V against the exact OU step's σ²T(1 − e^{−2γh})
-        gamma = values["alpha"] / values["sigma"] ** 2
-        r = lr**2 * v / (values["sigma"] ** 2 * temperature * -math.expm1(-2 * gamma * lr))
+    fields = {}
+    for field in rule.fields:
+        found = _state_field(result.final_state.transform_state, field)
+        if found is not None:
+            fields[field] = np.concatenate(
+                [np.asarray(x, np.float64)[chains].reshape(len(chains), -1) for x in jax.tree.leaves(found)], axis=1
+            )
+    try:
+        r, lacking = _needs(spec.noise_ratio, values, v, fields)
+    except (KeyError, TypeError):
+        r, lacking = None, ""
+    if r is None:
+        what = _missing(values, (lacking,), recorded) if lacking and lacking not in rule.fields else "the final state lacks the fields its formula reads"
+        return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
+    r = np.asarray(r, np.float64)
     mean, worst = float(np.mean(r)), float(np.max(r))
     flag = mean > threshold
     how = f"{assumed}V from {len(points)} draws x {num_batches} minibatches of {batch_size}"
-    return [Row(name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_advice(_NOISY, sampler)} ({how})" if flag else how)]
+    return [Row(name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_advice(_NOISY, rule)} ({how})" if flag else how)]
 
 
 # ---- 3. kernel Stein discrepancy ----------------------------------------------------------------
 
 
-def _ksd_rows(result: Any, values: dict[str, float], source: RunSource, log_posterior: Any, data: Any,
-              data_given: bool, cap: int) -> list[Row]:
+def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, log_posterior: Any, data: Any,
+              data_given: bool, cap: int, ess_per_chain: float) -> list[Row]:
     name = "KSD"
-    if log_posterior is None or (source is not None and source.host_batches and not data_given):
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs data= (the run took host `batches`): the scores use the full data")]
-    chains = _healthy(result)
-    n = len(result.sample_steps)
-    per_chain = max(cap // max(len(chains), 1), 1)
-    leaves, treedef = jax.tree.flatten(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
-    if n < 2:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs at least 2 draws")]
-    index = np.unique(np.linspace(0, n - 1, min(per_chain, n)).round().astype(int))
-    parts = [np.stack([np.asarray(leaf[int(c)])[index] for c in chains]) for leaf in leaves]
-    flat = [x.reshape(-1, *x.shape[2:]) for x in parts]
-    finite = np.all(np.stack([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in flat]), axis=0)
-    draws = jax.tree.unflatten(treedef, [jnp.asarray(x[finite]) for x in flat])
+    if log_posterior is None or data is None or (source is not None and source.host_batches and not data_given):
+        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs data= (the run took host `batches` or no `data`): the scores use the full data")]
     temperature = values.get("temperature")
     if temperature == 0:
         return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no target distribution)")]
-    scores = stein.scores_from(log_posterior, draws, data, temperature=temperature)
-    value = float(stein.ksd(draws, scores, c=1.0, beta=-0.5, statistic="v"))
-    # Under exact independent draws E KSD_V² = E k₀(x, x)/m, with k₀(x, x) = ‖s(x)‖² + d here.
+    chains = _healthy(result)
+    n = len(result.sample_steps)
+    if n < 2 or not len(chains):
+        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs at least 2 draws")]
+    # Near-independent draws: every k-th, k = draws per effective draw of the slowest param (the
+    # reference below holds for independent draws; autocorrelated ones sit above it by a factor
+    # that grows with k, so runs that mix at different speeds would not compare).
+    k = max(1, int(math.ceil(n / ess_per_chain))) if math.isfinite(ess_per_chain) and ess_per_chain > 0 else 1
+    index = np.arange(n - 1, -1, -k)[::-1]
+    per_chain = max(cap // len(chains), 1)
+    if len(index) > per_chain:
+        index = index[np.unique(np.linspace(0, len(index) - 1, per_chain).round().astype(int))]
+    leaves, treedef = jax.tree.flatten(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
+    parts = [np.stack([np.asarray(leaf[int(c)])[index] for c in chains]) for leaf in leaves]
+    flat = [x.reshape(-1, *x.shape[2:]) for x in parts]
+    finite = np.all(np.stack([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in flat]), axis=0)
     m = int(finite.sum())
+    if m < 2:
+        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 2 near-independent draws, has {m} (thinned every {k})")]
+    draws = jax.tree.unflatten(treedef, [jnp.asarray(x[finite]) for x in flat])
+    scores = stein.scores_from(log_posterior, draws, data, temperature=temperature)
+    value = float(stein.ksd(draws, scores, c=1.0, beta=-0.5, statistic="u"))
+    # The V-statistic's self-term, E k₀(x, x)/m with k₀(x, x) = ‖s(x)‖² + d here: the scale of the
+    # U-statistic's noise for exact independent draws (whose expected U-statistic is 0).
     square = sum(np.sum(np.asarray(s, np.float64).reshape(m, -1) ** 2, axis=1) for s in jax.tree.leaves(scores))
     d = sum(int(np.prod(np.shape(x)[1:])) for x in jax.tree.leaves(draws))
-    reference = math.sqrt(float(np.mean(square + d)) / m)
+    reference = float(np.mean(square + d)) / m
     note = (
-        f"V-statistic over {m} draws (IMQ c=1, beta=-1/2, identity scale); reference: the value exact "
-        "independent draws would have; no verdict (compare runs of the same n)"
+        f"U-statistic of KSD² over {m} draws, every {k}th (near-independent by the params' ESS; IMQ c=1, "
+        "beta=-1/2, identity scale): unbiased for the population KSD² whatever the number of draws, ~0 "
+        "(either sign) for exact draws; ref: the V-statistic's self-term, its noise scale; no verdict "
+        "(compare runs: the smaller the better)"
     )
     if temperature is None:
         note += "; temperature unknown, scores at scores_from's default"
@@ -371,6 +524,9 @@ def diagnose(
     burn_in: int | None = None,
     kinetic_threshold: float = 0.1,
     noise_threshold: float = 0.1,
+    rhat_threshold: float = 1.05,
+    min_ess: float = 100.0,
+    max_params: int = 1000,
     num_points: int = 4,
     num_batches: int = 16,
     ksd_draws: int = 1000,
@@ -380,12 +536,22 @@ def diagnose(
     per chain for the kinetic temperature), its value, threshold and verdict ("ok", "FLAG",
     "n/a" with what was missing, or "-" when reported without a verdict), and advice under it.
 
+    0. **Identical chains**: FLAG when chains have exactly equal draws (shared noise: R-hat and
+       ESS then count copies as independent chains). **Convergence**: rank-normalised split
+       R-hat (FLAG at `rhat_threshold` or above) and bulk ESS (FLAG at `min_ess` or below) of
+       the log posterior after burn-in and of the params (the worst of up to `max_params`
+       coordinates, named in the note); a trend test of the log posterior after burn-in per
+       chain: z of the last third's mean minus the first third's, rank-normalised, with the
+       standard error from the autocorrelation of the linearly detrended series; FLAG past
+       |z| = 4 ("lengthen burn_in / run longer"). After every chain diverged: one FLAG row.
     1. **Kinetic temperature** T̂_K = mean over the steps after burn-in of mᵀm/(σ²d) (the
-       `kinetic` trace), per chain, with its Monte Carlo standard error (ESS of the series).
-       Under the sampler's stationary law m ~ N(0, σ²T), so E T̂_K = T. FLAG when
-       |T̂_K/T − 1| > `kinetic_threshold` and |T̂_K − T| > 3 MCSE. Too hot: gradient noise
-       the sampler is not told about ("lower lr, raise alpha, or set beta"). Not applicable to
-       SGLD/pSGLD (no momenta); SGNHT's thermostat holds it at T by construction.
+       `kinetic` trace), per chain, with its Monte Carlo standard error (ESS of the series),
+       against the sampler's discrete expectation E = T·`Rule.diagnose.kinetic` (the stationary
+       momentum variance of its one-step rule when the gradient noise is what it assumes:
+       1/(1 − εα/(2σ²)) for SGHMC and pSGHMC, 1 for BAOA, UBU and SGNHT). FLAG when the series
+       is not stationary (the trend test above), or when |T̂_K/E − 1| > `kinetic_threshold` and
+       |T̂_K − E| > 3 MCSE. Too hot: gradient noise the sampler is not told about. Not
+       applicable to SGLD/pSGLD (no momenta); SGNHT's thermostat holds it at T by construction.
     2. **Noise ratio** R_j of the minibatch gradient noise a step adds to the noise it injects,
        per coordinate j, with V_j the variance of the minibatch gradient of the log posterior
        (estimated at `num_points` draws per chain from `num_batches` independent minibatches
@@ -402,13 +568,14 @@ def diagnose(
        γ = α/σ², G = 1/(λ + √v) the preconditioner of the final state (mean over chains).
        On a Gaussian the variance and T̂_K are inflated by ≈ 1 + R. Reported as the mean over
        coordinates (the verdict: FLAG above `noise_threshold`) and the maximum.
-    3. **Kernel Stein discrepancy** (`stein.ksd`, IMQ c = 1, β = −1/2, V-statistic) of at most
-       `ksd_draws` draws evenly spaced over the healthy chains, with full-data scores at the
-       run's temperature (`stein.scores_from` with `data` as the batch). A KSD value means
-       something only relative to another: the row gives as reference √(mean k₀(x, x)/n), the
-       value exact *independent* draws would have in expectation; correlated MCMC draws sit
-       above it even when exact. So it carries no verdict: compare runs (e.g. two step sizes)
-       at the same number of draws.
+    3. **Kernel Stein discrepancy** (`stein.ksd`, IMQ c = 1, β = −1/2): the U-statistic of
+       KSD² over the healthy chains' draws thinned to near-independence (every ⌈n/ESS⌉-th, ESS
+       the smallest bulk ESS of the params per chain), at most `ksd_draws`, with full-data
+       scores at the run's temperature (`stein.scores_from` with `data` as the batch). It is
+       unbiased for the population KSD² whatever the number of draws (≈ 0, either sign, for
+       exact draws), so runs that mix at different speeds compare; the error column gives the
+       V-statistic's self-term mean k₀(x, x)/n, the scale of its noise. No verdict: compare
+       runs (the smaller the better).
 
     The hyperparameters come from the transform (`result.hyperparameters`, schedules evaluated
     at the last update); `log_posterior`, `data` and `batch_size` from the run (references kept
@@ -419,16 +586,20 @@ def diagnose(
         result: the `SampleResult`.
         lr, alpha, sigma, temperature, beta: override (or supply) the hyperparameters, as their
             values at the run's last step.
-        sampler: the rule whose formula R uses ("sghmc", "sgld", "sgnht", "baoa", "ubu",
-            "psgld", "psghmc"), when the run did not record it.
+        sampler: the rule whose formulas the rows use (the name of any `Rule` in kernels.py:
+            "sghmc", "sgld", "sgnht", "baoa", "ubu", "psgld", "psghmc", ...), when the run did
+            not record it.
         log_posterior, data, batch_size: override the run's.
-        burn_in: steps of this run's trace left out of the kinetic temperature (default: the
-            run's `burn_in`).
-        kinetic_threshold, noise_threshold: the relative deviation of T̂_K from T, and the mean
+        burn_in: steps of this run's traces left out of the kinetic temperature and the log
+            posterior's rows (default: the run's `burn_in`).
+        kinetic_threshold, noise_threshold: the relative deviation of T̂_K from E, and the mean
             R, above which a row is flagged.
         num_points, num_batches: the draws per chain and the minibatches per draw V is
             estimated from.
         ksd_draws: the most draws the KSD uses.
+        rhat_threshold, min_ess: the R-hat at or above which, and the bulk ESS at or below
+            which, the convergence rows are flagged.
+        max_params: the most parameter coordinates the convergence rows read.
         seed: seeds the minibatches drawn for V.
 
     Returns:
@@ -445,17 +616,21 @@ def diagnose(
         ...     transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k), data=data, batch_size=50, progress=False)
         >>> table = result.diagnose()
         >>> [row.diagnostic for row in table.rows]
-        ['kinetic temperature', 'kinetic temperature', 'noise ratio R', 'KSD']
+        ['identical chains', 'R-hat log posterior', 'ESS log posterior', 'trend log posterior', 'R-hat params (max)', 'ESS params (min)', 'kinetic temperature', 'kinetic temperature', 'noise ratio R', 'KSD']
     """
     thresholds = {
         "kinetic_threshold": _number("kinetic_threshold", kinetic_threshold, ">0"),
         "noise_threshold": _number("noise_threshold", noise_threshold, ">0"),
+        "rhat_threshold": _number("rhat_threshold", rhat_threshold, ">0"),
+        "min_ess": _number("min_ess", min_ess, ">=0"),
     }
     num_points = _checks.check_int("num_points", num_points, 1)
     num_batches = _checks.check_int("num_batches", num_batches, 2)
     ksd_draws = _checks.check_int("ksd_draws", ksd_draws, 2)
-    if sampler is not None and sampler not in _SAMPLERS:
-        raise ValueError(f"`sampler` must be one of {_SAMPLERS}, got sampler={sampler!r}")
+    max_params = _checks.check_int("max_params", max_params, 1)
+    rules = _rules()
+    if sampler is not None and sampler not in rules:
+        raise ValueError(f"`sampler` must be one of {tuple(rules)} (the rules in kernels.py), got sampler={sampler!r}")
     if log_posterior is not None and not callable(log_posterior):
         raise TypeError(f"`log_posterior` must be callable, got {type(log_posterior).__name__}")
     source: RunSource | None = result._source
@@ -464,6 +639,12 @@ def diagnose(
     )
     recorded = result.hyperparameters is not None
     sampler = sampler or result.sampler
+    assumed = ""
+    if sampler is None:
+        kinetic = np.asarray(result.kinetic) if result.kinetic is not None else np.zeros(0)
+        sampler = "sgld" if kinetic.size == 0 or np.all(np.isnan(kinetic)) else "sghmc"
+        assumed = f"formula of {sampler} assumed (pass sampler= for another); "
+    rule = rules.get(sampler)
     log_posterior = log_posterior if log_posterior is not None else (source.log_posterior if source else None)
     data_given = data is not None
     data = data if data_given else (source.data if source else None)
@@ -475,8 +656,18 @@ def diagnose(
     if burn_in is None:
         burn_in = source.burn_in if source else 0
     burn_in = _checks.check_int("burn_in", burn_in, 0)
-    rows = _kinetic_rows(result, sampler, values, recorded, burn_in, thresholds["kinetic_threshold"])
-    rows += _noise_rows(result, sampler, values, recorded, source, log_posterior, data, batch_size,
+    chains = _healthy(result)
+    if not len(chains):
+        return Diagnosis((Row("chains", None, math.nan, math.nan, "", "FLAG",
+                              f"every chain diverged (at steps {', '.join(map(str, np.asarray(result.diverged_at)))}): "
+                              "nothing to diagnose; lower lr"),))
+    rows = _identical_rows(result, chains)
+    convergence, ess_per_chain = _convergence_rows(
+        result, chains, burn_in, thresholds["rhat_threshold"], thresholds["min_ess"], max_params
+    )
+    rows += convergence
+    rows += _kinetic_rows(result, rule, assumed, values, recorded, burn_in, thresholds["kinetic_threshold"])
+    rows += _noise_rows(result, rule, assumed, values, recorded, source, log_posterior, data, batch_size,
                         thresholds["noise_threshold"], num_points, num_batches, seed)
-    rows += _ksd_rows(result, values, source, log_posterior, data, data_given, ksd_draws)
+    rows += _ksd_rows(result, values, source, log_posterior, data, data_given, ksd_draws, ess_per_chain)
     return Diagnosis(tuple(rows))

@@ -42,7 +42,10 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -50,9 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "IdenticalChainsWarning",
     "ess_bulk",
     "ess_mean",
     "ess_tail",
+    "identical_chains",
     "mcse_mean",
     "rhat",
     "split_rhat",
@@ -519,6 +524,67 @@ def _summary_stats(batch: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+class IdenticalChainsWarning(UserWarning):
+    """Two or more chains have exactly equal draws: they share their noise, and R-hat and ESS,
+    which take them for independent chains, read converged."""
+
+
+_SHARED_NOISE = (
+    "they share their noise (typically `jax.vmap(tx.init)(params)` with one construction key "
+    "and no per-step `key=`; or, at temperature 0, their start), so R-hat and ESS count copies as "
+    "independent chains and read converged whatever the run did. Give each chain its own noise: "
+    "pass `key=jax.random.fold_in"
+    "(chain_key, step)` to `update` with one `chain_key` per chain, or build each chain's "
+    "transform from its own key (README, \"The optax face\")"
+)
+
+
+def identical_chains(samples: Any) -> list[tuple[int, ...]]:
+    """The groups of chains whose draws are exactly equal, in every leaf and at every draw.
+
+    Chains that share their noise and start alike (e.g. `jax.vmap(tx.init)(params)` with one
+    construction key and no per-step `key=`) are bit-identical copies: R-hat reads 1.00 and the
+    ESS is multiplied by the number of copies.
+
+    Args:
+        samples: A pytree whose leaves have shape `(chain, draw, ...)`.
+
+    Returns:
+        Tuples of chain indices (ascending), one per group of two or more identical chains;
+        empty when all chains differ.
+
+    Example:
+        >>> import numpy as np
+        >>> from sghmc_jax.diagnostics import identical_chains
+        >>> x = np.random.default_rng(0).normal(size=(1, 50))
+        >>> identical_chains(np.concatenate([x, x + 1, x]))
+        [(0, 2)]
+    """
+    leaves = [np.asarray(x) for x in jax.tree.leaves(samples)]
+    if not leaves or np.ndim(leaves[0]) < 1:
+        return []
+    groups: dict[bytes, list[int]] = {}
+    for chain in range(leaves[0].shape[0]):
+        digest = hashlib.blake2b(digest_size=32)
+        for leaf in leaves:
+            digest.update(np.ascontiguousarray(leaf[chain]).tobytes())
+        groups.setdefault(digest.digest(), []).append(chain)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
+def _warn_identical(samples: Any, chain_ids: Sequence[int] | None = None, stacklevel: int = 3) -> list[tuple[int, ...]]:
+    """Warns (`IdenticalChainsWarning`) naming the identical chains, by `chain_ids` when given."""
+    groups = identical_chains(samples)
+    if chain_ids is not None:
+        groups = [tuple(int(chain_ids[c]) for c in g) for g in groups]
+    for g in groups:
+        warnings.warn(
+            f"chains {', '.join(map(str, g))} have identical draws: {_SHARED_NOISE}",
+            IdenticalChainsWarning, stacklevel=stacklevel,
+        )
+    return groups
+
+
 def summary(samples: Any) -> dict[str, dict[str, np.ndarray]]:
     """Posterior summary and convergence diagnostics for every leaf of a pytree of samples.
 
@@ -538,6 +604,10 @@ def summary(samples: Any) -> dict[str, dict[str, np.ndarray]]:
         dict of float64 NumPy arrays of the leaf's trailing shape: `"mean"`, `"sd"` (ddof=1),
         `"mcse_mean"`, `"ess_bulk"`, `"ess_tail"` and `"rhat"` (the rank-normalised R-hat).
 
+    Warns:
+        IdenticalChainsWarning: when two or more chains have exactly equal draws (shared
+            noise), naming them: their R-hat and ESS are meaningless.
+
     Raises:
         ValueError: If a leaf does not have at least 2 axes or has fewer than 4 draws.
 
@@ -546,6 +616,11 @@ def summary(samples: Any) -> dict[str, dict[str, np.ndarray]]:
         Rank-normalization, folding, and localization: An improved R-hat for assessing
         convergence of MCMC. Bayesian Analysis, 16(2).
     """
+    return _summary(samples)
+
+
+def _summary(samples: Any, chain_ids: Sequence[int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """`summary`, with the identical-chains warning naming chains by `chain_ids`."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(samples)
     # Leaves with the same (chain, draw, dtype) are concatenated into one batch of parameters,
     # so a model with many leaves costs one compilation and one call, not one per leaf shape.
@@ -576,5 +651,6 @@ def summary(samples: Any) -> dict[str, dict[str, np.ndarray]]:
             stop = start + flat.shape[-1]
             results[name] = {k: stats[k][start:stop].reshape(trailing) for k in _SUMMARY_STATS}
             start = stop
+    _warn_identical(samples, chain_ids, stacklevel=4)
     # Keep the pytree's leaf order rather than the grouping order.
     return {name: results[name] for name in names}

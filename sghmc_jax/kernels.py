@@ -30,6 +30,7 @@ from sghmc_jax._noise import normal_like, split_key
 from sghmc_jax.types import ArrayTree
 
 __all__ = [
+    "Diagnose",
     "Rule",
     "baoa_step",
     "init_momenta",
@@ -139,6 +140,73 @@ def _apply_formula(formula: Callable[..., Any], cdt: Any, coefficients: tuple, n
     return formula(lambda x: _cast(x, cdt), coefficients, noise, *leaves)
 
 
+class Diagnose(NamedTuple):
+    """What `SampleResult.diagnose()` needs of a sampler, derived once from its one-step rule.
+
+    Attributes:
+        kinetic: `kinetic(hyper) -> E[mᵀm/(σ²d)] / T`, the stationary kinetic temperature of the
+            one-step rule relative to T when the gradient noise is what the sampler assumes
+            (none, or β·T² per coordinate where it takes a `beta`), in the limit of low
+            curvature (the corrections are O(ε²·curvature/σ²)); checked against the exact
+            Gaussian moments in the tests. None for a rule without momenta.
+        noise_ratio: `noise_ratio(hyper, v, fields) -> R`, per coordinate, the minibatch
+            gradient-noise variance a step adds (`v`: the variance of the minibatch gradient of
+            the log posterior, per coordinate) over the noise the step injects; `fields` maps
+            the rule's state fields to arrays (chain, coordinate) of the final state.
+        noise_needs: the hyperparameters `noise_ratio` reads (`beta` is read when present).
+        thermostat: the kinetic temperature is held at T by construction (SGNHT).
+    """
+
+    kinetic: Callable[[Mapping[str, float]], float] | None
+    noise_ratio: Callable[[Mapping[str, float], Any, Mapping[str, Any]], Any]
+    noise_needs: tuple[str, ...]
+    thermostat: bool = False
+
+
+def _explicit_friction_kinetic(h: Mapping[str, float]) -> float:
+    """m' = a m + √q ξ with no force, a = 1 − εα/σ², and q = 2εαT once the modelled gradient
+    noise (ε²βT²) is added back to the injected εT(2α − εβT): Var m = q / (1 − a²), so
+    E[mᵀm/(σ²d)] / T = 1 / (1 − εα/(2σ²)): 1.11 at εα/σ² = 0.2, the discretisation."""
+    return 1.0 / (1.0 - h["lr"] * h["alpha"] / (2.0 * h["sigma"] ** 2))
+
+
+def _exact_ou_kinetic(h: Mapping[str, float]) -> float:
+    """m ← e^{−γε} m + σ√(T(1 − e^{−2γε})) ξ keeps N(0, σ²T) exactly (BAOA: exactly, at any
+    curvature, on Gaussians; UBU: up to O(ε²·curvature/σ²))."""
+    return 1.0
+
+
+def _r_sghmc(h: Mapping[str, float], v: Any, fields: Mapping[str, Any]) -> Any:
+    """ε(V − βT²) / (2αT): the gradient noise ε²V against the injected εT(2α − εβT) + ε²βT²."""
+    return h["lr"] * (v - h.get("beta", 0.0) * h["temperature"] ** 2) / (2 * h["alpha"] * h["temperature"])
+
+
+def _r_sgld(h: Mapping[str, float], v: Any, fields: Mapping[str, Any]) -> Any:
+    """ε(V − βT²) / (2T)."""
+    return h["lr"] * (v - h.get("beta", 0.0) * h["temperature"] ** 2) / (2 * h["temperature"])
+
+
+def _preconditioner(h: Mapping[str, float], fields: Mapping[str, Any]) -> Any:
+    """G = 1/(λ + √v) of the final state, the mean over chains."""
+    return (1.0 / (h["eps"] + fields["v"] ** 0.5)).mean(axis=0)
+
+
+def _r_psgld(h: Mapping[str, float], v: Any, fields: Mapping[str, Any]) -> Any:
+    """εGV / (2T)."""
+    return h["lr"] * _preconditioner(h, fields) * v / (2 * h["temperature"])
+
+
+def _r_psghmc(h: Mapping[str, float], v: Any, fields: Mapping[str, Any]) -> Any:
+    """εGV / (2αT)."""
+    return h["lr"] * _preconditioner(h, fields) * v / (2 * h["alpha"] * h["temperature"])
+
+
+def _r_exact_ou(h: Mapping[str, float], v: Any, fields: Mapping[str, Any]) -> Any:
+    """ε²V / (σ²T(1 − e^{−2γε})): the kick's gradient noise against the exact OU step's."""
+    gamma = h["alpha"] / h["sigma"] ** 2
+    return h["lr"] ** 2 * v / (h["sigma"] ** 2 * h["temperature"] * -math.expm1(-2 * gamma * h["lr"]))
+
+
 class Rule(NamedTuple):
     """A sampler's update rule as both of its faces use it.
 
@@ -162,6 +230,8 @@ class Rule(NamedTuple):
             `gradient(params) -> (value, aux, grad_log_posterior)` on the step's minibatch at
             any params; it replaces `step` in the functional face, and such a sampler has no
             optax face (an optax update receives one gradient, at the current params).
+        diagnose: what `SampleResult.diagnose()` needs (`Diagnose`); None: its rows say the
+            rule gives no formula.
     """
 
     name: str
@@ -173,6 +243,7 @@ class Rule(NamedTuple):
     noise_rule: str | None = None
     explicit_friction: bool = False
     integrate: Callable[..., tuple[ArrayTree, dict[str, Any], jax.Array, Any]] | None = None
+    diagnose: Diagnose | None = None
 
 
 # ---- initial state ---------------------------------------------------------------------------
@@ -358,6 +429,7 @@ SGHMC = Rule(
     "sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
     explicit_friction=True,
+    diagnose=Diagnose(_explicit_friction_kinetic, _r_sghmc, ("lr", "alpha", "temperature")),
 )
 
 
@@ -418,6 +490,7 @@ def _sgld(fields, grad, key, h):
 SGLD = Rule(
     "sgld", (), lambda params, key, s: {}, _sgld, draws_at_init=False,
     hyperparameters=(_LR, _BETA, _TEMPERATURE), noise_rule="two",
+    diagnose=Diagnose(None, _r_sgld, ("lr", "temperature")),
 )
 
 
@@ -514,6 +587,8 @@ SGNHT = Rule(
     "sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
     explicit_friction=True,
+    # The time average of mᵀm/(σ²d) is exactly T + (ξ_N − ξ_0)/(εN) (see sgnht_step).
+    diagnose=Diagnose(lambda h: 1.0, _r_sghmc, ("lr", "alpha", "temperature"), thermostat=True),
 )
 
 
@@ -597,6 +672,7 @@ def _baoa(fields, grad, key, h):
 BAOA = Rule(
     "baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+    diagnose=Diagnose(_exact_ou_kinetic, _r_exact_ou, ("lr", "alpha", "sigma", "temperature")),
 )
 
 
@@ -739,6 +815,7 @@ def _ubu(fields, grad, key, h):
 UBU = Rule(
     "ubu", ("momenta",), _with_momenta, _ubu, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+    diagnose=Diagnose(_exact_ou_kinetic, _r_exact_ou, ("lr", "alpha", "sigma", "temperature")),
 )
 
 
@@ -824,6 +901,7 @@ def _psgld(fields, grad, key, h):
 PSGLD = Rule(
     "psgld", ("v",), lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
     _psgld, draws_at_init=False, hyperparameters=(_LR, _DECAY, _EPS, _TEMPERATURE),
+    diagnose=Diagnose(None, _r_psgld, ("lr", "temperature", "eps")),
 )
 
 
@@ -922,4 +1000,6 @@ def _psghmc(fields, grad, key, h):
 PSGHMC = Rule(
     "psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS), explicit_friction=True,
+    # No β: the kinetic formula of SGHMC with β = 0 (its momenta see no preconditioner).
+    diagnose=Diagnose(_explicit_friction_kinetic, _r_psghmc, ("lr", "alpha", "temperature", "eps")),
 )

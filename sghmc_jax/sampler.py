@@ -132,26 +132,30 @@ class SampleResult:
 
     def summary(self, select: Any = None) -> dict[str, dict[str, np.ndarray]]:
         """Per-parameter mean, sd, MCSE, bulk/tail ESS and rank-normalised split R-hat
-        (`diagnostics.summary`) over the chains that did not diverge.
+        (`diagnostics.summary`) over the chains that did not diverge; warns
+        (`diagnostics.IdenticalChainsWarning`) when chains have identical draws.
 
         Args:
             select: the leaves to summarise: a list of leaf names (as in the result's keys),
                 a predicate of the name, or None for all (with millions of parameters on disk,
                 choose: only the selected leaves are read).
         """
-        return diagnostics.summary(self._selected(select))
+        ids = np.flatnonzero(self._healthy())  # the warning names chains by their index in the run
+        return diagnostics._summary(self._selected(select), chain_ids=ids)
 
     def to_arviz(self, select: Any = None) -> Any:
         """The draws of the chains that did not diverge as an `arviz.InferenceData` (needs
         ArviZ: `pip install sghmc_jax[arviz]`), with the log posterior at each draw as the
         sample stat `lp` (NaN for the last draw when the run ended with it: its log posterior
-        is evaluated by the next step). `select` as for `summary`."""
+        is evaluated by the next step). `select` as for `summary`; warns
+        (`diagnostics.IdenticalChainsWarning`) when chains have identical draws."""
         try:
             import arviz as az
         except ImportError as err:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from err
         ok = self._healthy()
         posterior = self._selected(select)
+        diagnostics._warn_identical(posterior, np.flatnonzero(ok))
         # The trace's column j is the log posterior at the params after (first + j) steps.
         trace = np.asarray(self.log_posterior)
         first = int(_host(self.final_state.step)) - trace.shape[1]
@@ -1231,7 +1235,7 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         hyperparameters=getattr(setup.update_transform, "hyperparameters", None),
         _source=_diagnose.RunSource(
             log_posterior=setup.log_posterior, data=setup.user_data, batch_size=setup.config.batch_size,
-            burn_in=setup.config.burn_in,
+            burn_in=setup.config.burn_in, host_batches=setup.config.host_batches,
         ),
     )
     if outcome.divergence is not None:

@@ -486,3 +486,44 @@ def test_a_rule_may_take_several_gradients_per_step():
     assert int(state.step) == 10
     with pytest.raises(TypeError, match="leapfrog takes more than one gradient per step, so it has no optax face"):
         transforms._transform(rule, LeapfrogState, hyper, {}, 0)
+
+
+def test_diagnose_runs_for_every_sampler_and_its_rule_holds_the_formulas(s):
+    """Issue 18, item 8: every sampler's rule carries what `diagnose()` needs (`Rule.diagnose`:
+    the discrete kinetic expectation where it has momenta, the noise ratio), and `diagnose()`
+    runs on a run of it, with nothing naming samplers elsewhere."""
+    from sghmc_jax import kernels
+
+    rule = getattr(kernels, s.name.upper())
+    assert rule.name == s.name and rule.diagnose is not None
+    assert (rule.diagnose.kinetic is None) == ("momenta" not in s.fields)
+    data = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)), jnp.float32)
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2) - 0.5 * jnp.sum((b - p) ** 2), None)  # noqa: E731
+    result = sghmc_jax.sample(
+        0, lp, jnp.zeros(2), transform=lambda k: s.transform(key=k, lr=0.05, temperature=1.0),
+        num_steps=200, burn_in=50, num_chains=2, data=data, batch_size=10, progress=False,
+    )
+    table = result.diagnose()
+    assert result.sampler == s.name
+    assert {"kinetic temperature", "noise ratio R", "KSD", "R-hat log posterior"} <= {r.diagnostic for r in table.rows}
+    (noise,) = [r for r in table.rows if r.diagnostic == "noise ratio R"]
+    assert noise.verdict in ("ok", "FLAG") and np.isfinite(noise.value), noise
+
+
+@pytest.mark.parametrize("lr_alpha", [0.05, 0.4])
+@pytest.mark.parametrize("linear", [x for x in SAMPLERS if x.linear and "momenta" in x.fields], ids=[x.name for x in SAMPLERS if x.linear and "momenta" in x.fields])
+def test_rules_kinetic_expectation_is_the_exact_stationary_momentum_variance(x64, linear, lr_alpha):
+    """Issue 18, item 7: `Rule.diagnose.kinetic` against Var m/(σ²T) of the exact discrete
+    stationary law (Lyapunov), with the gradient noise the sampler models, on a Gaussian of low
+    curvature (1e-6), where the formulas are exact
+    up to O(ε²·curvature/σ²)."""
+    from sghmc_jax import kernels
+
+    a = np.eye(1) * 1e-6
+    hyper = linear.linear.hyper(np.eye(1)) | {"lr": 0.01, "alpha": lr_alpha / 0.01, "sigma": 1.3, "temperature": 0.7}
+    # The gradient noise the sampler is told about (β·T², where it takes a β) is there.
+    f, q = linear.linear.transition(a, hyper, hyper.get("beta", 0.0) * hyper["temperature"] ** 2)
+    m = helpers.lyapunov(f, q)[-1, -1] if f.shape[0] == 2 else None
+    assert m is not None, f.shape
+    expected = getattr(kernels, linear.name.upper()).diagnose.kinetic(hyper)
+    np.testing.assert_allclose(m / (hyper["sigma"] ** 2 * hyper["temperature"]), expected, rtol=1e-4)

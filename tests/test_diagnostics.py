@@ -254,3 +254,40 @@ def test_summary_single_array_names_and_errors(float64: None) -> None:
         diagnostics.summary({"a": np.zeros(40)})
     with pytest.raises(ValueError, match=r"`samples`.*draw >= 4, got shape \(2, 3, 5\)"):
         diagnostics.summary({"a": np.zeros((2, 3, 5))})
+
+
+def test_summary_warns_naming_chains_that_share_their_noise():
+    """Issue 18, item 3: `jax.vmap(tx.init)(params)` with one construction key and no per-step
+    key gives bit-identical chains, whose R-hat reads 1.00; the per-chain key pattern does not."""
+    import optax
+
+    import sghmc_jax
+
+    tx = sghmc_jax.sghmc(0.1, alpha=1.0, key=0)
+    grad = jax.grad(lambda p: 0.5 * jnp.sum(p**2))
+    params = jnp.zeros((4, 3))
+
+    def run(per_chain_keys):
+        state = jax.vmap(tx.init)(params)
+
+        def step(carry, i):
+            p, s = carry
+            if per_chain_keys:
+                keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(jax.random.key(1), c), i))(jnp.arange(4))
+                u, s = jax.vmap(lambda g, s, k: tx.update(g, s, key=k))(jax.vmap(grad)(p), s, keys)
+            else:
+                u, s = jax.vmap(tx.update)(jax.vmap(grad)(p), s)
+            p = optax.apply_updates(p, u)
+            return (p, s), p
+
+        return np.moveaxis(np.asarray(jax.lax.scan(step, (params, state), jnp.arange(400))[1]), 0, 1)
+
+    with pytest.warns(diagnostics.IdenticalChainsWarning, match="chains 0, 1, 2, 3 have identical draws"):
+        stats = diagnostics.summary({"w": run(False)})
+    assert np.all(np.isfinite(stats["w"]["rhat"]))  # computed as if the copies were independent
+    assert diagnostics.identical_chains(run(False)) == [(0, 1, 2, 3)]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", diagnostics.IdenticalChainsWarning)
+        diagnostics.summary({"w": run(True)})
