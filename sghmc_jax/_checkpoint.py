@@ -137,7 +137,10 @@ def changes(saved: dict[str, Any] | None, parts: dict[str, Any]) -> str:
                     said.append(f"{'`' + k + '`' if name == 'settings' else k} {old.get(k)} -> {new.get(k)}")
         else:
             said.append(_WHAT.get(name, name))
-    return "these differ from the run that wrote it: " + "; ".join(said)
+    hint = ""
+    if saved.get("settings", {}).get("num_steps") != parts.get("settings", {}).get("num_steps"):
+        hint = " (to run a finished run on, pass `init_state=result.final_state` to a new call)"
+    return "these differ from the run that wrote it: " + "; ".join(said) + hint
 
 
 def _is_key(x: Any) -> bool:

@@ -258,6 +258,13 @@ def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: 
         if abs(z) > _Z_MAX:
             rows.append(Row(name, chain, mean, mcse, band, "FLAG", f"{_LONGER} (its trend test reads z = {z:.3g})"))
             continue
+        if not mcse <= threshold * expected:
+            # Too uncertain to be inside the band: a start-up transient among the kept steps
+            # (which the trend test can miss when it is short) or too few steps; never "ok".
+            rows.append(Row(name, chain, mean, mcse, band, "FLAG",
+                            f"{_LONGER} (its MCSE {mcse:.3g} is wider than the ±{threshold:.0%} band: the series "
+                            "is not stationary, e.g. a start-up transient after burn_in, or too short)"))
+            continue
         deviation = mean / expected - 1
         flag = abs(deviation) > threshold and abs(mean - expected) > 3 * mcse
         note = (_advice(_HOT, rule) if deviation > 0 else _advice(_COLD, rule)) if flag else remark
@@ -362,14 +369,22 @@ def _identical_rows(result: Any, chains: np.ndarray) -> list[Row]:
 
 
 # ---- 2. gradient noise against injected noise --------------------------------------------------
+def _ordinal(k: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 83rd, ..."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def _draw_points(result: Any, chains: np.ndarray, per_chain: int) -> list[Any]:
-    """Up to `per_chain` draws of each chain (evenly spaced, the last included) as pytrees."""
+    """Up to `per_chain` draws of each chain as pytrees, evenly spaced over the second half of
+    its draws (the last included): away from a start-up transient that a short burn-in left in
+    the draws, where the gradient noise is not the stationary law's."""
     leaves, treedef = jax.tree.flatten(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
     n = len(result.sample_steps)
     points = []
     if n == 0:
         return points
-    index = np.unique(np.linspace(n - 1, 0, per_chain).round().astype(int))[::-1]
+    index = np.unique(np.linspace(n - 1, n // 2, per_chain).round().astype(int))[::-1]
     for chain in chains:
         for i in index:
             leaves_i = [np.asarray(leaf[chain, int(i)]) for leaf in leaves]
@@ -486,7 +501,7 @@ def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, l
     finite = np.all(np.stack([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in flat]), axis=0)
     m = int(finite.sum())
     if m < 2:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 2 near-independent draws, has {m} (thinned every {k})")]
+        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 2 near-independent draws, has {m} (thinned to every {_ordinal(k)})")]
     draws = jax.tree.unflatten(treedef, [jnp.asarray(x[finite]) for x in flat])
     scores = stein.scores_from(log_posterior, draws, data, temperature=temperature)
     value = float(stein.ksd(draws, scores, c=1.0, beta=-0.5, statistic="u"))
@@ -496,7 +511,7 @@ def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, l
     d = sum(int(np.prod(np.shape(x)[1:])) for x in jax.tree.leaves(draws))
     reference = float(np.mean(square + d)) / m
     note = (
-        f"U-statistic of KSD² over {m} draws, every {k}th (near-independent by the params' ESS; IMQ c=1, "
+        f"U-statistic of KSD² over {m} draws, every {_ordinal(k)} (near-independent by the params' ESS; IMQ c=1, "
         "beta=-1/2, identity scale): unbiased for the population KSD² whatever the number of draws, ~0 "
         "(either sign) for exact draws; ref: the V-statistic's self-term, its noise scale; no verdict "
         "(compare runs: the smaller the better)"

@@ -539,15 +539,22 @@ _SHARED_NOISE = (
 )
 
 
-def identical_chains(samples: Any) -> list[tuple[int, ...]]:
-    """The groups of chains whose draws are exactly equal, in every leaf and at every draw.
+def identical_chains(samples: Any, rtol: float = 1e-3) -> list[tuple[int, ...]]:
+    """The groups of chains whose draws are equal, exactly or to within `rtol` times each
+    coordinate's sd, in every leaf and at every draw compared.
 
     Chains that share their noise and start alike (e.g. `jax.vmap(tx.init)(params)` with one
-    construction key and no per-step `key=`) are bit-identical copies: R-hat reads 1.00 and the
-    ESS is multiplied by the number of copies.
+    construction key and no per-step `key=`) are bit-identical copies; from nearby starts they
+    contract onto each other within rounding. Either way R-hat reads 1.00 and the ESS is
+    multiplied by the number of copies. Independent chains differ by about one sd everywhere.
+
+    Near-equality is judged on at most 256 coordinates (spread over the leaves) and the last 256
+    draws, so the check costs little whatever the model's size; exact equality on everything.
 
     Args:
         samples: A pytree whose leaves have shape `(chain, draw, ...)`.
+        rtol: how close, in units of each coordinate's sd over all chains and draws, two chains
+            must be at every compared draw to count as copies.
 
     Returns:
         Tuples of chain indices (ascending), one per group of two or more identical chains;
@@ -557,19 +564,41 @@ def identical_chains(samples: Any) -> list[tuple[int, ...]]:
         >>> import numpy as np
         >>> from sghmc_jax.diagnostics import identical_chains
         >>> x = np.random.default_rng(0).normal(size=(1, 50))
-        >>> identical_chains(np.concatenate([x, x + 1, x]))
-        [(0, 2)]
+        >>> identical_chains(np.concatenate([x, x + 1, x, x + 1e-6]))
+        [(0, 2, 3)]
     """
     leaves = [np.asarray(x) for x in jax.tree.leaves(samples)]
-    if not leaves or np.ndim(leaves[0]) < 1:
+    if not leaves or np.ndim(leaves[0]) < 2:
         return []
-    groups: dict[bytes, list[int]] = {}
-    for chain in range(leaves[0].shape[0]):
+    num_chains = leaves[0].shape[0]
+    exact: dict[bytes, list[int]] = {}
+    for chain in range(num_chains):
         digest = hashlib.blake2b(digest_size=32)
         for leaf in leaves:
             digest.update(np.ascontiguousarray(leaf[chain]).tobytes())
-        groups.setdefault(digest.digest(), []).append(chain)
-    return [tuple(g) for g in groups.values() if len(g) > 1]
+        exact.setdefault(digest.digest(), []).append(chain)
+    # Near copies: compare one representative of each exact group on a subsample.
+    columns = [x.reshape(num_chains, x.shape[1], -1)[:, -256:].astype(np.float64) for x in leaves if x.size]
+    table = np.concatenate(columns, axis=2) if columns else np.zeros((num_chains, 0, 0))
+    if table.shape[2] > 256:
+        table = table[:, :, np.linspace(0, table.shape[2] - 1, 256).astype(int)]
+    scale = table.std(axis=(0, 1))
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.inf)
+    reps = [g[0] for g in exact.values()]
+    parent = {r: r for r in reps}
+    for i, a in enumerate(reps):
+        for b in reps[i + 1 :]:
+            with np.errstate(invalid="ignore"):
+                close = np.abs(table[a] - table[b]) <= rtol * scale
+            if table.size and close.all():
+                parent[b] = parent[a] if parent[a] == a else parent[parent[a]]
+    groups: dict[int, list[int]] = {}
+    for g in exact.values():
+        root = parent[g[0]]
+        while parent[root] != root:
+            root = parent[root]
+        groups.setdefault(root, []).extend(g)
+    return [tuple(sorted(g)) for g in groups.values() if len(g) > 1]
 
 
 def _warn_identical(samples: Any, chain_ids: Sequence[int] | None = None, stacklevel: int = 3) -> list[tuple[int, ...]]:

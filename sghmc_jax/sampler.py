@@ -177,10 +177,13 @@ class SampleResult:
         draws = len(self.sample_steps)
         steps = f"steps {self.sample_steps[0]}–{self.sample_steps[-1]}" if draws else "no draws"
         diverged = int((self.diverged_at >= 0).sum())
+        if self.wall_time > 0:
+            ran = f"sampling {self.wall_time:.3g} s ({self.steps_per_second:,.0f} steps/s per chain)"
+        else:  # a finished run's draws, returned from its checkpoint
+            ran = "no steps run by this call"
         return (
             f"SampleResult({self.num_chains} chains × {draws} draws ({steps}) of "
-            f"{shapes} {'/'.join(dtypes)}; {diverged} diverged; sampling {self.wall_time:.3g} s "
-            f"({self.steps_per_second:,.0f} steps/s per chain), compile {self.compile_time:.3g} s)"
+            f"{shapes} {'/'.join(dtypes)}; {diverged} diverged; {ran}, compile {self.compile_time:.3g} s)"
         )
 
 
@@ -595,6 +598,14 @@ def _validate(**kw: Any) -> _Setup:
             stacklevel=3,
         )
     target = getattr(log_posterior, "temperature", None)
+    transforms._check_injected_temperature(update_transform, one_params, target)
+    declared = getattr(log_posterior, "num_data", None)
+    if declared is not None and num_data is not None and int(declared) != num_data:
+        raise ValueError(
+            f"`log_posterior` was built for num_data={declared} examples (its data-size scaling), "
+            f"but `data` holds {num_data}: pass num_data={num_data} to make_log_posterior (or "
+            "centre), or the posterior's width is off by the ratio"
+        )
 
     if placement is not None and kw["batches"] is not None and placement.data_axis is not None:
         raise ValueError("`data_axis` splits on-device `data`; host `batches` are shared by all chains")
@@ -1029,7 +1040,8 @@ def _take_host_batches(it: Iterator[Any], first: Any, n: int, capacity: int) -> 
                 pending = next(it)
             except StopIteration:
                 raise ValueError(
-                    f"`batches` ran out: it must yield one batch per step ({n} more were needed)"
+                    f"`batches` ran out: it must yield one batch per step ({n - len(items)} more "
+                    "were needed to finish this chunk)"
                 ) from None
         items.append(pending)
         pending = None

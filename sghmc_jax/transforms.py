@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sghmc_jax import _checks, _noise, kernels
@@ -740,3 +741,24 @@ def _holds_sampler(transform: Any, params: Any) -> bool:
     state = jax.eval_shape(transform.init, params)
     found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, _SAMPLER_STATES))
     return any(isinstance(x, _SAMPLER_STATES) for x in found)
+
+
+def _check_injected_temperature(transform: Any, params: Any, target: float | None) -> None:
+    """Checks a temperature that `optax.inject_hyperparams` moved into the state against the log
+    posterior's (`target`). Inside `sample()` the state is traced, so the check in `update`
+    cannot see it; here the state `init` makes is looked at (it is only computed when the traced
+    state holds an injected `temperature`). A temperature of 0 at step 0 is not checked (a
+    schedule's exploration phase)."""
+    if target is None or isinstance(transform, SamplerTransform):
+        return
+    # optax's InjectHyperparamsState and InjectStatefulHyperparamsState
+    injected = lambda x: isinstance(getattr(x, "hyperparams", None), dict) and isinstance(x, tuple)  # noqa: E731
+    shapes = jax.tree.leaves(jax.eval_shape(transform.init, params), is_leaf=injected)
+    if not any(injected(x) and "temperature" in x.hyperparams for x in shapes):
+        return
+    concrete = jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype) if isinstance(p, jax.ShapeDtypeStruct) else p, params)
+    for x in jax.tree.leaves(transform.init(concrete), is_leaf=injected):
+        if injected(x) and "temperature" in x.hyperparams:
+            value = float(np.asarray(x.hyperparams["temperature"]))
+            if value != 0.0:
+                _checks.check_target_temperature("inject_hyperparams", value, target)

@@ -409,5 +409,33 @@ def test_readme_diagnosing_example_says_what_its_comment_says():
                    "R-hat params (max)", "ESS params (min)")
     assert all(r.verdict == "ok" for r in table.rows if r.diagnostic in convergence), table
     assert all("E=1.099" in r.threshold for r in rows(table, "kinetic temperature")), table
+    assert all(r.value > 1.099 * namespace["log_post"].temperature for r in rows(table, "kinetic temperature")), table
     (noise,) = rows(table, "noise ratio R")
     assert noise.verdict == "FLAG" and 0.12 < noise.value < 0.35, noise
+    assert "batch_size" in noise.note, noise
+
+
+def test_a_start_up_transient_inside_the_kept_steps_is_not_ok():
+    """Regression (a new user's run): chains started far out with no burn-in read a kinetic
+    temperature thousands of times too hot, ± an MCSE as large, and the row said "ok"; the noise
+    ratio, estimated at draws inside the transient, read R in the hundreds and advised a larger
+    batch. Now a row whose MCSE is wider than its band is flagged, and R is estimated on the
+    second half of the draws."""
+    starts = jnp.asarray(np.linspace(-50.0, 50.0, 4)[:, None] * np.ones((4, D)), jnp.float32)
+    result = sghmc_jax.sample(
+        1, log_post, starts, stacked_init=True, transform=sghmc_factory, num_steps=3000, burn_in=0,
+        num_chains=4, data=DATA, batch_size=50, thin=5, progress=False,
+    )
+    table = result.diagnose()
+    kinetic = rows(table, "kinetic temperature")
+    assert max(r.value for r in kinetic) > 3, table  # the transient is in the series
+    assert all(r.verdict == "FLAG" for r in kinetic if r.value > 2), table
+    assert all("burn_in" in r.note for r in kinetic if r.verdict == "FLAG" and r.value > 2), table
+    (noise,) = rows(table, "noise ratio R")
+    expected = float(np.max(exact_v(50))) * 0.05 / 2  # εV/(2αT), α = T = 1
+    assert noise.value < 2 * expected, (noise, expected)
+
+
+def test_ordinals_in_notes():
+    assert [_diagnose._ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 83, 111, 112)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "83rd", "111th", "112th"]

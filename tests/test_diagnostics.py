@@ -291,3 +291,34 @@ def test_summary_warns_naming_chains_that_share_their_noise():
     with warnings.catch_warnings():
         warnings.simplefilter("error", diagnostics.IdenticalChainsWarning)
         diagnostics.summary({"w": run(True)})
+
+
+def test_near_copies_are_identical_chains_and_independent_chains_are_not():
+    """Regression (a new user's loop): chains sharing their noise from starts 1e-3 apart
+    contract onto each other within 1e-6 and were not flagged, the check being bitwise."""
+    import optax
+
+    import sghmc_jax
+
+    tx = sghmc_jax.sghmc(0.1, alpha=2.0, key=0)
+    params = 1e-3 * jnp.arange(4.0)[:, None] * jnp.ones((4, 3))
+    state = jax.vmap(tx.init)(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = params - 1.0  # the loss ½‖θ − 1‖²
+        updates, state = jax.vmap(tx.update)(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    draws = []
+    for _ in range(300):
+        params, state = step(params, state)
+        draws.append(params)
+    draws = np.stack(draws[100:], axis=1)
+    assert not np.array_equal(draws[0], draws[1])  # not bitwise copies
+    assert diagnostics.identical_chains(draws) == [(0, 1, 2, 3)]
+    with pytest.warns(diagnostics.IdenticalChainsWarning, match="chains 0, 1, 2, 3"):
+        diagnostics.summary(draws)
+    rng = np.random.default_rng(3)
+    for shape in ((8, 1000, 30), (4, 50), (2, 6, 2000)):
+        assert diagnostics.identical_chains(rng.normal(size=shape)) == [], shape

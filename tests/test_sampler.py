@@ -1008,3 +1008,53 @@ def test_functional_init_warns_when_it_cannot_lay_out_aux_without_a_batch():
         state = transform.init(jnp.zeros(3), key=0, batch=batch)  # the fix: no warning, aux laid out
     step = lambda s, k: (transform.update(s, batch, key=k), None)  # noqa: E731
     jax.lax.scan(step, state, jax.random.split(jax.random.key(0), 3))
+
+
+# ---- found by using the library as a new user ------------------------------------------------
+
+
+def _mean_form_problem():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    data = {"x": x, "y": (x @ np.array([1.0, -2.0, 0.5], np.float32) + rng.normal(size=200)).astype(np.float32)}
+    lik = lambda w, b: -0.5 * (b["y"] - b["x"] @ w) ** 2  # noqa: E731
+    prior = lambda w: -0.5 * jnp.sum(w**2)  # noqa: E731
+    return lik, prior, data
+
+
+def test_an_injected_temperature_that_disagrees_with_the_log_posterior_is_refused():
+    """Regression: under optax.inject_hyperparams the temperature is in the (traced) state, so
+    sample() ran T = 1 against a log posterior that needs 1/N, silently far too wide."""
+    lik, prior, data = _mean_form_problem()
+    lp = sghmc_jax.make_log_posterior(lik, prior, num_data=200, form="mean")
+    kw = dict(num_steps=20, num_chains=2, data=data, batch_size=50, progress=False)
+    injected = lambda t: lambda k: optax.inject_hyperparams(sghmc_jax.sghmc)(1e-3, alpha=1.0, temperature=t, key=k)  # noqa: E731
+    with pytest.raises(ValueError, match=r"temperature.*0\.005.*got temperature=1\.0"):
+        sghmc_jax.sample(0, lp, jnp.zeros(3), transform=injected(1.0), **kw)
+    r = sghmc_jax.sample(0, lp, jnp.zeros(3), transform=injected(lp.temperature), **kw)
+    assert np.all(np.isfinite(r.samples))
+
+
+def test_a_log_posterior_built_for_another_num_data_is_refused():
+    """Regression: make_log_posterior(num_data=100) with 200 examples in `data` sampled a law
+    of the wrong width, silently."""
+    lik, prior, data = _mean_form_problem()
+    lp = sghmc_jax.make_log_posterior(lik, prior, num_data=100)
+    with pytest.raises(ValueError, match=r"num_data=100.*`data` holds 200"):
+        sghmc_jax.sample(0, lp, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=20,
+                         data=data, batch_size=50, progress=False)
+
+
+def test_messages_of_a_returned_run_and_of_batches_that_run_out(tmp_path):
+    log_posterior, data = _regression(22)
+    kw = dict(transform=sghmc_jax.sghmc(1e-3, alpha=1.0, key=0), num_steps=20, num_chains=2, data=data,
+              batch_size=8, chunk_size=10, progress=False, checkpoint_dir=tmp_path)
+    sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    again = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    assert "no steps run by this call" in repr(again) and "nan" not in repr(again)
+    with pytest.raises(ValueError, match=r"init_state=result\.final_state"):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **{**kw, "num_steps": 40})
+    batches = [{"x": data["x"][:8], "y": data["y"][:8]}] * 13
+    with pytest.raises(ValueError, match=r"ran out.*\(7 more were needed to finish this chunk\)"):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=30,
+                         batches=batches, chunk_size=10, progress=False)
