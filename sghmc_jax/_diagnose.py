@@ -258,15 +258,15 @@ def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: 
         if abs(z) > _Z_MAX:
             rows.append(Row(name, chain, mean, mcse, band, "FLAG", f"{_LONGER} (its trend test reads z = {z:.3g})"))
             continue
-        if not mcse <= threshold * expected:
+        deviation = mean / expected - 1
+        flag = abs(deviation) > threshold and abs(mean - expected) > 3 * mcse
+        if not flag and not mcse <= threshold * expected:
             # Too uncertain to be inside the band: a start-up transient among the kept steps
             # (which the trend test can miss when it is short) or too few steps; never "ok".
             rows.append(Row(name, chain, mean, mcse, band, "FLAG",
                             f"{_LONGER} (its MCSE {mcse:.3g} is wider than the ±{threshold:.0%} band: the series "
                             "is not stationary, e.g. a start-up transient after burn_in, or too short)"))
             continue
-        deviation = mean / expected - 1
-        flag = abs(deviation) > threshold and abs(mean - expected) > 3 * mcse
         note = (_advice(_HOT, rule) if deviation > 0 else _advice(_COLD, rule)) if flag else remark
         rows.append(Row(name, chain, mean, mcse, band, "FLAG" if flag else "ok", note))
     return rows

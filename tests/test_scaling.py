@@ -47,7 +47,7 @@ def chunk_hlo():
     return "\\n".join(e.as_text() for e in _engine._cache.values() if hasattr(e, "as_text"))
 
 def dump(**kw):
-    print("RESULT " + json.dumps({k: (np.asarray(v).tolist() if hasattr(v, "shape") else v) for k, v in kw.items()}))
+    print("RESULT " + json.dumps({k: (np.asarray(v).tolist() if hasattr(v, "shape") else v) for k, v in kw.items()}), flush=True)
 """
 
 
@@ -61,7 +61,7 @@ def run(code: str, devices: int, timeout: int = 600) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.JSONDecoder().raw_decode(line[len("RESULT "):])[0]
 
 
 def test_chains_across_devices_run_without_communication_and_give_the_unsharded_draws():
@@ -320,6 +320,13 @@ def test_a_sharded_run_killed_mid_way_resumes_bit_identically(tmp_path):
     assert out["momenta_spec"] == ["chains", "model"]
 
 
+def _result_of(stdout: str) -> dict:
+    """What a process passed to dump(): the JSON after "RESULT " on its last such line (a
+    collective library may print onto the same line, after it)."""
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.JSONDecoder().raw_decode(line[len("RESULT "):])[0]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -369,7 +376,7 @@ def test_two_processes_with_jax_distributed_give_the_samples_of_one_process(tmp_
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr[-4000:]
-        outs.append(json.loads([x for x in stdout.splitlines() if x.startswith("RESULT ")][-1][7:]))
+        outs.append(_result_of(stdout))
     for out in outs:
         assert out["w"] == single["w"] and out["lp"] == single["lp"] and out["steps"] == single["steps"]
     assert sorted(o["process"] for o in outs) == [0, 1]
@@ -415,7 +422,7 @@ def test_processes_given_different_keys_or_data_are_refused_before_compiling(cha
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr[-4000:]
-        out = json.loads([x for x in stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+        out = _result_of(stdout)
         assert out["error"] is not None and f"`{change}`: processes [1] differ from process 0" in out["error"]
         assert out["compiled"] == 0, "refused before the run's programs compiled"
 
