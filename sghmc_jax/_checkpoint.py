@@ -10,7 +10,6 @@ and loads read arrays and JSON only, never pickle.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -99,7 +98,7 @@ def _readable(value: Any) -> Any:
         return "a schedule"
     try:
         array = np.asarray(value)
-    except Exception:  # noqa: BLE001 - anything else is named by its type
+    except Exception:  # anything else is named by its type
         return type(value).__name__
     if array.size == 1 and array.dtype.kind in "biuf":
         return repr(array.item())

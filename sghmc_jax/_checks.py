@@ -489,7 +489,7 @@ def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
             f"`{name}` must have the tree structure of `{like_name}`, got {s1} vs {s2}"
         )
     paths = jax.tree_util.tree_flatten_with_path(like)[0]
-    for (path, ref), leaf in zip(paths, jax.tree.leaves(tree)):
+    for (path, ref), leaf in zip(paths, jax.tree.leaves(tree), strict=True):
         if jnp.shape(leaf) != jnp.shape(ref):
             raise ValueError(
                 f"`{name}` must match the shapes of `{like_name}`, got shape {jnp.shape(leaf)} "

@@ -34,7 +34,10 @@ __all__: list[str] = []
 def _rules() -> dict[str, kernels.Rule]:
     """Every rule defined in kernels.py, by name: a sampler added there is diagnosed as is."""
     return {r.name: r for r in vars(kernels).values() if isinstance(r, kernels.Rule)}
-_WRAPPED = "the transform's hyperparameters were not recorded (it is not one of this library's transforms as is, e.g. it sits inside optax.chain)"
+_WRAPPED = (
+    "the transform's hyperparameters were not recorded (it is not one of this library's transforms as is, "
+    "e.g. it sits inside optax.chain)"
+)
 
 
 class RunSource(NamedTuple):
@@ -98,8 +101,8 @@ class Diagnosis:
             for r in self.rows
         ]
         widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
         notes, seen = [], set()
         for r in self.rows:
             if r.note and (r.diagnostic, r.note) not in seen:
@@ -285,7 +288,7 @@ def _param_draws(result: Any, chains: np.ndarray, cap: int) -> tuple[np.ndarray,
     total = sum(sizes)
     pick = np.unique(np.linspace(0, total - 1, min(cap, total)).round().astype(int)) if total else np.zeros(0, int)
     out, names, start = [], [], 0
-    for (path, leaf), size in zip(leaves, sizes):
+    for (path, leaf), size in zip(leaves, sizes, strict=True):
         local = pick[(pick >= start) & (pick < start + size)] - start
         if len(local):
             # A chain at a time: a leaf in the on-disk store is read one chain at a time.
@@ -327,8 +330,10 @@ def _convergence_rows(result: Any, chains: np.ndarray, burn_in: int, rhat_thresh
         else:
             rows.append(Row("trend log posterior", int(chains[worst]) if len(chains) > 1 else None, z, math.nan,
                             f"|z| < {_Z_MAX:.3g}", "FLAG" if flag else "ok",
-                            f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, z of their difference)" if flag else
-                            "z of the last third's mean minus the first third's (rank-normalised, after burn-in), worst chain"))
+                            f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, "
+                            "z of their difference)" if flag else
+                            "z of the last third's mean minus the first third's (rank-normalised, after burn-in), "
+                            "worst chain"))
     draws, names = _param_draws(result, chains, max_params)
     ess_per_chain = math.nan
     if draws.shape[-1] < 4 or not len(names):
@@ -424,7 +429,10 @@ def _gradient_variance(log_posterior: Any, data: Any, batch_size: int, points: l
     return total / len(points)
 
 
-_NOISY = "minibatch noise rivals the injected noise, so the stationary law is not the target: raise batch_size, lower lr (R ∝ lr), raise alpha, or set beta"
+_NOISY = (
+    "minibatch noise rivals the injected noise, so the stationary law is not the target: raise batch_size, "
+    "lower lr (R ∝ lr), raise alpha, or set beta"
+)
 
 
 def _noise_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: dict[str, float], recorded: bool,
@@ -490,7 +498,7 @@ def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, l
     # Near-independent draws: every k-th, k = draws per effective draw of the slowest param (the
     # reference below holds for independent draws; autocorrelated ones sit above it by a factor
     # that grows with k, so runs that mix at different speeds would not compare).
-    k = max(1, int(math.ceil(n / ess_per_chain))) if math.isfinite(ess_per_chain) and ess_per_chain > 0 else 1
+    k = max(1, math.ceil(n / ess_per_chain)) if math.isfinite(ess_per_chain) and ess_per_chain > 0 else 1
     index = np.arange(n - 1, -1, -k)[::-1]
     per_chain = max(cap // len(chains), 1)
     if len(index) > per_chain:
@@ -630,8 +638,10 @@ def diagnose(
         >>> result = sghmc_jax.sample(0, log_post, jnp.zeros(2), num_chains=2, num_steps=400, burn_in=100,
         ...     transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k), data=data, batch_size=50, progress=False)
         >>> table = result.diagnose()
-        >>> [row.diagnostic for row in table.rows]
-        ['identical chains', 'R-hat log posterior', 'ESS log posterior', 'trend log posterior', 'R-hat params (max)', 'ESS params (min)', 'kinetic temperature', 'kinetic temperature', 'noise ratio R', 'KSD']
+        >>> [row.diagnostic for row in table.rows]  # doctest: +NORMALIZE_WHITESPACE
+        ['identical chains', 'R-hat log posterior', 'ESS log posterior', 'trend log posterior',
+         'R-hat params (max)', 'ESS params (min)', 'kinetic temperature', 'kinetic temperature',
+         'noise ratio R', 'KSD']
     """
     thresholds = {
         "kinetic_threshold": _number("kinetic_threshold", kinetic_threshold, ">0"),

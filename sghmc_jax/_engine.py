@@ -91,7 +91,7 @@ class Placement:
         leaves, treedef = jax.tree.flatten(tree)
         return jax.tree.unflatten(
             treedef,
-            [jax.lax.with_sharding_constraint(x, self.chains(*spec)) for x, spec in zip(leaves, self.param_specs)],
+            [jax.lax.with_sharding_constraint(x, self.chains(*spec)) for x, spec in zip(leaves, self.param_specs, strict=True)],
         )
 
     def like_params(self, tree: Any) -> Any:

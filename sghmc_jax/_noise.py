@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -284,7 +283,7 @@ def _small_leaf_noise(
     flat, offsets = jax.lax.cond(zero == 0, generate, never, *operands)
     return [
         jax.lax.dynamic_slice(flat, (o,), (math.prod(shape),)).reshape(shape)
-        for o, (_, shape) in zip(offsets, members)
+        for o, (_, shape) in zip(offsets, members, strict=True)
     ]
 
 
@@ -319,7 +318,7 @@ def map_with_noise(
     """
     k0, k1 = key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
-    for size, x in zip(sizes, leaves):
+    for size, x in zip(sizes, leaves, strict=True):
         if size > _MAX_LEAF_ELEMENTS:
             raise ValueError(
                 f"noise generation supports leaves of at most 2**32 - 1 elements, got a leaf of "
@@ -374,7 +373,7 @@ def map_with_noise(
                 w0, w1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
                 padded, dtypes[members[0]],
             )
-            out.extend(fn(j, z) for j, z in zip(members, noise))
+            out.extend(fn(j, z) for j, z in zip(members, noise, strict=True))
             if len(bins) > 1:
                 # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
                 # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
@@ -390,7 +389,7 @@ def map_with_noise(
         )
     else:
         small = small_leaves_binned()
-    for j, r in zip(binned, small):
+    for j, r in zip(binned, small, strict=True):
         results[j] = r
     return results
 
@@ -414,9 +413,9 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
     leaf); element c is `S·sqrt(−2 ln U)·cos(πV/2)` computed from the 64-bit threefry2x32 hash
     of c under two key words drawn from `key` (U from the first 32 bits, the sign S and V from
     the second). The key words are threefry2x32(key, (0x5347484E, 0)) for threefry keys and
-    `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere in the tree share a hash input, leaves of the same
-    shape never share noise, and the value at an element depends only on the key and its flat
-    position. Noise is computed in float32 (float64 for float64 leaves) and rounded to the
+    `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere
+    in the tree share a hash input, leaves of the same shape never share noise, and the value at
+    an element depends only on the key and its flat position. Noise is computed in float32 (float64 for float64 leaves) and rounded to the
     leaf's dtype.
 
     Args:

@@ -71,7 +71,7 @@ def _write_local(array: Any, region: tuple[slice, ...], value: jax.Array | np.nd
         index = tuple(shard.index) + (slice(None),) * (value.ndim - len(shard.index))
         block = np.swapaxes(np.asarray(shard.data)[take], 0, 1)
         start = index[1].start or 0
-        inner = tuple(slice(i.start or 0, (i.start or 0) + n) for i, n in zip(index[2:], block.shape[2:]))
+        inner = tuple(slice(i.start or 0, (i.start or 0) + n) for i, n in zip(index[2:], block.shape[2:], strict=True))
         array[(slice(start, start + block.shape[0]), region[1], *inner)] = block
         written += range(start, start + block.shape[0])
     return written
@@ -181,7 +181,7 @@ class DrawStore:
             if os.path.exists(building):  # a kill left it while making this store: ours, unfinished
                 shutil.rmtree(building)
             group = zarr.open_group(building, mode="w-", zarr_format=3)
-            for name, leaf in zip(self.names, leaves):
+            for name, leaf in zip(self.names, leaves, strict=True):
                 shape = tuple(np.shape(leaf))[1:]
                 # A stored chunk is one chain's draws of one shard of the leaf: the devices (and
                 # processes) holding different shards never write the same file.
@@ -194,7 +194,7 @@ class DrawStore:
                     chunks=(1, per_chunk, *block), dtype=np.dtype(leaf.dtype), fill_value=np.nan,
                 )
             group.create_array("sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1)
-            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes):
+            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes, strict=True):
                 # The traces keep the dtypes they have in memory (the log posterior's value's, the
                 # momenta's at least float32).
                 group.create_array(
@@ -236,7 +236,7 @@ class DrawStore:
         d0 = self.draws_written
         if count:
             self._grow(d0 + count)
-            for array, leaf in zip(self.arrays, jax.tree.leaves(draws)):
+            for array, leaf in zip(self.arrays, jax.tree.leaves(draws), strict=True):
                 self.local_chains.update(_write_local(array, (slice(None), slice(d0, d0 + count)), leaf, take))
             if jax.process_index() == 0:
                 self.steps[d0 : d0 + count] = np.asarray(steps)[take].astype(np.int64)

@@ -179,8 +179,8 @@ def _average_ranks(flat: Any, xp: Any) -> Any:
         size = flat.shape[-1]
         index = np.broadcast_to(np.arange(size), flat.shape)
         change = ordered[..., 1:] != ordered[..., :-1]
-        starts = np.concatenate([np.ones(change.shape[:-1] + (1,), bool), change], axis=-1)
-        ends = np.concatenate([change, np.ones(change.shape[:-1] + (1,), bool)], axis=-1)
+        starts = np.concatenate([np.ones((*change.shape[:-1], 1), bool), change], axis=-1)
+        ends = np.concatenate([change, np.ones((*change.shape[:-1], 1), bool)], axis=-1)
         first = _cummax(np.where(starts, index, 0), np)
         last = _cummin(np.where(ends, index, size - 1), np, reverse=True)
         ranks = np.empty(flat.shape, flat.dtype)
@@ -263,7 +263,7 @@ def _ess_of_chains(x: Any, xp: Any) -> Any:
     last_pair = max(0, (n - 3) // 2)
     pairs = rho[..., 0 : 2 * last_pair + 2 : 2] + rho[..., 1 : 2 * last_pair + 2 : 2]
     # Index of the first non-positive pair (last_pair + 1 when there is none, via the sentinel).
-    sentinel = xp.ones(pairs.shape[:-1] + (1,), bool)
+    sentinel = xp.ones((*pairs.shape[:-1], 1), bool)
     leading_positive = xp.argmax(xp.concatenate([pairs <= 0, sentinel], axis=-1), axis=-1)
     # When every pair is positive Stan stops with the last one outside the doubled sum, so the
     # number of summed pairs is capped at last_pair.

@@ -133,7 +133,7 @@ def _map_leaves(
         return traced[cdt](cast[cdt], noise, *args)
 
     outputs = _noise.map_with_noise(key, noise_layout, leaf, draws=draws)
-    return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
+    return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs, strict=True))
 
 
 def _apply_formula(formula: Callable[..., Any], cdt: Any, coefficients: tuple, noise: jax.Array, *leaves: jax.Array) -> Any:

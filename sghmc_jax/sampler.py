@@ -125,7 +125,7 @@ class SampleResult:
             if unknown:
                 raise ValueError(f"`select` names leaves that are not in the samples: {unknown}; they are {names}")
         out = {}
-        for name, leaf in zip(names, leaves):
+        for name, leaf in zip(names, leaves, strict=True):
             if name in chosen:
                 out[name] = np.asarray(leaf)[ok]
         return out
@@ -985,7 +985,7 @@ class _MemorySink:
         log_post = np.concatenate(self.traces, axis=1) if self.traces else np.zeros((num_chains, 0))
         kinetic = np.concatenate(self.kinetics, axis=1) if self.kinetics else np.zeros((num_chains, 0))
         if not self.draws:
-            empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
+            empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0, *x.shape[1:]), x.dtype), like)
             return empty, np.zeros((0,), np.int64), log_post, kinetic
         samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *self.draws)
         return samples, np.concatenate(self.steps), log_post, kinetic

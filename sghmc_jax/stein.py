@@ -394,7 +394,9 @@ def _stein_sums(
 
     def block(ij: tuple[jax.Array, jax.Array]) -> jax.Array:
         i, j = ij
-        rows = lambda arr, k: jax.lax.dynamic_slice_in_dim(arr, k * size, size)
+        def rows(arr: jax.Array, k: jax.Array) -> jax.Array:
+            return jax.lax.dynamic_slice_in_dim(arr, k * size, size)
+
         xi, si, axi, qi, ui, pi, ri = (rows(t, i) for t in (x, s, ax, q_self, u_self, p_self, real))
         sj, axj, qj, uj, pj, rj = (rows(t, j) for t in (s, ax, q_self, u_self, p_self, real))
         q = jnp.maximum(qi[:, None] + qj[None, :] - 2 * gram(xi, axj), 0)  # rᵀAr
@@ -431,7 +433,8 @@ def ksd(
     r"""Kernel Stein discrepancy of draws: KSD_V (`statistic="v"`) or the U-statistic of KSD² ("u").
 
     `statistic="v"` returns KSD_V, the square root of the V-statistic of KSD²; `statistic="u"`
-    returns the U-statistic of KSD² itself, not square-rooted. With H_ij = k₀(x_i, x_j) the IMQ Stein kernel (see `imq_stein_kernel`), b = c² + rᵀΓ⁻¹r:
+    returns the U-statistic of KSD² itself, not square-rooted. With H_ij = k₀(x_i, x_j) the IMQ
+    Stein kernel (see `imq_stein_kernel`), b = c² + rᵀΓ⁻¹r:
 
     .. math::
 
@@ -652,8 +655,9 @@ def scores_from(
                 f"n={n}, got {n_batch}"
             )
     # One draw's shapes (no slicing: nothing runs before the checks pass).
-    one = lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf))
-    first = lambda tree: jax.tree.map(one, tree)
+    def first(tree: Any) -> Any:
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf)), tree)
+
     _checks.check_log_posterior_output(
         jax.eval_shape(log_posterior, first(draws), first(batch) if per_draw_batches else batch)
     )
@@ -686,7 +690,9 @@ def _scores_impl(
     per_draw_batches: bool,
     chunk_size: int,
 ) -> ArrayTree:
-    value = lambda params, data: log_posterior(params, data)[0]
+    def value(params: ArrayTree, data: Any) -> jax.Array:
+        return log_posterior(params, data)[0]
+
     if per_draw_batches:
         grads = jax.lax.map(lambda pair: jax.grad(value)(*pair), (draws, batch), batch_size=chunk_size)
     else:

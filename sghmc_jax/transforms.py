@@ -752,7 +752,9 @@ def _check_injected_temperature(transform: Any, params: Any, target: float | Non
     if target is None or isinstance(transform, SamplerTransform):
         return
     # optax's InjectHyperparamsState and InjectStatefulHyperparamsState
-    injected = lambda x: isinstance(getattr(x, "hyperparams", None), dict) and isinstance(x, tuple)  # noqa: E731
+    def injected(x: Any) -> bool:
+        return isinstance(getattr(x, "hyperparams", None), dict) and isinstance(x, tuple)
+
     shapes = jax.tree.leaves(jax.eval_shape(transform.init, params), is_leaf=injected)
     if not any(injected(x) and "temperature" in x.hyperparams for x in shapes):
         return

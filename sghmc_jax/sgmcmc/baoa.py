@@ -2,7 +2,8 @@
 
 Code written for `posteriors.sgmcmc.baoa` ports line by line; randomness is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.BAOA`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.BAOA`) on the same gradient, so they give
+bit-identical chains from the same keys.
 """
 
 from __future__ import annotations

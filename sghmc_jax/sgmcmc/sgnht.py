@@ -2,7 +2,8 @@
 
 Code written for `posteriors.sgmcmc.sgnht` ports line by line; randomness is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.SGNHT`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.SGNHT`) on the same gradient, so they give
+bit-identical chains from the same keys.
 
 Differences from posteriors in the maths: the position and the thermostat move with the NEW
 momentum (Ding et al.'s Algorithm 1, and the stable order of our SGHMC), where posteriors uses

@@ -5,7 +5,8 @@ except that alpha defaults to 1.0, a friction rate of 1 as in the UBU literature
 code written for `posteriors.sgmcmc.baoa` switches integrator by changing the module. Randomness
 is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.UBU`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.UBU`) on the same gradient, so they give
+bit-identical chains from the same keys.
 """
 
 from __future__ import annotations
