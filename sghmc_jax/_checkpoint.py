@@ -143,7 +143,7 @@ def changes(saved: dict[str, Any] | None, parts: dict[str, Any]) -> str:
 
 
 def _is_key(x: Any) -> bool:
-    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _to_saved(tree: Any) -> dict[str, Any]:

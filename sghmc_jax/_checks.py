@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 import numpy as np
 
@@ -128,7 +129,7 @@ def _check_noise_rule(
 ) -> None:
     """2α − εβT >= 0 (SGHMC, SGNHT) or 2 − εβT >= 0 (SGLD, alpha=None): no negative noise variance."""
     b, e, t = c["beta"], c[lr_name], c["temperature"]
-    if None in (b, e, t):
+    if b is None or e is None or t is None:
         return
     if alpha is None:
         rule, given, why = "2 - lr*beta*temperature", "2", "the gradient noise may not exceed"
@@ -173,8 +174,9 @@ def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str 
         _check_noise_rule(sampler.name.upper(), c, lr_name, None)
     elif sampler.noise_rule == "alpha" and c["alpha"] is not None:
         _check_noise_rule(sampler.name.upper(), c, lr_name, c["alpha"])
-    if sampler.explicit_friction and None not in (c[lr_name], c["alpha"], c["sigma"]):
-        damping = c[lr_name] * c["alpha"] / c["sigma"] ** 2
+    lr, alpha, sigma = c[lr_name], c["alpha"], c["sigma"]
+    if sampler.explicit_friction and lr is not None and alpha is not None and sigma is not None:
+        damping = lr * alpha / sigma**2
         if damping >= 2:
             raise ValueError(
                 f"{sampler.name.upper()} needs {lr_name}*alpha/sigma**2 < 2 (its momentum is "
@@ -222,7 +224,7 @@ def check_settings(settings: dict[str, Any]) -> None:
         checks[name](value)
 
 
-def is_scalar_like(value: Any) -> bool:
+def is_scalar_like(value: Any) -> TypeGuard[jax.typing.ArrayLike]:
     """True for a Python/NumPy number or a 0-d array (what fills a tree), False for a pytree."""
     if isinstance(value, (int, float, np.number)):
         return True
@@ -242,7 +244,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
     dtype = getattr(key, "dtype", None)
     shape = getattr(key, "shape", None)
     if dtype is not None:
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
             if shape != ():
                 raise ValueError(
                     f"`{name}` must be a single PRNG key, got a key array of shape {shape}; "
@@ -251,7 +253,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
             return key
         if jnp.issubdtype(dtype, jnp.integer) and shape == ():
             return jax.random.key(key)
-        if dtype == jnp.uint32 and len(shape) == 1:
+        if dtype == jnp.uint32 and shape is not None and len(shape) == 1:
             try:
                 return jax.random.wrap_key_data(key)
             except (TypeError, ValueError) as err:

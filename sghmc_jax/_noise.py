@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 
 from sghmc_jax.types import ArrayTree
@@ -127,7 +128,7 @@ def key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     counter, computed inline: `jax.random.bits` would cost a rolled loop per step on CPU. Any
     other implementation (rbg, unsafe_rbg, philox, ...) goes through `jax.random.bits`.
     """
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
     if str(jax.random.key_impl(key)) == "threefry2x32":
         data = jax.random.key_data(key)
@@ -149,7 +150,8 @@ def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     data = jax.random.key_data(key)
     k0, k1 = data[..., 0], data[..., 1]
     zero, one = jnp.zeros_like(k0), jnp.ones_like(k0)
-    if jax.config.jax_threefry_partitionable:
+    # jax's Config declares its flags at run time, so type checkers do not see them.
+    if jax.config.jax_threefry_partitionable:  # pyright: ignore[reportAttributeAccessIssue]
         # split(key)[i] = threefry2x32(key, (0, i)).
         a = threefry2x32(k0, k1, zero, zero)
         b = threefry2x32(k0, k1, zero, one)
@@ -297,7 +299,11 @@ def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
 
 
 def map_with_noise(
-    key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any], draws: int = 1
+    key: jax.Array,
+    leaves: Sequence[jax.Array | jax.ShapeDtypeStruct],
+    # noise_i is an array; with draws > 1 a leaf of fused noise gets a tuple of one array per draw
+    fn: Callable[[int, Any], Any],
+    draws: int = 1,
 ) -> list[Any]:
     """`[fn(i, noise_i) for each leaf i]`, with noise_i ~ N(0, 1) in the leaf's noise dtype.
 

@@ -127,7 +127,7 @@ def _map_leaves(
         cdt: jax.jit(functools.partial(_apply_formula, formula, cdt)) for cdt in cast
     }
 
-    def leaf(i: int, noise: jax.Array) -> tuple[jax.Array, ...]:
+    def leaf(i: int, noise: jax.Array | tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
         args = [tree_leaves[i] for tree_leaves in leaves]
         cdt = _compute_dtype(args[0].dtype)
         return traced[cdt](cast[cdt], noise, *args)
@@ -395,7 +395,8 @@ def sghmc_step(
     """
 
     _, coefficients = _coefficients(_sghmc_coefficients(None), lr, alpha, beta, sigma, temperature)
-    return _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
+    update, new_momenta = _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
+    return update, new_momenta
 
 
 def _sghmc_coefficients(friction: jax.Array | None) -> Callable[..., tuple[jax.Array, ...]]:
@@ -659,7 +660,8 @@ def baoa_step(
         m_new = _cast(decay * m_kick + noise_std * up(noise), m.dtype)
         return _cast(half_drift * (m_kick + up(m_new)), m.dtype), m_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+    update, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+    return update, new_momenta
 
 
 def _baoa(fields, grad, key, h):
@@ -804,7 +806,8 @@ def ubu_step(
         m_new = _cast(decay * m_kick + l21 * z1 + l22 * z2, m.dtype)
         return _cast(drift * m_kick + l11 * z1, m.dtype), m_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior, draws=2)
+    update, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior, draws=2)
+    return update, new_momenta
 
 
 def _ubu(fields, grad, key, h):
@@ -982,7 +985,8 @@ def psghmc_step(
         m_new = _cast(m_decay * up(m) + lr * scale * up(g) + noise_std * up(noise), m.dtype)
         return _cast(drift * scale * up(m_new), m.dtype), m_new, v_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, v, grad_log_posterior)
+    update, new_momenta, new_v = _map_leaves(leaf, key, coefficients, momenta, v, grad_log_posterior)
+    return update, new_momenta, new_v
 
 
 def _psghmc_init(params, key, s):

@@ -57,6 +57,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 import numpy as np
 
@@ -673,8 +674,8 @@ def _leading_axis(name: str, tree: ArrayTree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         raise ValueError(f"`{name}` must hold at least one array with a leading axis n, got {tree!r}")
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
-    if None in sizes or len(sizes) != 1 or 0 in sizes:
+    sizes = {jnp.shape(leaf)[0] for leaf in leaves if jnp.ndim(leaf)}
+    if any(jnp.ndim(leaf) == 0 for leaf in leaves) or len(sizes) != 1 or 0 in sizes:
         raise ValueError(
             f"every leaf of `{name}` must have the same leading axis n >= 1 (one entry per draw), "
             f"got leaves of shapes {[jnp.shape(leaf) for leaf in leaves]}"
