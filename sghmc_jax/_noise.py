@@ -421,8 +421,8 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
     the second). The key words are threefry2x32(key, (0x5347484E, 0)) for threefry keys and
     `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere
     in the tree share a hash input, leaves of the same shape never share noise, and the value at
-    an element depends only on the key and its flat position. Noise is computed in float32 (float64 for float64 leaves) and rounded to the
-    leaf's dtype.
+    an element depends only on the key and its flat position. Noise is computed in float32
+    (float64 for float64 leaves) and rounded to the leaf's dtype.
 
     Args:
         key: a PRNG key of any implementation (threefry, rbg, unsafe_rbg, ...).
