@@ -124,9 +124,7 @@ ANY: tuple[Callable[[float], bool], str] = (lambda v: True, "real")
 UNIT: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
-def _check_noise_rule(
-    name: str, c: dict[str, float | None], lr_name: str, alpha: float | None
-) -> None:
+def _check_noise_rule(name: str, c: dict[str, float | None], lr_name: str, alpha: float | None) -> None:
     """2α − εβT >= 0 (SGHMC, SGNHT) or 2 − εβT >= 0 (SGLD, alpha=None): no negative noise variance."""
     b, e, t = c["beta"], c[lr_name], c["temperature"]
     if b is None or e is None or t is None:
@@ -268,7 +266,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
 
 
 def _framework(tree: Any) -> str | None:
-    """"equinox" or "flax" when `tree` is a model object of that library, else None."""
+    """ "equinox" or "flax" when `tree` is a model object of that library, else None."""
     for cls in type(tree).__mro__:
         root = (cls.__module__ or "").split(".")[0]
         if root in ("equinox", "flax"):
@@ -384,8 +382,7 @@ def check_float_tree(name: str, tree: Any) -> None:
         if not jnp.issubdtype(dtype, jnp.floating):
             hint = _SPLIT_HINTS[framework] if framework else ""
             raise TypeError(
-                f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at "
-                f"{where}{hint}"
+                f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at {where}{hint}"
             )
     _check_model_objects(name, tree)
 
@@ -487,9 +484,7 @@ def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
     """Raises unless `tree` has the structure and leaf shapes of `like`."""
     s1, s2 = jax.tree.structure(tree), jax.tree.structure(like)
     if s1 != s2:
-        raise ValueError(
-            f"`{name}` must have the tree structure of `{like_name}`, got {s1} vs {s2}"
-        )
+        raise ValueError(f"`{name}` must have the tree structure of `{like_name}`, got {s1} vs {s2}")
     paths = jax.tree_util.tree_flatten_with_path(like)[0]
     for (path, ref), leaf in zip(paths, jax.tree.leaves(tree), strict=True):
         if jnp.shape(leaf) != jnp.shape(ref):

@@ -61,9 +61,7 @@ def _rotl(x: jax.Array, r: int) -> jax.Array:
     return (x << _U32(r)) | (x >> _U32(32 - r))
 
 
-def threefry2x32(
-    k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32 with 20 rounds (Salmon et al. 2011), bit-identical to JAX's own hash.
 
     Written in elementwise uint32 ops, so XLA fuses it into its consumer, unlike JAX's CPU
@@ -376,8 +374,13 @@ def map_with_noise(
             # (<= 6% extra work for full bins); a lone bin needs no padding.
             padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
             noise = _small_leaf_noise(
-                w0, w1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
-                padded, dtypes[members[0]],
+                w0,
+                w1,
+                token,
+                offsets[members[0]],
+                [(offsets[j], jnp.shape(leaves[j])) for j in members],
+                padded,
+                dtypes[members[0]],
             )
             out.extend(fn(j, z) for j, z in zip(members, noise, strict=True))
             if len(bins) > 1:
@@ -390,9 +393,7 @@ def map_with_noise(
         return out
 
     if len(binned) <= _FUSED_ON_ACCELERATORS:
-        small = jax.lax.platform_dependent(
-            cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned]
-        )
+        small = jax.lax.platform_dependent(cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned])
     else:
         small = small_leaves_binned()
     for j, r in zip(binned, small, strict=True):
@@ -442,5 +443,3 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
         # `shared_zero` (a tracer of that trace) and be reused by another trace.
         return _normal_like(key, tree)
     return _normal_like_jit(key, tree)
-
-

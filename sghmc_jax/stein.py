@@ -226,8 +226,7 @@ def imq_stein_kernel(
         )
     if scale is not None and _check_real("scale", scale) not in ((), (d,)):
         raise ValueError(
-            f"`scale` must be None, a positive scalar or a vector of length d={d}, got shape "
-            f"{np.shape(scale)}"
+            f"`scale` must be None, a positive scalar or a vector of length d={d}, got shape {np.shape(scale)}"
         )
     _check_positive("scale", scale)
     return _pair(x, y, score_x, score_y, 1.0 if scale is None else scale, c, beta)
@@ -260,8 +259,7 @@ def _check_draws(name: str, tree: ArrayTree) -> tuple[Any, list[tuple[int, ...]]
         shape = _check_real(label, leaf)
         if not shape:
             raise ValueError(
-                f"every leaf of `{name}` must have a leading axis of draws (shape (n, ...)), got "
-                f"a scalar at `{label}`"
+                f"every leaf of `{name}` must have a leading axis of draws (shape (n, ...)), got a scalar at `{label}`"
             )
         if shapes and shape[0] != shapes[0][0]:
             raise ValueError(
@@ -395,6 +393,7 @@ def _stein_sums(
 
     def block(ij: tuple[jax.Array, jax.Array]) -> jax.Array:
         i, j = ij
+
         def rows(arr: jax.Array, k: jax.Array) -> jax.Array:
             return jax.lax.dynamic_slice_in_dim(arr, k * size, size)
 
@@ -517,9 +516,7 @@ def ksd(
     if not isinstance(statistic, str):
         raise TypeError(f"`statistic` must be the string 'v' or 'u', got {type(statistic).__name__}: {statistic!r}")
     if statistic not in _STATISTICS:
-        raise ValueError(
-            f"`statistic` must be 'v' (V-statistic KSD) or 'u' (U-statistic of KSD²), got {statistic!r}"
-        )
+        raise ValueError(f"`statistic` must be 'v' (V-statistic KSD) or 'u' (U-statistic of KSD²), got {statistic!r}")
     block_size = _checks.check_int("block_size", block_size, 1)
     _check_c_beta(c, beta)
     treedef, shapes = _check_draws("draws", draws)
@@ -529,8 +526,7 @@ def ksd(
     for shape, score_shape in zip(shapes, score_shapes, strict=True):
         if shape != score_shape:
             raise ValueError(
-                f"`scores` must have the shapes of `draws`, got a leaf of shape {score_shape} where "
-                f"`draws` has {shape}"
+                f"`scores` must have the shapes of `draws`, got a leaf of shape {score_shape} where `draws` has {shape}"
             )
     n, d = shapes[0][0], sum(math.prod(shape[1:]) for shape in shapes)
     if n < 2:
@@ -655,6 +651,7 @@ def scores_from(
                 f"`batch` must hold one batch per draw with per_draw_batches=True: a leading axis of "
                 f"n={n}, got {n_batch}"
             )
+
     # One draw's shapes (no slicing: nothing runs before the checks pass).
     def first(tree: Any) -> Any:
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf)), tree)

@@ -88,11 +88,18 @@ def build(
         numerical approximations to ergodic stochastic differential equations
         <https://jmlr.org/papers/v22/21-0453.html>`_, JMLR 2021.
     """
-    _common.check_build(kernels.UBU, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, {"momenta": momenta})
+    _common.check_build(
+        kernels.UBU,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+    )
     init_fn = functools.partial(
         init, momenta=momenta, sigma=sigma, temperature=temperature, log_posterior=log_posterior
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -125,7 +132,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.UBU, UBUState, params, {"momenta": momenta, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.UBU,
+        UBUState,
+        params,
+        {"momenta": momenta, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -160,5 +173,12 @@ def update(
         The new `UBUState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.UBU, UBUState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, key, inplace
+        kernels.UBU,
+        UBUState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        key,
+        inplace,
     )
