@@ -172,7 +172,7 @@ def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str 
         _check_noise_rule(sampler.name.upper(), c, lr_name, None)
     elif sampler.noise_rule == "alpha" and c["alpha"] is not None:
         _check_noise_rule(sampler.name.upper(), c, lr_name, c["alpha"])
-    lr, alpha, sigma = c[lr_name], c["alpha"], c["sigma"]
+    lr, alpha, sigma = c[lr_name], c.get("alpha"), c.get("sigma")  # SGLD has neither
     if sampler.explicit_friction and lr is not None and alpha is not None and sigma is not None:
         damping = lr * alpha / sigma**2
         if damping >= 2:
