@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench bench-quick clean
+.PHONY: demo test test-fast lint bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,20 @@ $(VENV)/.installed-examples: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,examples,notebooks]"
+	$(PY) -m pip install --quiet -e ".[test,examples,notebooks,lint]"
 	touch $@
 
 demo: $(VENV)/.installed-examples
 	$(PY) -m sghmc_jax
 
-test: $(VENV)/.installed-test
+# ruff (format, then lint) and pyright (basic mode, as pyproject.toml sets) on the package; pyright
+# resolves imports in .venv through --pythonpath.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format --check sghmc_jax
+	$(VENV)/bin/ruff check sghmc_jax
+	$(VENV)/bin/basedpyright --pythonpath $(PY)
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (they still run in `make test` and CI).

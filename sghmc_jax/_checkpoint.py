@@ -10,7 +10,6 @@ and loads read arrays and JSON only, never pickle.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -99,7 +98,7 @@ def _readable(value: Any) -> Any:
         return "a schedule"
     try:
         array = np.asarray(value)
-    except Exception:  # noqa: BLE001 - anything else is named by its type
+    except Exception:  # anything else is named by its type
         return type(value).__name__
     if array.size == 1 and array.dtype.kind in "biuf":
         return repr(array.item())
@@ -144,7 +143,7 @@ def changes(saved: dict[str, Any] | None, parts: dict[str, Any]) -> str:
 
 
 def _is_key(x: Any) -> bool:
-    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _to_saved(tree: Any) -> dict[str, Any]:

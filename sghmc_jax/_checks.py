@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 import numpy as np
 
@@ -123,12 +124,10 @@ ANY: tuple[Callable[[float], bool], str] = (lambda v: True, "real")
 UNIT: tuple[Callable[[float], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
-def _check_noise_rule(
-    name: str, c: dict[str, float | None], lr_name: str, alpha: float | None
-) -> None:
+def _check_noise_rule(name: str, c: dict[str, float | None], lr_name: str, alpha: float | None) -> None:
     """2α − εβT >= 0 (SGHMC, SGNHT) or 2 − εβT >= 0 (SGLD, alpha=None): no negative noise variance."""
     b, e, t = c["beta"], c[lr_name], c["temperature"]
-    if None in (b, e, t):
+    if b is None or e is None or t is None:
         return
     if alpha is None:
         rule, given, why = "2 - lr*beta*temperature", "2", "the gradient noise may not exceed"
@@ -173,8 +172,9 @@ def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str 
         _check_noise_rule(sampler.name.upper(), c, lr_name, None)
     elif sampler.noise_rule == "alpha" and c["alpha"] is not None:
         _check_noise_rule(sampler.name.upper(), c, lr_name, c["alpha"])
-    if sampler.explicit_friction and None not in (c[lr_name], c["alpha"], c["sigma"]):
-        damping = c[lr_name] * c["alpha"] / c["sigma"] ** 2
+    lr, alpha, sigma = c[lr_name], c.get("alpha"), c.get("sigma")  # SGLD has neither
+    if sampler.explicit_friction and lr is not None and alpha is not None and sigma is not None:
+        damping = lr * alpha / sigma**2
         if damping >= 2:
             raise ValueError(
                 f"{sampler.name.upper()} needs {lr_name}*alpha/sigma**2 < 2 (its momentum is "
@@ -222,7 +222,7 @@ def check_settings(settings: dict[str, Any]) -> None:
         checks[name](value)
 
 
-def is_scalar_like(value: Any) -> bool:
+def is_scalar_like(value: Any) -> TypeGuard[jax.typing.ArrayLike]:
     """True for a Python/NumPy number or a 0-d array (what fills a tree), False for a pytree."""
     if isinstance(value, (int, float, np.number)):
         return True
@@ -242,7 +242,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
     dtype = getattr(key, "dtype", None)
     shape = getattr(key, "shape", None)
     if dtype is not None:
-        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
             if shape != ():
                 raise ValueError(
                     f"`{name}` must be a single PRNG key, got a key array of shape {shape}; "
@@ -251,7 +251,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
             return key
         if jnp.issubdtype(dtype, jnp.integer) and shape == ():
             return jax.random.key(key)
-        if dtype == jnp.uint32 and len(shape) == 1:
+        if dtype == jnp.uint32 and shape is not None and len(shape) == 1:
             try:
                 return jax.random.wrap_key_data(key)
             except (TypeError, ValueError) as err:
@@ -266,7 +266,7 @@ def canonical_key(key: Any, name: str = "key") -> jax.Array:
 
 
 def _framework(tree: Any) -> str | None:
-    """"equinox" or "flax" when `tree` is a model object of that library, else None."""
+    """ "equinox" or "flax" when `tree` is a model object of that library, else None."""
     for cls in type(tree).__mro__:
         root = (cls.__module__ or "").split(".")[0]
         if root in ("equinox", "flax"):
@@ -382,8 +382,7 @@ def check_float_tree(name: str, tree: Any) -> None:
         if not jnp.issubdtype(dtype, jnp.floating):
             hint = _SPLIT_HINTS[framework] if framework else ""
             raise TypeError(
-                f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at "
-                f"{where}{hint}"
+                f"every leaf of `{name}` must be a floating-point array, got dtype {dtype} at {where}{hint}"
             )
     _check_model_objects(name, tree)
 
@@ -485,11 +484,9 @@ def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
     """Raises unless `tree` has the structure and leaf shapes of `like`."""
     s1, s2 = jax.tree.structure(tree), jax.tree.structure(like)
     if s1 != s2:
-        raise ValueError(
-            f"`{name}` must have the tree structure of `{like_name}`, got {s1} vs {s2}"
-        )
+        raise ValueError(f"`{name}` must have the tree structure of `{like_name}`, got {s1} vs {s2}")
     paths = jax.tree_util.tree_flatten_with_path(like)[0]
-    for (path, ref), leaf in zip(paths, jax.tree.leaves(tree)):
+    for (path, ref), leaf in zip(paths, jax.tree.leaves(tree), strict=True):
         if jnp.shape(leaf) != jnp.shape(ref):
             raise ValueError(
                 f"`{name}` must match the shapes of `{like_name}`, got shape {jnp.shape(leaf)} "

@@ -34,7 +34,12 @@ __all__: list[str] = []
 def _rules() -> dict[str, kernels.Rule]:
     """Every rule defined in kernels.py, by name: a sampler added there is diagnosed as is."""
     return {r.name: r for r in vars(kernels).values() if isinstance(r, kernels.Rule)}
-_WRAPPED = "the transform's hyperparameters were not recorded (it is not one of this library's transforms as is, e.g. it sits inside optax.chain)"
+
+
+_WRAPPED = (
+    "the transform's hyperparameters were not recorded (it is not one of this library's transforms as is, "
+    "e.g. it sits inside optax.chain)"
+)
 
 
 class RunSource(NamedTuple):
@@ -94,17 +99,28 @@ class Diagnosis:
     def __str__(self) -> str:
         header = ("diagnostic", "chain", "value", "± / max / ref", "threshold", "verdict")
         lines = [
-            (r.diagnostic, "all" if r.chain is None else str(r.chain), _fmt(r.value), _fmt(r.error), r.threshold, r.verdict)
+            (
+                r.diagnostic,
+                "all" if r.chain is None else str(r.chain),
+                _fmt(r.value),
+                _fmt(r.error),
+                r.threshold,
+                r.verdict,
+            )
             for r in self.rows
         ]
         widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
         notes, seen = [], set()
         for r in self.rows:
             if r.note and (r.diagnostic, r.note) not in seen:
                 seen.add((r.diagnostic, r.note))
-                chains = [str(q.chain) for q in self.rows if q.diagnostic == r.diagnostic and q.note == r.note and q.chain is not None]
+                chains = [
+                    str(q.chain)
+                    for q in self.rows
+                    if q.diagnostic == r.diagnostic and q.note == r.note and q.chain is not None
+                ]
                 where = f" (chain {', '.join(chains)})" if chains else ""
                 notes.append(f"  {r.diagnostic}{where} [{r.verdict}]: {r.note}")
         return "\n".join(out + (["notes:", *notes] if notes else []))
@@ -216,25 +232,66 @@ def _advice(text: str, rule: kernels.Rule | None) -> str:
     return text.replace(", or set beta", "").replace(", raise alpha", ", or raise alpha").replace(", or lower beta", "")
 
 
-def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: dict[str, float], recorded: bool,
-                  burn_in: int, threshold: float) -> list[Row]:
+def _kinetic_rows(
+    result: Any,
+    rule: kernels.Rule | None,
+    assumed: str,
+    values: dict[str, float],
+    recorded: bool,
+    burn_in: int,
+    threshold: float,
+) -> list[Row]:
     name = "kinetic temperature"
     kinetic = np.asarray(result.kinetic) if result.kinetic is not None else np.zeros((result.num_chains, 0))
     spec = rule.diagnose if rule is not None else None
     if (spec is not None and spec.kinetic is None) or (kinetic.size and np.all(np.isnan(kinetic))):
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable: the transform state holds no momenta (e.g. SGLD, pSGLD)")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                "not applicable: the transform state holds no momenta (e.g. SGLD, pSGLD)",
+            )
+        ]
     missing = _missing(values, ("sigma", "temperature"), recorded)
     if missing:
         return [Row(name, None, math.nan, math.nan, "", "n/a", missing)]
     sigma, temperature = values["sigma"], values["temperature"]
     if temperature == 0:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no noise: the momenta go to 0)")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                "not applicable at temperature 0 (no noise: the momenta go to 0)",
+            )
+        ]
     series = kinetic[:, burn_in:] / sigma**2
     if series.shape[1] < 12:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 12 steps after burn-in, the run has {series.shape[1]}")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                f"needs at least 12 steps after burn-in, the run has {series.shape[1]}",
+            )
+        ]
     ratio, remark = 1.0, ""
     if spec is None:
-        remark = f"compared with T: the rule {rule.name!r} gives no discrete expectation (kernels.Rule.diagnose)" if rule else ""
+        remark = (
+            f"compared with T: the rule {rule.name!r} gives no discrete expectation (kernels.Rule.diagnose)"
+            if rule
+            else ""
+        )
     else:
         ratio, lacking = _needs(spec.kinetic, values)
         if lacking:
@@ -242,8 +299,10 @@ def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: 
         if spec.thermostat:
             remark = "the thermostat holds it at T by construction (a check of the run, not of the noise)"
         elif abs(ratio - 1) > 1e-3:
-            remark = (f"{assumed}expected {ratio:.4g}·T, not T: the step's discretisation at these lr, alpha, sigma "
-                      "(with exact gradients too; lower lr to bring it to T)")
+            remark = (
+                f"{assumed}expected {ratio:.4g}·T, not T: the step's discretisation at these lr, alpha, sigma "
+                "(with exact gradients too; lower lr to bring it to T)"
+            )
     expected = ratio * temperature
     band = f"E={expected:.4g} ±{threshold:.0%}, >3 mcse"
     rows = []
@@ -263,9 +322,18 @@ def _kinetic_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: 
         if not flag and not mcse <= threshold * expected:
             # Too uncertain to be inside the band: a start-up transient among the kept steps
             # (which the trend test can miss when it is short) or too few steps; never "ok".
-            rows.append(Row(name, chain, mean, mcse, band, "FLAG",
-                            f"{_LONGER} (its MCSE {mcse:.3g} is wider than the ±{threshold:.0%} band: the series "
-                            "is not stationary, e.g. a start-up transient after burn_in, or too short)"))
+            rows.append(
+                Row(
+                    name,
+                    chain,
+                    mean,
+                    mcse,
+                    band,
+                    "FLAG",
+                    f"{_LONGER} (its MCSE {mcse:.3g} is wider than the ±{threshold:.0%} band: the series "
+                    "is not stationary, e.g. a start-up transient after burn_in, or too short)",
+                )
+            )
             continue
         note = (_advice(_HOT, rule) if deviation > 0 else _advice(_COLD, rule)) if flag else remark
         rows.append(Row(name, chain, mean, mcse, band, "FLAG" if flag else "ok", note))
@@ -285,7 +353,7 @@ def _param_draws(result: Any, chains: np.ndarray, cap: int) -> tuple[np.ndarray,
     total = sum(sizes)
     pick = np.unique(np.linspace(0, total - 1, min(cap, total)).round().astype(int)) if total else np.zeros(0, int)
     out, names, start = [], [], 0
-    for (path, leaf), size in zip(leaves, sizes):
+    for (path, leaf), size in zip(leaves, sizes, strict=True):
         local = pick[(pick >= start) & (pick < start + size)] - start
         if len(local):
             # A chain at a time: a leaf in the on-disk store is read one chain at a time.
@@ -298,58 +366,138 @@ def _param_draws(result: Any, chains: np.ndarray, cap: int) -> tuple[np.ndarray,
     return (np.concatenate(out) if out else np.zeros((0, len(chains), 0))), names
 
 
-def _convergence_rows(result: Any, chains: np.ndarray, burn_in: int, rhat_threshold: float, min_ess: float,
-                      max_params: int) -> tuple[list[Row], float]:
+def _convergence_rows(
+    result: Any, chains: np.ndarray, burn_in: int, rhat_threshold: float, min_ess: float, max_params: int
+) -> tuple[list[Row], float]:
     """R-hat, bulk ESS and trend of the log posterior, R-hat and bulk ESS of the worst params;
     and the smallest bulk ESS of the params per chain (for thinning the KSD's draws)."""
     rows: list[Row] = []
     rb, eb = f"< {rhat_threshold:.4g}", f"> {min_ess:.4g}"
     lp = np.asarray(result.log_posterior, np.float64)[chains, burn_in:]
     if lp.shape[1] < 12:
-        rows.append(Row("log posterior", None, math.nan, math.nan, "", "n/a",
-                        f"needs at least 12 steps after burn-in, the run has {lp.shape[1]}"))
+        rows.append(
+            Row(
+                "log posterior",
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                f"needs at least 12 steps after burn-in, the run has {lp.shape[1]}",
+            )
+        )
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = float(diagnostics._rhat(lp, np))
             e = float(diagnostics._ess_bulk(lp, np))
-        rows.append(Row("R-hat log posterior", None, r, math.nan, rb,
-                        "FLAG" if not r < rhat_threshold else "ok", _UNCONVERGED if not r < rhat_threshold else ""))
-        rows.append(Row("ESS log posterior", None, e, math.nan, eb, "FLAG" if not e > min_ess else "ok",
-                        "too few effective draws for R-hat and MCSEs to be trusted: run longer" if not e > min_ess else ""))
+        rows.append(
+            Row(
+                "R-hat log posterior",
+                None,
+                r,
+                math.nan,
+                rb,
+                "FLAG" if not r < rhat_threshold else "ok",
+                _UNCONVERGED if not r < rhat_threshold else "",
+            )
+        )
+        rows.append(
+            Row(
+                "ESS log posterior",
+                None,
+                e,
+                math.nan,
+                eb,
+                "FLAG" if not e > min_ess else "ok",
+                "too few effective draws for R-hat and MCSEs to be trusted: run longer" if not e > min_ess else "",
+            )
+        )
         zs = np.array([_trend_z(x) for x in lp])
         worst = int(np.nanargmax(np.abs(zs))) if np.any(np.isfinite(zs)) else 0
         z = float(zs[worst])
         flag = abs(z) > _Z_MAX
         direction = "still climbing" if z > 0 else "still falling"
         if not math.isfinite(z):
-            rows.append(Row("trend log posterior", None, z, math.nan, f"|z| < {_Z_MAX:.3g}", "n/a",
-                            "a constant or non-finite log posterior"))
+            rows.append(
+                Row(
+                    "trend log posterior",
+                    None,
+                    z,
+                    math.nan,
+                    f"|z| < {_Z_MAX:.3g}",
+                    "n/a",
+                    "a constant or non-finite log posterior",
+                )
+            )
         else:
-            rows.append(Row("trend log posterior", int(chains[worst]) if len(chains) > 1 else None, z, math.nan,
-                            f"|z| < {_Z_MAX:.3g}", "FLAG" if flag else "ok",
-                            f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, z of their difference)" if flag else
-                            "z of the last third's mean minus the first third's (rank-normalised, after burn-in), worst chain"))
+            rows.append(
+                Row(
+                    "trend log posterior",
+                    int(chains[worst]) if len(chains) > 1 else None,
+                    z,
+                    math.nan,
+                    f"|z| < {_Z_MAX:.3g}",
+                    "FLAG" if flag else "ok",
+                    f"{_LONGER}: the log posterior is {direction} (first and last thirds after burn-in, "
+                    "z of their difference)"
+                    if flag
+                    else "z of the last third's mean minus the first third's (rank-normalised, after burn-in), "
+                    "worst chain",
+                )
+            )
     draws, names = _param_draws(result, chains, max_params)
     ess_per_chain = math.nan
     if draws.shape[-1] < 4 or not len(names):
-        rows.append(Row("params", None, math.nan, math.nan, "", "n/a", f"needs at least 4 draws, the run kept {draws.shape[-1]}"))
+        rows.append(
+            Row(
+                "params", None, math.nan, math.nan, "", "n/a", f"needs at least 4 draws, the run kept {draws.shape[-1]}"
+            )
+        )
         return rows, ess_per_chain
     with np.errstate(divide="ignore", invalid="ignore"):
         rh = np.asarray(diagnostics._rhat(draws, np), np.float64)
         es = np.asarray(diagnostics._ess_bulk(draws, np), np.float64)
-    sub = f" ({len(names)} of the coordinates)" if len(names) < sum(int(np.prod(np.shape(x)[2:])) for x in jax.tree.leaves(result.samples, is_leaf=lambda x: hasattr(x, "_array"))) else ""
+    sub = (
+        f" ({len(names)} of the coordinates)"
+        if len(names)
+        < sum(
+            int(np.prod(np.shape(x)[2:]))
+            for x in jax.tree.leaves(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
+        )
+        else ""
+    )
     order = np.argsort(-np.nan_to_num(rh, nan=-np.inf))[:3]
     worst_r = float(np.nanmax(rh)) if np.any(np.isfinite(rh)) else math.nan
     listing = ", ".join(f"{names[i]}: {rh[i]:.3g}" for i in order)
     flag = worst_r >= rhat_threshold
-    rows.append(Row("R-hat params (max)", None, worst_r, float(np.nanmedian(rh)) if np.any(np.isfinite(rh)) else math.nan, rb,
-                    "FLAG" if flag else "ok", f"{_UNCONVERGED}; worst {listing}{sub}; error column: the median" if flag else f"worst {listing}{sub}; error column: the median"))
+    rows.append(
+        Row(
+            "R-hat params (max)",
+            None,
+            worst_r,
+            float(np.nanmedian(rh)) if np.any(np.isfinite(rh)) else math.nan,
+            rb,
+            "FLAG" if flag else "ok",
+            f"{_UNCONVERGED}; worst {listing}{sub}; error column: the median"
+            if flag
+            else f"worst {listing}{sub}; error column: the median",
+        )
+    )
     order = np.argsort(np.nan_to_num(es, nan=np.inf))[:3]
     worst_e = float(np.nanmin(es)) if np.any(np.isfinite(es)) else math.nan
     listing = ", ".join(f"{names[i]}: {es[i]:.4g}" for i in order)
     flag = not worst_e > min_ess
-    rows.append(Row("ESS params (min)", None, worst_e, math.nan, eb, "FLAG" if flag else "ok",
-                    f"too few effective draws: run longer; worst {listing}{sub}" if flag else f"worst {listing}{sub}"))
+    rows.append(
+        Row(
+            "ESS params (min)",
+            None,
+            worst_e,
+            math.nan,
+            eb,
+            "FLAG" if flag else "ok",
+            f"too few effective draws: run longer; worst {listing}{sub}" if flag else f"worst {listing}{sub}",
+        )
+    )
     ess_per_chain = worst_e / len(chains)
     return rows, ess_per_chain
 
@@ -364,8 +512,17 @@ def _identical_rows(result: Any, chains: np.ndarray) -> list[Row]:
         return [Row(name, None, 0.0, math.nan, "none", "ok")]
     named = "; ".join(", ".join(str(int(chains[c])) for c in g) for g in groups)
     copies = sum(len(g) - 1 for g in groups)
-    return [Row(name, None, float(copies), math.nan, "none", "FLAG",
-                f"chains {named} have identical draws: {diagnostics._SHARED_NOISE}")]
+    return [
+        Row(
+            name,
+            None,
+            float(copies),
+            math.nan,
+            "none",
+            "FLAG",
+            f"chains {named} have identical draws: {diagnostics._SHARED_NOISE}",
+        )
+    ]
 
 
 # ---- 2. gradient noise against injected noise --------------------------------------------------
@@ -395,14 +552,16 @@ def _draw_points(result: Any, chains: np.ndarray, per_chain: int) -> list[Any]:
 
 def _state_field(tree: Any, field: str) -> Any:
     found = [
-        x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, tuple) and field in getattr(x, "_fields", ()))
+        x
+        for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, tuple) and field in getattr(x, "_fields", ()))
         if isinstance(x, tuple) and field in getattr(x, "_fields", ())
     ]
     return getattr(found[0], field) if found else None
 
 
-def _gradient_variance(log_posterior: Any, data: Any, batch_size: int, points: list[Any], num_batches: int,
-                       seed: int) -> np.ndarray:
+def _gradient_variance(
+    log_posterior: Any, data: Any, batch_size: int, points: list[Any], num_batches: int, seed: int
+) -> np.ndarray:
     """Per coordinate (flattened as the params' leaves), the variance of the minibatch gradient
     of the log posterior over `num_batches` independent minibatches (each a uniform draw of
     `batch_size` examples without replacement, as one of the run's), averaged over `points`."""
@@ -424,17 +583,42 @@ def _gradient_variance(log_posterior: Any, data: Any, batch_size: int, points: l
     return total / len(points)
 
 
-_NOISY = "minibatch noise rivals the injected noise, so the stationary law is not the target: raise batch_size, lower lr (R ∝ lr), raise alpha, or set beta"
+_NOISY = (
+    "minibatch noise rivals the injected noise, so the stationary law is not the target: raise batch_size, "
+    "lower lr (R ∝ lr), raise alpha, or set beta"
+)
 
 
-def _noise_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: dict[str, float], recorded: bool,
-                source: RunSource | None, log_posterior: Any, data: Any, batch_size: Any, threshold: float,
-                num_points: int, num_batches: int, seed: int) -> list[Row]:
+def _noise_rows(
+    result: Any,
+    rule: kernels.Rule | None,
+    assumed: str,
+    values: dict[str, float],
+    recorded: bool,
+    source: RunSource | None,
+    log_posterior: Any,
+    data: Any,
+    batch_size: Any,
+    threshold: float,
+    num_points: int,
+    num_batches: int,
+    seed: int,
+) -> list[Row]:
     name = "noise ratio R"
     band = f"mean R < {threshold:.4g}"
     if data is None or batch_size is None or log_posterior is None:
         why = "the run took host `batches`" if source is not None and source.host_batches else "the run had no `data`"
-        return [Row(name, None, math.nan, math.nan, band, "n/a", f"needs data= and batch_size= ({why}): V is estimated from minibatches of it")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                band,
+                "n/a",
+                f"needs data= and batch_size= ({why}): V is estimated from minibatches of it",
+            )
+        ]
     if rule is None or rule.diagnose is None:
         what = f"the rule {rule.name!r} gives no formula (kernels.Rule.diagnose)" if rule else "unknown sampler"
         return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
@@ -443,7 +627,9 @@ def _noise_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: di
     if missing:
         return [Row(name, None, math.nan, math.nan, band, "n/a", missing)]
     if values["temperature"] == 0:
-        return [Row(name, None, math.nan, math.nan, band, "n/a", "not applicable at temperature 0 (nothing is injected)")]
+        return [
+            Row(name, None, math.nan, math.nan, band, "n/a", "not applicable at temperature 0 (nothing is injected)")
+        ]
     if values.get("alpha", 1.0) == 0 and "alpha" in spec.noise_needs:
         return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _advice(_NOISY, rule))]
     chains = _healthy(result)
@@ -463,26 +649,54 @@ def _noise_rows(result: Any, rule: kernels.Rule | None, assumed: str, values: di
     except (KeyError, TypeError):
         r, lacking = None, ""
     if r is None:
-        what = _missing(values, (lacking,), recorded) if lacking and lacking not in rule.fields else "the final state lacks the fields its formula reads"
+        what = (
+            _missing(values, (lacking,), recorded)
+            if lacking and lacking not in rule.fields
+            else "the final state lacks the fields its formula reads"
+        )
         return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
     r = np.asarray(r, np.float64)
     mean, worst = float(np.mean(r)), float(np.max(r))
     flag = mean > threshold
     how = f"{assumed}V from {len(points)} draws x {num_batches} minibatches of {batch_size}"
-    return [Row(name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_advice(_NOISY, rule)} ({how})" if flag else how)]
+    return [
+        Row(
+            name, None, mean, worst, band, "FLAG" if flag else "ok", f"{_advice(_NOISY, rule)} ({how})" if flag else how
+        )
+    ]
 
 
 # ---- 3. kernel Stein discrepancy ----------------------------------------------------------------
 
 
-def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, log_posterior: Any, data: Any,
-              data_given: bool, cap: int, ess_per_chain: float) -> list[Row]:
+def _ksd_rows(
+    result: Any,
+    values: dict[str, float],
+    source: RunSource | None,
+    log_posterior: Any,
+    data: Any,
+    data_given: bool,
+    cap: int,
+    ess_per_chain: float,
+) -> list[Row]:
     name = "KSD"
     if log_posterior is None or data is None or (source is not None and source.host_batches and not data_given):
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs data= (the run took host `batches` or no `data`): the scores use the full data")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                "needs data= (the run took host `batches` or no `data`): the scores use the full data",
+            )
+        ]
     temperature = values.get("temperature")
     if temperature == 0:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no target distribution)")]
+        return [
+            Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no target distribution)")
+        ]
     chains = _healthy(result)
     n = len(result.sample_steps)
     if n < 2 or not len(chains):
@@ -490,7 +704,7 @@ def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, l
     # Near-independent draws: every k-th, k = draws per effective draw of the slowest param (the
     # reference below holds for independent draws; autocorrelated ones sit above it by a factor
     # that grows with k, so runs that mix at different speeds would not compare).
-    k = max(1, int(math.ceil(n / ess_per_chain))) if math.isfinite(ess_per_chain) and ess_per_chain > 0 else 1
+    k = max(1, math.ceil(n / ess_per_chain)) if math.isfinite(ess_per_chain) and ess_per_chain > 0 else 1
     index = np.arange(n - 1, -1, -k)[::-1]
     per_chain = max(cap // len(chains), 1)
     if len(index) > per_chain:
@@ -501,7 +715,17 @@ def _ksd_rows(result: Any, values: dict[str, float], source: RunSource | None, l
     finite = np.all(np.stack([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in flat]), axis=0)
     m = int(finite.sum())
     if m < 2:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", f"needs at least 2 near-independent draws, has {m} (thinned to every {_ordinal(k)})")]
+        return [
+            Row(
+                name,
+                None,
+                math.nan,
+                math.nan,
+                "",
+                "n/a",
+                f"needs at least 2 near-independent draws, has {m} (thinned to every {_ordinal(k)})",
+            )
+        ]
     draws = jax.tree.unflatten(treedef, [jnp.asarray(x[finite]) for x in flat])
     scores = stein.scores_from(log_posterior, draws, data, temperature=temperature)
     value = float(stein.ksd(draws, scores, c=1.0, beta=-0.5, statistic="u"))
@@ -630,8 +854,10 @@ def diagnose(
         >>> result = sghmc_jax.sample(0, log_post, jnp.zeros(2), num_chains=2, num_steps=400, burn_in=100,
         ...     transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k), data=data, batch_size=50, progress=False)
         >>> table = result.diagnose()
-        >>> [row.diagnostic for row in table.rows]
-        ['identical chains', 'R-hat log posterior', 'ESS log posterior', 'trend log posterior', 'R-hat params (max)', 'ESS params (min)', 'kinetic temperature', 'kinetic temperature', 'noise ratio R', 'KSD']
+        >>> [row.diagnostic for row in table.rows]  # doctest: +NORMALIZE_WHITESPACE
+        ['identical chains', 'R-hat log posterior', 'ESS log posterior', 'trend log posterior',
+         'R-hat params (max)', 'ESS params (min)', 'kinetic temperature', 'kinetic temperature',
+         'noise ratio R', 'KSD']
     """
     thresholds = {
         "kinetic_threshold": _number("kinetic_threshold", kinetic_threshold, ">0"),
@@ -673,16 +899,40 @@ def diagnose(
     burn_in = _checks.check_int("burn_in", burn_in, 0)
     chains = _healthy(result)
     if not len(chains):
-        return Diagnosis((Row("chains", None, math.nan, math.nan, "", "FLAG",
-                              f"every chain diverged (at steps {', '.join(map(str, np.asarray(result.diverged_at)))}): "
-                              "nothing to diagnose; lower lr"),))
+        return Diagnosis(
+            (
+                Row(
+                    "chains",
+                    None,
+                    math.nan,
+                    math.nan,
+                    "",
+                    "FLAG",
+                    f"every chain diverged (at steps {', '.join(map(str, np.asarray(result.diverged_at)))}): "
+                    "nothing to diagnose; lower lr",
+                ),
+            )
+        )
     rows = _identical_rows(result, chains)
     convergence, ess_per_chain = _convergence_rows(
         result, chains, burn_in, thresholds["rhat_threshold"], thresholds["min_ess"], max_params
     )
     rows += convergence
     rows += _kinetic_rows(result, rule, assumed, values, recorded, burn_in, thresholds["kinetic_threshold"])
-    rows += _noise_rows(result, rule, assumed, values, recorded, source, log_posterior, data, batch_size,
-                        thresholds["noise_threshold"], num_points, num_batches, seed)
+    rows += _noise_rows(
+        result,
+        rule,
+        assumed,
+        values,
+        recorded,
+        source,
+        log_posterior,
+        data,
+        batch_size,
+        thresholds["noise_threshold"],
+        num_points,
+        num_batches,
+        seed,
+    )
     rows += _ksd_rows(result, values, source, log_posterior, data, data_given, ksd_draws, ess_per_chain)
     return Diagnosis(tuple(rows))

@@ -91,7 +91,10 @@ class Placement:
         leaves, treedef = jax.tree.flatten(tree)
         return jax.tree.unflatten(
             treedef,
-            [jax.lax.with_sharding_constraint(x, self.chains(*spec)) for x, spec in zip(leaves, self.param_specs)],
+            [
+                jax.lax.with_sharding_constraint(x, self.chains(*spec))
+                for x, spec in zip(leaves, self.param_specs, strict=True)
+            ],
         )
 
     def like_params(self, tree: Any) -> Any:
@@ -189,9 +192,7 @@ def kinetic_energy(tx_state: Any, num_chains: int) -> jax.Array:
     """(chain,) mᵀm/d, the mean over all momentum coordinates of m², of the first state in
     `tx_state` (a transform's, or one inside `optax.chain`'s tuple) with a `momenta` field;
     NaN when there is none (SGLD, pSGLD, a foreign transform)."""
-    found = [
-        x for x in jax.tree.leaves(tx_state, is_leaf=_has_momenta) if _has_momenta(x)
-    ]
+    found = [x for x in jax.tree.leaves(tx_state, is_leaf=_has_momenta) if _has_momenta(x)]
     leaves = jax.tree.leaves(found[0].momenta) if found else []
     if not leaves:
         return jnp.full((num_chains,), jnp.nan, jnp.float32)
@@ -225,9 +226,7 @@ def _step(
                 k = jax.random.fold_in(k, epoch)
                 if shards == 1:
                     return jax.random.permutation(k, n_local)[None]
-                return jax.vmap(lambda d: jax.random.permutation(jax.random.fold_in(k, d), n_local))(
-                    jnp.arange(shards)
-                )
+                return jax.vmap(lambda d: jax.random.permutation(jax.random.fold_in(k, d), n_local))(jnp.arange(shards))
 
             return jax.vmap(chain)(state.data_key).astype(jnp.int32)
 
@@ -239,9 +238,9 @@ def _step(
             # The epoch permutations are not used (`perm` stays as it is).
             def draw(k: jax.Array) -> jax.Array:
                 k = jax.random.fold_in(k, t)
-                return jax.vmap(
-                    lambda d: jax.random.randint(jax.random.fold_in(k, d), (b_local,), 0, n_local)
-                )(jnp.arange(shards))
+                return jax.vmap(lambda d: jax.random.randint(jax.random.fold_in(k, d), (b_local,), 0, n_local))(
+                    jnp.arange(shards)
+                )
 
             idx = jax.vmap(draw)(state.data_key).astype(jnp.int32)  # (chain, shard, b)
         elif spec.batch_order == "sms":
@@ -276,9 +275,7 @@ def _step(
 
     def chain_step(params, tx_state, noise_key, batch):
         (neg_value, _), grads = jax.value_and_grad(neg_log_posterior, has_aux=True)(params, batch)
-        updates, tx_state = fns.update(
-            grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra
-        )
+        updates, tx_state = fns.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
         return optax.apply_updates(params, updates), tx_state, -neg_value
 
     # The noise bins' conditionals take a zero made from the step count every chain shares, not
@@ -344,9 +341,7 @@ def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]
             draws, draw_steps, keeps, pred_sum, pred_count = buffers
             alive = state.diverged_at < 0
             sample = jax.tree.map(lambda p: jnp.where(_per_chain(alive, p), p, jnp.nan), state.params)
-            draws = jax.tree.map(
-                lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample
-            )
+            draws = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample)
             # The update that produced this draw ran at step index state.step − 1, where its
             # schedules were evaluated: `keep` sees that index, like a schedule.
             keep = fns.keep(state.step - 1) if fns.keep is not None else jnp.bool_(True)
@@ -371,9 +366,7 @@ def chunk_program(spec: ChunkSpec, fns: Functions) -> Callable[..., ChunkOutput]
             into = pos + 1 - n_before  # steps into the draws
             is_draw = (into > 0) & (into <= n_draws * spec.thin) & (into % spec.thin == 0)
             k = jnp.maximum(into // spec.thin - 1, 0)
-            buffers = jax.lax.cond(
-                is_draw, lambda b: record(k, state, b), lambda b: b, buffers
-            )
+            buffers = jax.lax.cond(is_draw, lambda b: record(k, state, b), lambda b: b, buffers)
             return state, trace, kinetic, buffers
 
         buffers = (draws, draw_steps, keeps, pred_sum, pred_count)
@@ -452,8 +445,7 @@ def _sharding_key(x: Any) -> Any:
     """The sharding a program is compiled for: None for the default device."""
     sharding = getattr(x, "sharding", None)
     if sharding is None or (
-        isinstance(sharding, jax.sharding.SingleDeviceSharding)
-        and sharding._device == jax.devices()[0]
+        isinstance(sharding, jax.sharding.SingleDeviceSharding) and sharding._device == jax.devices()[0]
     ):
         return None
     return sharding
@@ -492,9 +484,7 @@ class Program:
     def out_info(self) -> Any:
         """Abstract outputs (shardings as `abstract` spells them)."""
         info = self._executable.out_info if self._executable is not None else self._traced.out_info
-        return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_sharding_key(s)), info
-        )
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_sharding_key(s)), info)
 
     def executable(self) -> Any:
         if self._executable is None:

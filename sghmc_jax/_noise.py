@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 
 from sghmc_jax.types import ArrayTree
@@ -61,9 +61,7 @@ def _rotl(x: jax.Array, r: int) -> jax.Array:
     return (x << _U32(r)) | (x >> _U32(32 - r))
 
 
-def threefry2x32(
-    k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32 with 20 rounds (Salmon et al. 2011), bit-identical to JAX's own hash.
 
     Written in elementwise uint32 ops, so XLA fuses it into its consumer, unlike JAX's CPU
@@ -128,7 +126,7 @@ def key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     counter, computed inline: `jax.random.bits` would cost a rolled loop per step on CPU. Any
     other implementation (rbg, unsafe_rbg, philox, ...) goes through `jax.random.bits`.
     """
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
     if str(jax.random.key_impl(key)) == "threefry2x32":
         data = jax.random.key_data(key)
@@ -150,7 +148,8 @@ def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     data = jax.random.key_data(key)
     k0, k1 = data[..., 0], data[..., 1]
     zero, one = jnp.zeros_like(k0), jnp.ones_like(k0)
-    if jax.config.jax_threefry_partitionable:
+    # jax's Config declares its flags at run time, so type checkers do not see them.
+    if jax.config.jax_threefry_partitionable:  # pyright: ignore[reportAttributeAccessIssue]
         # split(key)[i] = threefry2x32(key, (0, i)).
         a = threefry2x32(k0, k1, zero, zero)
         b = threefry2x32(k0, k1, zero, one)
@@ -284,7 +283,7 @@ def _small_leaf_noise(
     flat, offsets = jax.lax.cond(zero == 0, generate, never, *operands)
     return [
         jax.lax.dynamic_slice(flat, (o,), (math.prod(shape),)).reshape(shape)
-        for o, (_, shape) in zip(offsets, members)
+        for o, (_, shape) in zip(offsets, members, strict=True)
     ]
 
 
@@ -298,7 +297,11 @@ def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
 
 
 def map_with_noise(
-    key: jax.Array, leaves: list[jax.Array], fn: Callable[[int, jax.Array], Any], draws: int = 1
+    key: jax.Array,
+    leaves: Sequence[jax.Array | jax.ShapeDtypeStruct],
+    # noise_i is an array; with draws > 1 a leaf of fused noise gets a tuple of one array per draw
+    fn: Callable[[int, Any], Any],
+    draws: int = 1,
 ) -> list[Any]:
     """`[fn(i, noise_i) for each leaf i]`, with noise_i ~ N(0, 1) in the leaf's noise dtype.
 
@@ -319,7 +322,7 @@ def map_with_noise(
     """
     k0, k1 = key_words(key)
     sizes = [math.prod(jnp.shape(x)) for x in leaves]
-    for size, x in zip(sizes, leaves):
+    for size, x in zip(sizes, leaves, strict=True):
         if size > _MAX_LEAF_ELEMENTS:
             raise ValueError(
                 f"noise generation supports leaves of at most 2**32 - 1 elements, got a leaf of "
@@ -371,10 +374,15 @@ def map_with_noise(
             # (<= 6% extra work for full bins); a lone bin needs no padding.
             padded = -(-fill // (1 << 16)) * (1 << 16) if len(bins) > 1 else fill
             noise = _small_leaf_noise(
-                w0, w1, token, offsets[members[0]], [(offsets[j], jnp.shape(leaves[j])) for j in members],
-                padded, dtypes[members[0]],
+                w0,
+                w1,
+                token,
+                offsets[members[0]],
+                [(offsets[j], jnp.shape(leaves[j])) for j in members],
+                padded,
+                dtypes[members[0]],
             )
-            out.extend(fn(j, z) for j, z in zip(members, noise))
+            out.extend(fn(j, z) for j, z in zip(members, noise, strict=True))
             if len(bins) > 1:
                 # The next bin waits for this bin's last leaf, so (with XLA's memory-aware
                 # scheduler) one bin of noise is alive at a time; one leaf keeps tracing cheap.
@@ -385,12 +393,10 @@ def map_with_noise(
         return out
 
     if len(binned) <= _FUSED_ON_ACCELERATORS:
-        small = jax.lax.platform_dependent(
-            cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned]
-        )
+        small = jax.lax.platform_dependent(cpu=small_leaves_binned, default=lambda: [fused(j) for j in binned])
     else:
         small = small_leaves_binned()
-    for j, r in zip(binned, small):
+    for j, r in zip(binned, small, strict=True):
         results[j] = r
     return results
 
@@ -414,10 +420,10 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
     leaf); element c is `S·sqrt(−2 ln U)·cos(πV/2)` computed from the 64-bit threefry2x32 hash
     of c under two key words drawn from `key` (U from the first 32 bits, the sign S and V from
     the second). The key words are threefry2x32(key, (0x5347484E, 0)) for threefry keys and
-    `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere in the tree share a hash input, leaves of the same
-    shape never share noise, and the value at an element depends only on the key and its flat
-    position. Noise is computed in float32 (float64 for float64 leaves) and rounded to the
-    leaf's dtype.
+    `jax.random.bits(key, (2,), uint32)` for other implementations. So no two elements anywhere
+    in the tree share a hash input, leaves of the same shape never share noise, and the value at
+    an element depends only on the key and its flat position. Noise is computed in float32
+    (float64 for float64 leaves) and rounded to the leaf's dtype.
 
     Args:
         key: a PRNG key of any implementation (threefry, rbg, unsafe_rbg, ...).
@@ -437,5 +443,3 @@ def normal_like(key: jax.Array, tree: ArrayTree) -> ArrayTree:
         # `shared_zero` (a tracer of that trace) and be reused by another trace.
         return _normal_like(key, tree)
     return _normal_like_jit(key, tree)
-
-

@@ -40,8 +40,7 @@ def _zarr() -> Any:
         import zarr
     except ImportError as err:
         raise ImportError(
-            "writing draws to disk (`output=`, or `checkpoint_dir=`) needs zarr: "
-            "pip install 'sghmc_jax[disk]'"
+            "writing draws to disk (`output=`, or `checkpoint_dir=`) needs zarr: pip install 'sghmc_jax[disk]'"
         ) from err
     return zarr
 
@@ -71,7 +70,7 @@ def _write_local(array: Any, region: tuple[slice, ...], value: jax.Array | np.nd
         index = tuple(shard.index) + (slice(None),) * (value.ndim - len(shard.index))
         block = np.swapaxes(np.asarray(shard.data)[take], 0, 1)
         start = index[1].start or 0
-        inner = tuple(slice(i.start or 0, (i.start or 0) + n) for i, n in zip(index[2:], block.shape[2:]))
+        inner = tuple(slice(i.start or 0, (i.start or 0) + n) for i, n in zip(index[2:], block.shape[2:], strict=True))
         array[(slice(start, start + block.shape[0]), region[1], *inner)] = block
         written += range(start, start + block.shape[0])
     return written
@@ -118,9 +117,21 @@ class DrawStore:
     after the ones already there; a resumed run first cuts back to the counts of its checkpoint
     (draws written after it are written again, identically)."""
 
-    def __init__(self, path: str, *, params: Any, num_chains: int, max_draws: int, max_steps: int,
-                 chunk_draws: int, chunk_steps: int, fingerprint: str, parts: dict[str, Any], resume: bool,
-                 trace_dtypes: tuple[Any, Any] = (np.float64, np.float64)):
+    def __init__(
+        self,
+        path: str,
+        *,
+        params: Any,
+        num_chains: int,
+        max_draws: int,
+        max_steps: int,
+        chunk_draws: int,
+        chunk_steps: int,
+        fingerprint: str,
+        parts: dict[str, Any],
+        resume: bool,
+        trace_dtypes: tuple[Any, Any] = (np.float64, np.float64),
+    ):
         from sghmc_jax import _checkpoint
 
         zarr = _zarr()
@@ -150,8 +161,15 @@ class DrawStore:
                     "files it did not make: give a new path"
                 )
             self.group = self._create(
-                zarr, leaves, num_chains, max_draws, max_steps, chunk_draws, chunk_steps,
-                {"fingerprint": fingerprint, "run": parts}, trace_dtypes,
+                zarr,
+                leaves,
+                num_chains,
+                max_draws,
+                max_steps,
+                chunk_draws,
+                chunk_steps,
+                {"fingerprint": fingerprint, "run": parts},
+                trace_dtypes,
             )
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
@@ -172,8 +190,18 @@ class DrawStore:
                     except FileNotFoundError:  # another process of the run removed it
                         pass
 
-    def _create(self, zarr: Any, leaves: list, chains: int, max_draws: int, max_steps: int,
-                chunk_draws: int, chunk_steps: int, attrs: dict[str, Any], trace_dtypes: tuple[Any, Any]) -> Any:
+    def _create(
+        self,
+        zarr: Any,
+        leaves: list,
+        chains: int,
+        max_draws: int,
+        max_steps: int,
+        chunk_draws: int,
+        chunk_steps: int,
+        attrs: dict[str, Any],
+        trace_dtypes: tuple[Any, Any],
+    ) -> Any:
         """Makes the store under a temporary name beside `path` and renames it into place, so
         that a kill while it is being made leaves nothing at `path` for the rerun to refuse."""
         if jax.process_index() == 0:
@@ -181,7 +209,7 @@ class DrawStore:
             if os.path.exists(building):  # a kill left it while making this store: ours, unfinished
                 shutil.rmtree(building)
             group = zarr.open_group(building, mode="w-", zarr_format=3)
-            for name, leaf in zip(self.names, leaves):
+            for name, leaf in zip(self.names, leaves, strict=True):
                 shape = tuple(np.shape(leaf))[1:]
                 # A stored chunk is one chain's draws of one shard of the leaf: the devices (and
                 # processes) holding different shards never write the same file.
@@ -190,16 +218,24 @@ class DrawStore:
                 itemsize = np.dtype(leaf.dtype).itemsize * max(1, math.prod(block))
                 per_chunk = max(1, min(chunk_draws, _CHUNK_BYTES // itemsize))
                 group.create_array(
-                    f"samples/{name}", shape=(chains, max(max_draws, 1), *shape),
-                    chunks=(1, per_chunk, *block), dtype=np.dtype(leaf.dtype), fill_value=np.nan,
+                    f"samples/{name}",
+                    shape=(chains, max(max_draws, 1), *shape),
+                    chunks=(1, per_chunk, *block),
+                    dtype=np.dtype(leaf.dtype),
+                    fill_value=np.nan,
                 )
-            group.create_array("sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1)
-            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes):
+            group.create_array(
+                "sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1
+            )
+            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes, strict=True):
                 # The traces keep the dtypes they have in memory (the log posterior's value's, the
                 # momenta's at least float32).
                 group.create_array(
-                    name, shape=(chains, max(max_steps, 1)), chunks=(1, max(chunk_steps, 1)),
-                    dtype=np.dtype(dtype), fill_value=np.nan,
+                    name,
+                    shape=(chains, max(max_steps, 1)),
+                    chunks=(1, max(chunk_steps, 1)),
+                    dtype=np.dtype(dtype),
+                    fill_value=np.nan,
                 )
             group.attrs.update({**attrs, "leaves": self.names, "num_draws": 0, "num_steps": 0})
             # An empty directory at `path` (made by the user for the run) is replaced; anything
@@ -226,8 +262,16 @@ class DrawStore:
         self.draws_written, self.steps_written = draws, steps
         self._commit()
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: np.ndarray, trace: jax.Array,
-            n_steps: int, kinetic: jax.Array) -> None:
+    def add(
+        self,
+        draws: Any,
+        n_draws: int,
+        kept: np.ndarray | None,
+        steps: np.ndarray,
+        trace: jax.Array,
+        n_steps: int,
+        kinetic: jax.Array,
+    ) -> None:
         """Appends a chunk: `draws` (draw, chain, ...) buffers of which the first `n_draws` are
         this chunk's (`kept` picks those to store), their `steps`, and the `trace` and `kinetic`
         (step, chain) buffers."""
@@ -236,7 +280,7 @@ class DrawStore:
         d0 = self.draws_written
         if count:
             self._grow(d0 + count)
-            for array, leaf in zip(self.arrays, jax.tree.leaves(draws)):
+            for array, leaf in zip(self.arrays, jax.tree.leaves(draws), strict=True):
                 self.local_chains.update(_write_local(array, (slice(None), slice(d0, d0 + count)), leaf, take))
             if jax.process_index() == 0:
                 self.steps[d0 : d0 + count] = np.asarray(steps)[take].astype(np.int64)

@@ -84,8 +84,7 @@ def _per_example(log_likelihood: Callable[..., jax.Array], params: ArrayTree, ba
     ll = log_likelihood(params, batch)
     if jnp.ndim(ll) != 1:
         raise TypeError(
-            "`log_likelihood` must return one value per example, shape (batch_size,), got "
-            f"{_checks.describe(ll)}"
+            f"`log_likelihood` must return one value per example, shape (batch_size,), got {_checks.describe(ll)}"
         )
     return ll
 

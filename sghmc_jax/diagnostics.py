@@ -93,8 +93,7 @@ def _check_draws(draws: Any) -> jax.Array:
         shape = np.shape(draws)
     if len(shape) != 2 or shape[0] < 1 or shape[1] < _MIN_DRAWS:
         raise ValueError(
-            "`draws` must have shape (chain, draw) with chain >= 1 and draw >= "
-            f"{_MIN_DRAWS}, got shape {tuple(shape)}"
+            f"`draws` must have shape (chain, draw) with chain >= 1 and draw >= {_MIN_DRAWS}, got shape {tuple(shape)}"
         )
     return _as_float(draws, "draws")
 
@@ -122,24 +121,66 @@ def _cummax(x: Any, xp: Any) -> Any:
 
 # Wichura's AS 241 (PPND16): the normal quantile to about 1e-16 relative, for NumPy.
 _AS241 = {
-    "a": (3.3871328727963666080e0, 1.3314166789178437745e2, 1.9715909503065514427e3,
-          1.3731693765509461125e4, 4.5921953931549871457e4, 6.7265770927008700853e4,
-          3.3430575583588128105e4, 2.5090809287301226727e3),
-    "b": (1.0, 4.2313330701600911252e1, 6.8718700749205790830e2, 5.3941960214247511077e3,
-          2.1213794301586595867e4, 3.9307895800092710610e4, 2.8729085735721942674e4,
-          5.2264952788528545610e3),
-    "c": (1.42343711074968357734e0, 4.63033784615654529590e0, 5.76949722146069140550e0,
-          3.64784832476320460504e0, 1.27045825245236838258e0, 2.41780725177450611770e-1,
-          2.27238449892691845833e-2, 7.74545014278341407640e-4),
-    "d": (1.0, 2.05319162663775882187e0, 1.67638483018380384940e0, 6.89767334985100004550e-1,
-          1.48103976427480074590e-1, 1.51986665636164571966e-2, 5.47593808499534494600e-4,
-          1.05075007164441684324e-9),
-    "e": (6.65790464350110377720e0, 5.46378491116411436990e0, 1.78482653991729133580e0,
-          2.96560571828504891230e-1, 2.65321895265761230930e-2, 1.24266094738807843860e-3,
-          2.71155556874348757815e-5, 2.01033439929228813265e-7),
-    "f": (1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1, 1.48753612908506148525e-2,
-          7.86869131145613259100e-4, 1.84631831751005468180e-5, 1.42151175831644588870e-7,
-          2.04426310338993978564e-15),
+    "a": (
+        3.3871328727963666080e0,
+        1.3314166789178437745e2,
+        1.9715909503065514427e3,
+        1.3731693765509461125e4,
+        4.5921953931549871457e4,
+        6.7265770927008700853e4,
+        3.3430575583588128105e4,
+        2.5090809287301226727e3,
+    ),
+    "b": (
+        1.0,
+        4.2313330701600911252e1,
+        6.8718700749205790830e2,
+        5.3941960214247511077e3,
+        2.1213794301586595867e4,
+        3.9307895800092710610e4,
+        2.8729085735721942674e4,
+        5.2264952788528545610e3,
+    ),
+    "c": (
+        1.42343711074968357734e0,
+        4.63033784615654529590e0,
+        5.76949722146069140550e0,
+        3.64784832476320460504e0,
+        1.27045825245236838258e0,
+        2.41780725177450611770e-1,
+        2.27238449892691845833e-2,
+        7.74545014278341407640e-4,
+    ),
+    "d": (
+        1.0,
+        2.05319162663775882187e0,
+        1.67638483018380384940e0,
+        6.89767334985100004550e-1,
+        1.48103976427480074590e-1,
+        1.51986665636164571966e-2,
+        5.47593808499534494600e-4,
+        1.05075007164441684324e-9,
+    ),
+    "e": (
+        6.65790464350110377720e0,
+        5.46378491116411436990e0,
+        1.78482653991729133580e0,
+        2.96560571828504891230e-1,
+        2.65321895265761230930e-2,
+        1.24266094738807843860e-3,
+        2.71155556874348757815e-5,
+        2.01033439929228813265e-7,
+    ),
+    "f": (
+        1.0,
+        5.99832206555887937690e-1,
+        1.36929880922735805310e-1,
+        1.48753612908506148525e-2,
+        7.86869131145613259100e-4,
+        1.84631831751005468180e-5,
+        1.42151175831644588870e-7,
+        2.04426310338993978564e-15,
+    ),
 }
 
 
@@ -179,8 +220,8 @@ def _average_ranks(flat: Any, xp: Any) -> Any:
         size = flat.shape[-1]
         index = np.broadcast_to(np.arange(size), flat.shape)
         change = ordered[..., 1:] != ordered[..., :-1]
-        starts = np.concatenate([np.ones(change.shape[:-1] + (1,), bool), change], axis=-1)
-        ends = np.concatenate([change, np.ones(change.shape[:-1] + (1,), bool)], axis=-1)
+        starts = np.concatenate([np.ones((*change.shape[:-1], 1), bool), change], axis=-1)
+        ends = np.concatenate([change, np.ones((*change.shape[:-1], 1), bool)], axis=-1)
         first = _cummax(np.where(starts, index, 0), np)
         last = _cummin(np.where(ends, index, size - 1), np, reverse=True)
         ranks = np.empty(flat.shape, flat.dtype)
@@ -263,7 +304,7 @@ def _ess_of_chains(x: Any, xp: Any) -> Any:
     last_pair = max(0, (n - 3) // 2)
     pairs = rho[..., 0 : 2 * last_pair + 2 : 2] + rho[..., 1 : 2 * last_pair + 2 : 2]
     # Index of the first non-positive pair (last_pair + 1 when there is none, via the sentinel).
-    sentinel = xp.ones(pairs.shape[:-1] + (1,), bool)
+    sentinel = xp.ones((*pairs.shape[:-1], 1), bool)
     leading_positive = xp.argmax(xp.concatenate([pairs <= 0, sentinel], axis=-1), axis=-1)
     # When every pair is positive Stan stops with the last one outside the doubled sum, so the
     # number of summed pairs is capped at last_pair.
@@ -535,7 +576,7 @@ _SHARED_NOISE = (
     "independent chains and read converged whatever the run did. Give each chain its own noise: "
     "pass `key=jax.random.fold_in"
     "(chain_key, step)` to `update` with one `chain_key` per chain, or build each chain's "
-    "transform from its own key (README, \"The optax face\")"
+    'transform from its own key (README, "The optax face")'
 )
 
 
@@ -609,7 +650,8 @@ def _warn_identical(samples: Any, chain_ids: Sequence[int] | None = None, stackl
     for g in groups:
         warnings.warn(
             f"chains {', '.join(map(str, g))} have identical draws: {_SHARED_NOISE}",
-            IdenticalChainsWarning, stacklevel=stacklevel,
+            IdenticalChainsWarning,
+            stacklevel=stacklevel,
         )
     return groups
 

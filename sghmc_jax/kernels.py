@@ -110,9 +110,11 @@ def _map_leaves(
     """
     treedef = jax.tree.structure(trees[0])
     leaves = [treedef.flatten_up_to(tree) for tree in trees]
-    noise_layout = leaves[0] if draws == 1 else [
-        jax.ShapeDtypeStruct((draws, *jnp.shape(x)), jnp.result_type(x)) for x in leaves[0]
-    ]
+    noise_layout = (
+        leaves[0]
+        if draws == 1
+        else [jax.ShapeDtypeStruct((draws, *jnp.shape(x)), jnp.result_type(x)) for x in leaves[0]]
+    )
     # Once per compute dtype, here rather than in the formula, which may be traced inside the
     # noise generator's platform branches.
     cast = {
@@ -123,20 +125,20 @@ def _map_leaves(
     # The formula is traced once per compute dtype and leaf shape, not once per leaf: a jitted
     # call per leaf, which XLA inlines (a many-leaf model's trace and lowering were dominated by
     # the formula's operations, each a jnp dispatch).
-    traced = {
-        cdt: jax.jit(functools.partial(_apply_formula, formula, cdt)) for cdt in cast
-    }
+    traced = {cdt: jax.jit(functools.partial(_apply_formula, formula, cdt)) for cdt in cast}
 
-    def leaf(i: int, noise: jax.Array) -> tuple[jax.Array, ...]:
+    def leaf(i: int, noise: jax.Array | tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
         args = [tree_leaves[i] for tree_leaves in leaves]
         cdt = _compute_dtype(args[0].dtype)
         return traced[cdt](cast[cdt], noise, *args)
 
     outputs = _noise.map_with_noise(key, noise_layout, leaf, draws=draws)
-    return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs))
+    return tuple(jax.tree.unflatten(treedef, list(column)) for column in zip(*outputs, strict=True))
 
 
-def _apply_formula(formula: Callable[..., Any], cdt: Any, coefficients: tuple, noise: jax.Array, *leaves: jax.Array) -> Any:
+def _apply_formula(
+    formula: Callable[..., Any], cdt: Any, coefficients: tuple, noise: jax.Array, *leaves: jax.Array
+) -> Any:
     return formula(lambda x: _cast(x, cdt), coefficients, noise, *leaves)
 
 
@@ -303,23 +305,15 @@ def resolve_momenta(
 def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
     """The initial RMS accumulator V: filled when a scalar, checked and copied when a tree."""
     if _checks.is_scalar_like(initial_scale):
-        return jax.tree.map(
-            lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
-        )
+        return jax.tree.map(lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params)
     _checks.check_tree_like("initial_scale", initial_scale, "params", params)
-    return jax.tree.map(
-        lambda v, p: jnp.array(v, jnp.result_type(p), copy=True), initial_scale, params
-    )
+    return jax.tree.map(lambda v, p: jnp.array(v, jnp.result_type(p), copy=True), initial_scale, params)
 
 
-def resolve_xi(
-    xi: jax.typing.ArrayLike | None, alpha: jax.typing.ArrayLike, params: ArrayTree
-) -> jax.Array:
+def resolve_xi(xi: jax.typing.ArrayLike | None, alpha: jax.typing.ArrayLike, params: ArrayTree) -> jax.Array:
     """The initial SGNHT thermostat: `alpha` when None, a scalar in the params' highest dtype
     (at least float32)."""
-    dtype = jnp.promote_types(
-        jnp.result_type(*[jnp.result_type(p) for p in jax.tree.leaves(params)]), jnp.float32
-    )
+    dtype = jnp.promote_types(jnp.result_type(*[jnp.result_type(p) for p in jax.tree.leaves(params)]), jnp.float32)
     return jnp.asarray(alpha if xi is None else xi, dtype)
 
 
@@ -395,7 +389,8 @@ def sghmc_step(
     """
 
     _, coefficients = _coefficients(_sghmc_coefficients(None), lr, alpha, beta, sigma, temperature)
-    return _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
+    update, new_momenta = _map_leaves(_sghmc_leaf, key, coefficients, momenta, grad_log_posterior)
+    return update, new_momenta
 
 
 def _sghmc_coefficients(friction: jax.Array | None) -> Callable[..., tuple[jax.Array, ...]]:
@@ -426,8 +421,13 @@ def _sghmc(fields, grad, key, h):
 
 
 SGHMC = Rule(
-    "sghmc", ("momenta",), _with_momenta, _sghmc, draws_at_init=True,
-    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+    "sghmc",
+    ("momenta",),
+    _with_momenta,
+    _sghmc,
+    draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
+    noise_rule="alpha",
     explicit_friction=True,
     diagnose=Diagnose(_explicit_friction_kinetic, _r_sghmc, ("lr", "alpha", "temperature")),
 )
@@ -488,8 +488,13 @@ def _sgld(fields, grad, key, h):
 
 
 SGLD = Rule(
-    "sgld", (), lambda params, key, s: {}, _sgld, draws_at_init=False,
-    hyperparameters=(_LR, _BETA, _TEMPERATURE), noise_rule="two",
+    "sgld",
+    (),
+    lambda params, key, s: {},
+    _sgld,
+    draws_at_init=False,
+    hyperparameters=(_LR, _BETA, _TEMPERATURE),
+    noise_rule="two",
     diagnose=Diagnose(None, _r_sgld, ("lr", "temperature")),
 )
 
@@ -577,15 +582,27 @@ def _sgnht_init(params, key, s):
 
 def _sgnht(fields, grad, key, h):
     increment, momenta, xi = sgnht_step(
-        fields["momenta"], fields["xi"], grad, key, h["lr"], h["alpha"], h["beta"], h["sigma"],
+        fields["momenta"],
+        fields["xi"],
+        grad,
+        key,
+        h["lr"],
+        h["alpha"],
+        h["beta"],
+        h["sigma"],
         h["temperature"],
     )
     return increment, {"momenta": momenta, "xi": xi}
 
 
 SGNHT = Rule(
-    "sgnht", ("momenta", "xi"), _sgnht_init, _sgnht, draws_at_init=True,
-    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE), noise_rule="alpha",
+    "sgnht",
+    ("momenta", "xi"),
+    _sgnht_init,
+    _sgnht,
+    draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _BETA, _SIGMA, _TEMPERATURE),
+    noise_rule="alpha",
     explicit_friction=True,
     # The time average of mᵀm/(σ²d) is exactly T + (ξ_N − ξ_0)/(εN) (see sgnht_step).
     diagnose=Diagnose(lambda h: 1.0, _r_sghmc, ("lr", "alpha", "temperature"), thermostat=True),
@@ -659,18 +676,21 @@ def baoa_step(
         m_new = _cast(decay * m_kick + noise_std * up(noise), m.dtype)
         return _cast(half_drift * (m_kick + up(m_new)), m.dtype), m_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+    update, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior)
+    return update, new_momenta
 
 
 def _baoa(fields, grad, key, h):
-    increment, momenta = baoa_step(
-        fields["momenta"], grad, key, h["lr"], h["alpha"], h["sigma"], h["temperature"]
-    )
+    increment, momenta = baoa_step(fields["momenta"], grad, key, h["lr"], h["alpha"], h["sigma"], h["temperature"])
     return increment, {"momenta": momenta}
 
 
 BAOA = Rule(
-    "baoa", ("momenta",), _with_momenta, _baoa, draws_at_init=True,
+    "baoa",
+    ("momenta",),
+    _with_momenta,
+    _baoa,
+    draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
     diagnose=Diagnose(_exact_ou_kinetic, _r_exact_ou, ("lr", "alpha", "sigma", "temperature")),
 )
@@ -726,7 +746,9 @@ def ou_coefficients(
     # Small a: L11 = τ√(T a Ŝ)/σ, L21 = σ√(T a) φ₁²/√Ŝ, L22 = σ√(T a)√(D̂/Ŝ); large a: the same
     # written with S and D (no a⁴, which overflows float32 for a huge friction).
     l11 = jnp.where(small, tau * jnp.sqrt(a_s * s_hat), tau * jnp.sqrt(s_closed) / a_l) * root_t / sigma
-    l21 = sigma * root_t * jnp.where(small, jnp.sqrt(a_s) * phi1 * phi1 / jnp.sqrt(s_hat), em1 * em1 / jnp.sqrt(s_closed))
+    l21 = (
+        sigma * root_t * jnp.where(small, jnp.sqrt(a_s) * phi1 * phi1 / jnp.sqrt(s_hat), em1 * em1 / jnp.sqrt(s_closed))
+    )
     l22 = sigma * root_t * jnp.where(small, jnp.sqrt(a_s * d_hat / s_hat), jnp.sqrt(d_closed / s_closed))
     drift = tau * phi1 / (sigma * sigma)
     return drift, jnp.exp(-a), l11, l21, l22
@@ -804,7 +826,8 @@ def ubu_step(
         m_new = _cast(decay * m_kick + l21 * z1 + l22 * z2, m.dtype)
         return _cast(drift * m_kick + l11 * z1, m.dtype), m_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior, draws=2)
+    update, new_momenta = _map_leaves(leaf, key, coefficients, momenta, grad_log_posterior, draws=2)
+    return update, new_momenta
 
 
 def _ubu(fields, grad, key, h):
@@ -813,7 +836,11 @@ def _ubu(fields, grad, key, h):
 
 
 UBU = Rule(
-    "ubu", ("momenta",), _with_momenta, _ubu, draws_at_init=True,
+    "ubu",
+    ("momenta",),
+    _with_momenta,
+    _ubu,
+    draws_at_init=True,
     hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
     diagnose=Diagnose(_exact_ou_kinetic, _r_exact_ou, ("lr", "alpha", "sigma", "temperature")),
 )
@@ -899,8 +926,12 @@ def _psgld(fields, grad, key, h):
 
 
 PSGLD = Rule(
-    "psgld", ("v",), lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
-    _psgld, draws_at_init=False, hyperparameters=(_LR, _DECAY, _EPS, _TEMPERATURE),
+    "psgld",
+    ("v",),
+    lambda params, key, s: {"v": resolve_preconditioner(s["initial_scale"], params)},
+    _psgld,
+    draws_at_init=False,
+    hyperparameters=(_LR, _DECAY, _EPS, _TEMPERATURE),
     diagnose=Diagnose(None, _r_psgld, ("lr", "temperature", "eps")),
 )
 
@@ -982,7 +1013,8 @@ def psghmc_step(
         m_new = _cast(m_decay * up(m) + lr * scale * up(g) + noise_std * up(noise), m.dtype)
         return _cast(drift * scale * up(m_new), m.dtype), m_new, v_new
 
-    return _map_leaves(leaf, key, coefficients, momenta, v, grad_log_posterior)
+    update, new_momenta, new_v = _map_leaves(leaf, key, coefficients, momenta, v, grad_log_posterior)
+    return update, new_momenta, new_v
 
 
 def _psghmc_init(params, key, s):
@@ -991,15 +1023,28 @@ def _psghmc_init(params, key, s):
 
 def _psghmc(fields, grad, key, h):
     increment, momenta, v = psghmc_step(
-        fields["momenta"], fields["v"], grad, key, h["lr"], h["alpha"], h["sigma"],
-        h["temperature"], h["decay"], h["eps"],
+        fields["momenta"],
+        fields["v"],
+        grad,
+        key,
+        h["lr"],
+        h["alpha"],
+        h["sigma"],
+        h["temperature"],
+        h["decay"],
+        h["eps"],
     )
     return increment, {"momenta": momenta, "v": v}
 
 
 PSGHMC = Rule(
-    "psghmc", ("momenta", "v"), _psghmc_init, _psghmc, draws_at_init=True,
-    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS), explicit_friction=True,
+    "psghmc",
+    ("momenta", "v"),
+    _psghmc_init,
+    _psghmc,
+    draws_at_init=True,
+    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE, _DECAY, _EPS),
+    explicit_friction=True,
     # No β: the kinetic formula of SGHMC with β = 0 (its momenta see no preconditioner).
     diagnose=Diagnose(_explicit_friction_kinetic, _r_psghmc, ("lr", "alpha", "temperature", "eps")),
 )

@@ -39,9 +39,7 @@ class ScaledLogPosterior:
         form: "sum" or "mean".
     """
 
-    def __init__(
-        self, fn: LogProbFn, *, num_data: int, form: str, posterior_temperature: float = 1.0
-    ):
+    def __init__(self, fn: LogProbFn, *, num_data: int, form: str, posterior_temperature: float = 1.0):
         self._fn = fn
         self.num_data = num_data
         self.form = form
@@ -127,16 +125,14 @@ def make_log_posterior(
     t = _checks.concrete_float(temperature)
     if t is None or isinstance(temperature, bool) or not math.isfinite(t) or t <= 0:
         raise ValueError(
-            f"`temperature` must be a finite number > 0 (1 is the posterior), got "
-            f"temperature={temperature!r}"
+            f"`temperature` must be a finite number > 0 (1 is the posterior), got temperature={temperature!r}"
         )
 
     def mean_log_likelihood(params: ArrayTree, batch: Any) -> jax.Array:
         ll = log_likelihood(params, batch)
         if jnp.ndim(ll) != 1:
             raise TypeError(
-                "`log_likelihood` must return one value per example, shape (batch_size,), "
-                f"got {_checks.describe(ll)}"
+                f"`log_likelihood` must return one value per example, shape (batch_size,), got {_checks.describe(ll)}"
             )
         return jnp.mean(ll)
 

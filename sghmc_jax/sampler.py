@@ -125,7 +125,7 @@ class SampleResult:
             if unknown:
                 raise ValueError(f"`select` names leaves that are not in the samples: {unknown}; they are {names}")
         out = {}
-        for name, leaf in zip(names, leaves):
+        for name, leaf in zip(names, leaves, strict=True):
             if name in chosen:
                 out[name] = np.asarray(leaf)[ok]
         return out
@@ -425,13 +425,33 @@ def sample(
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
     setup = _validate(
-        key=key, log_posterior=log_posterior, init_params=init_params, transform=transform,
-        num_steps=num_steps, num_chains=num_chains, stacked_init=stacked_init, data=data,
-        batch_size=batch_size, batch_order=batch_order, batches=batches, burn_in=burn_in, thin=thin, keep=keep,
-        chunk_size=chunk_size, progress=progress, on_divergence=on_divergence,
-        predict_fn=predict_fn, predict_inputs=predict_inputs, init_state=init_state,
-        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, callback=callback,
-        mesh=mesh, chain_axis=chain_axis, data_axis=data_axis, output=output,
+        key=key,
+        log_posterior=log_posterior,
+        init_params=init_params,
+        transform=transform,
+        num_steps=num_steps,
+        num_chains=num_chains,
+        stacked_init=stacked_init,
+        data=data,
+        batch_size=batch_size,
+        batch_order=batch_order,
+        batches=batches,
+        burn_in=burn_in,
+        thin=thin,
+        keep=keep,
+        chunk_size=chunk_size,
+        progress=progress,
+        on_divergence=on_divergence,
+        predict_fn=predict_fn,
+        predict_inputs=predict_inputs,
+        init_state=init_state,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        callback=callback,
+        mesh=mesh,
+        chain_axis=chain_axis,
+        data_axis=data_axis,
+        output=output,
     )
     _check_processes_agree(setup)
     programs = _Programs(setup)
@@ -499,8 +519,7 @@ def _validate(**kw: Any) -> _Setup:
         batch_size = _checks.check_int("batch_size", batch_size, 1)
         if batch_size > num_data:
             raise ValueError(
-                f"`batch_size` must be <= the number of examples in `data` ({num_data}), got "
-                f"batch_size={batch_size}"
+                f"`batch_size` must be <= the number of examples in `data` ({num_data}), got batch_size={batch_size}"
             )
     elif batch_size is not None and batches is None:
         raise ValueError("`batch_size` needs `data`")
@@ -527,7 +546,10 @@ def _validate(**kw: Any) -> _Setup:
     if init_state is None:
         init_params = _check_init_params(kw["init_params"], kw["stacked_init"], num_chains)
     placement = _placement(
-        kw["mesh"], kw["chain_axis"], kw["data_axis"], num_chains,
+        kw["mesh"],
+        kw["chain_axis"],
+        kw["data_axis"],
+        num_chains,
         init_params if init_params is not None else init_state.params,
         stacked=init_params is None or kw["stacked_init"],
     )
@@ -563,8 +585,7 @@ def _validate(**kw: Any) -> _Setup:
     update_transform = transform if _is_transform(transform) else transform(jax.random.key(0))
     if not _is_transform(update_transform):
         raise TypeError(
-            f"`transform(key)` must return an optax GradientTransformation, got "
-            f"{type(update_transform).__name__}"
+            f"`transform(key)` must return an optax GradientTransformation, got {type(update_transform).__name__}"
         )
     _check_not_functional("transform(key)", update_transform)
 
@@ -881,9 +902,7 @@ class _Programs:
         if self.setup.batch_iter is None:
             return None
         first = jax.tree.map(np.asarray, self.setup.first_host_batch)
-        return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct((self.spec.capacity, *x.shape), x.dtype), first
-        )
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct((self.spec.capacity, *x.shape), x.dtype), first)
 
     def initial_state(self) -> SamplerState:
         """The chains' state at the start of this call (not yet a checkpoint's)."""
@@ -969,8 +988,9 @@ class _MemorySink:
         self.traces: list[np.ndarray] = []
         self.kinetics: list[np.ndarray] = []
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int,
-            kinetic: Any) -> None:
+    def add(
+        self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int, kinetic: Any
+    ) -> None:
         self.traces.append(_host(trace)[:n_steps].T)
         self.kinetics.append(_host(kinetic)[:n_steps].T)
         if n_draws:
@@ -985,7 +1005,7 @@ class _MemorySink:
         log_post = np.concatenate(self.traces, axis=1) if self.traces else np.zeros((num_chains, 0))
         kinetic = np.concatenate(self.kinetics, axis=1) if self.kinetics else np.zeros((num_chains, 0))
         if not self.draws:
-            empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0) + x.shape[1:], x.dtype), like)
+            empty = jax.tree.map(lambda x: np.zeros((x.shape[0], 0, *x.shape[1:]), x.dtype), like)
             return empty, np.zeros((0,), np.int64), log_post, kinetic
         samples = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *self.draws)
         return samples, np.concatenate(self.steps), log_post, kinetic
@@ -1000,9 +1020,12 @@ class _StoreSink:
         self.in_memory = in_memory  # load the draws into memory for the result (no `output`)
         self._last: np.ndarray | None = None
 
-    def add(self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int,
-            kinetic: Any) -> None:
-        self.store.add(draws, n_draws, None if kept is None else np.asarray(kept), _host(steps), trace, n_steps, kinetic)
+    def add(
+        self, draws: Any, n_draws: int, kept: np.ndarray | None, steps: Any, trace: Any, n_steps: int, kinetic: Any
+    ) -> None:
+        self.store.add(
+            draws, n_draws, None if kept is None else np.asarray(kept), _host(steps), trace, n_steps, kinetic
+        )
         self._last = _host(trace)[n_steps - 1] if n_steps else self._last
 
     def last_trace(self) -> np.ndarray:
@@ -1066,11 +1089,13 @@ def _check_processes_agree(setup: _Setup) -> None:
     otherwise the run completes with draws that are no one run's."""
     if jax.process_count() == 1:
         return
-    every = _across_processes({
-        "`key`": _checkpoint.digest(jax.random.key_data(setup.key)),
-        "`data`": _checkpoint.digest(setup.user_data),
-        "the first of `batches`": _checkpoint.digest(setup.first_host_batch),
-    })
+    every = _across_processes(
+        {
+            "`key`": _checkpoint.digest(jax.random.key_data(setup.key)),
+            "`data`": _checkpoint.digest(setup.user_data),
+            "the first of `batches`": _checkpoint.digest(setup.first_host_batch),
+        }
+    )
     differ = {name: values for name, values in every.items() if len(set(values)) > 1}
     if differ:
         said = "; ".join(
@@ -1128,11 +1153,18 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
         max_draws = sum(d for _, d, _ in plan)
         out = programs.chunk.out_info()
         store = _store.DrawStore(
-            path, params=state.params, num_chains=config.num_chains, max_draws=max_draws,
-            max_steps=config.num_steps, chunk_draws=spec.max_draws, chunk_steps=spec.capacity,
+            path,
+            params=state.params,
+            num_chains=config.num_chains,
+            max_draws=max_draws,
+            max_steps=config.num_steps,
+            chunk_draws=spec.max_draws,
+            chunk_steps=spec.capacity,
             # A checkpointed run that stopped before its first checkpoint starts over in its own
             # store: the draws there are this run's (same fingerprint), written again identically.
-            fingerprint=fingerprint, parts=parts, resume=checkpointer is not None,
+            fingerprint=fingerprint,
+            parts=parts,
+            resume=checkpointer is not None,
             trace_dtypes=(out.trace.dtype, out.kinetic.dtype),
         )
         sink = _StoreSink(store, in_memory=setup.output is None)
@@ -1158,7 +1190,9 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
         if step in saved:  # the last chunk's checkpoint is also the final one
             return
         draws, steps = (sink.store.draws_written, sink.store.steps_written)
-        checkpointer.save(step, state, (pred_sum, pred_count), {"next_chunk": next_chunk, "draws": draws, "steps": steps})
+        checkpointer.save(
+            step, state, (pred_sum, pred_count), {"next_chunk": next_chunk, "draws": draws, "steps": steps}
+        )
         saved.add(step)
 
     first_host_batch = setup.first_host_batch
@@ -1171,18 +1205,23 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
             n_steps = before + n_draws * spec.thin + after
             xs = None
             if setup.batch_iter is not None:
-                xs, first_host_batch = _take_host_batches(
-                    setup.batch_iter, first_host_batch, n_steps, spec.capacity
-                )
+                xs, first_host_batch = _take_host_batches(setup.batch_iter, first_host_batch, n_steps, spec.capacity)
             t0 = time.perf_counter()
             steps_run += n_steps
             out = run(
-                state, xs, pred_sum, pred_count, setup.data, setup.predict_inputs,
+                state,
+                xs,
+                pred_sum,
+                pred_count,
+                setup.data,
+                setup.predict_inputs,
                 np.asarray([before, n_draws, after], np.int32),
             )
             state, pred_sum, pred_count = out.state, out.pred_sum, out.pred_count
             kept = _host(out.keeps) if (n_draws and setup.keep is not None) else None
-            sink.add(out.draws, n_draws, kept, out.draw_steps[:n_draws] if n_draws else None, out.trace, n_steps, out.kinetic)
+            sink.add(
+                out.draws, n_draws, kept, out.draw_steps[:n_draws] if n_draws else None, out.trace, n_steps, out.kinetic
+            )
             wall_time += time.perf_counter() - t0
             last = sink.last_trace()[:, -1]
             finite = last[np.isfinite(last)]
@@ -1198,7 +1237,11 @@ def _run(setup: _Setup, programs: _Programs, state: SamplerState) -> _Outcome:
                 last_checkpoint_step = int(_host(state.step))
             if setup.callback is not None:
                 setup.callback(
-                    {"step": int(_host(state.step)) - step0, "num_steps": config.num_steps, "mean_log_posterior": mean_lp}
+                    {
+                        "step": int(_host(state.step)) - step0,
+                        "num_steps": config.num_steps,
+                        "mean_log_posterior": mean_lp,
+                    }
                 )
         if checkpointer is not None and divergence is None:
             save(len(plan))
@@ -1246,8 +1289,11 @@ def _result(setup: _Setup, programs: _Programs, outcome: _Outcome) -> SampleResu
         sampler=getattr(setup.update_transform, "sampler", None),
         hyperparameters=getattr(setup.update_transform, "hyperparameters", None),
         _source=_diagnose.RunSource(
-            log_posterior=setup.log_posterior, data=setup.user_data, batch_size=setup.config.batch_size,
-            burn_in=setup.config.burn_in, host_batches=setup.config.host_batches,
+            log_posterior=setup.log_posterior,
+            data=setup.user_data,
+            batch_size=setup.config.batch_size,
+            burn_in=setup.config.burn_in,
+            host_batches=setup.config.host_batches,
         ),
     )
     if outcome.divergence is not None:

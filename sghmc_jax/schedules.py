@@ -55,15 +55,11 @@ def _exploration_steps(cycle_length: int, exploration_fraction: Any) -> int:
             f"{type(exploration_fraction).__name__}: {exploration_fraction!r}"
         )
     if not (math.isfinite(beta) and 0.0 <= beta <= 1.0):
-        raise ValueError(
-            f"`exploration_fraction` must be finite and in [0, 1], got exploration_fraction={beta!r}"
-        )
+        raise ValueError(f"`exploration_fraction` must be finite and in [0, 1], got exploration_fraction={beta!r}")
     return math.ceil(fractions.Fraction(repr(beta)) * cycle_length)
 
 
-def cyclical_schedule(
-    init_value: jax.typing.ArrayLike, total_steps: int, num_cycles: int
-) -> Schedule:
+def cyclical_schedule(init_value: jax.typing.ArrayLike, total_steps: int, num_cycles: int) -> Schedule:
     r"""The cyclical cosine step size of Zhang et al. (2020), as an optax schedule.
 
     .. math::

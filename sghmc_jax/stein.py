@@ -57,6 +57,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 import numpy as np
 
@@ -225,8 +226,7 @@ def imq_stein_kernel(
         )
     if scale is not None and _check_real("scale", scale) not in ((), (d,)):
         raise ValueError(
-            f"`scale` must be None, a positive scalar or a vector of length d={d}, got shape "
-            f"{np.shape(scale)}"
+            f"`scale` must be None, a positive scalar or a vector of length d={d}, got shape {np.shape(scale)}"
         )
     _check_positive("scale", scale)
     return _pair(x, y, score_x, score_y, 1.0 if scale is None else scale, c, beta)
@@ -259,8 +259,7 @@ def _check_draws(name: str, tree: ArrayTree) -> tuple[Any, list[tuple[int, ...]]
         shape = _check_real(label, leaf)
         if not shape:
             raise ValueError(
-                f"every leaf of `{name}` must have a leading axis of draws (shape (n, ...)), got "
-                f"a scalar at `{label}`"
+                f"every leaf of `{name}` must have a leading axis of draws (shape (n, ...)), got a scalar at `{label}`"
             )
         if shapes and shape[0] != shapes[0][0]:
             raise ValueError(
@@ -394,7 +393,10 @@ def _stein_sums(
 
     def block(ij: tuple[jax.Array, jax.Array]) -> jax.Array:
         i, j = ij
-        rows = lambda arr, k: jax.lax.dynamic_slice_in_dim(arr, k * size, size)
+
+        def rows(arr: jax.Array, k: jax.Array) -> jax.Array:
+            return jax.lax.dynamic_slice_in_dim(arr, k * size, size)
+
         xi, si, axi, qi, ui, pi, ri = (rows(t, i) for t in (x, s, ax, q_self, u_self, p_self, real))
         sj, axj, qj, uj, pj, rj = (rows(t, j) for t in (s, ax, q_self, u_self, p_self, real))
         q = jnp.maximum(qi[:, None] + qj[None, :] - 2 * gram(xi, axj), 0)  # rᵀAr
@@ -431,7 +433,8 @@ def ksd(
     r"""Kernel Stein discrepancy of draws: KSD_V (`statistic="v"`) or the U-statistic of KSD² ("u").
 
     `statistic="v"` returns KSD_V, the square root of the V-statistic of KSD²; `statistic="u"`
-    returns the U-statistic of KSD² itself, not square-rooted. With H_ij = k₀(x_i, x_j) the IMQ Stein kernel (see `imq_stein_kernel`), b = c² + rᵀΓ⁻¹r:
+    returns the U-statistic of KSD² itself, not square-rooted. With H_ij = k₀(x_i, x_j) the IMQ
+    Stein kernel (see `imq_stein_kernel`), b = c² + rᵀΓ⁻¹r:
 
     .. math::
 
@@ -513,9 +516,7 @@ def ksd(
     if not isinstance(statistic, str):
         raise TypeError(f"`statistic` must be the string 'v' or 'u', got {type(statistic).__name__}: {statistic!r}")
     if statistic not in _STATISTICS:
-        raise ValueError(
-            f"`statistic` must be 'v' (V-statistic KSD) or 'u' (U-statistic of KSD²), got {statistic!r}"
-        )
+        raise ValueError(f"`statistic` must be 'v' (V-statistic KSD) or 'u' (U-statistic of KSD²), got {statistic!r}")
     block_size = _checks.check_int("block_size", block_size, 1)
     _check_c_beta(c, beta)
     treedef, shapes = _check_draws("draws", draws)
@@ -525,8 +526,7 @@ def ksd(
     for shape, score_shape in zip(shapes, score_shapes, strict=True):
         if shape != score_shape:
             raise ValueError(
-                f"`scores` must have the shapes of `draws`, got a leaf of shape {score_shape} where "
-                f"`draws` has {shape}"
+                f"`scores` must have the shapes of `draws`, got a leaf of shape {score_shape} where `draws` has {shape}"
             )
     n, d = shapes[0][0], sum(math.prod(shape[1:]) for shape in shapes)
     if n < 2:
@@ -651,9 +651,11 @@ def scores_from(
                 f"`batch` must hold one batch per draw with per_draw_batches=True: a leading axis of "
                 f"n={n}, got {n_batch}"
             )
+
     # One draw's shapes (no slicing: nothing runs before the checks pass).
-    one = lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf))
-    first = lambda tree: jax.tree.map(one, tree)
+    def first(tree: Any) -> Any:
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf)[1:], jnp.result_type(leaf)), tree)
+
     _checks.check_log_posterior_output(
         jax.eval_shape(log_posterior, first(draws), first(batch) if per_draw_batches else batch)
     )
@@ -669,8 +671,8 @@ def _leading_axis(name: str, tree: ArrayTree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         raise ValueError(f"`{name}` must hold at least one array with a leading axis n, got {tree!r}")
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
-    if None in sizes or len(sizes) != 1 or 0 in sizes:
+    sizes = {jnp.shape(leaf)[0] for leaf in leaves if jnp.ndim(leaf)}
+    if any(jnp.ndim(leaf) == 0 for leaf in leaves) or len(sizes) != 1 or 0 in sizes:
         raise ValueError(
             f"every leaf of `{name}` must have the same leading axis n >= 1 (one entry per draw), "
             f"got leaves of shapes {[jnp.shape(leaf) for leaf in leaves]}"
@@ -686,7 +688,9 @@ def _scores_impl(
     per_draw_batches: bool,
     chunk_size: int,
 ) -> ArrayTree:
-    value = lambda params, data: log_posterior(params, data)[0]
+    def value(params: ArrayTree, data: Any) -> jax.Array:
+        return log_posterior(params, data)[0]
+
     if per_draw_batches:
         grads = jax.lax.map(lambda pair: jax.grad(value)(*pair), (draws, batch), batch_size=chunk_size)
     else:

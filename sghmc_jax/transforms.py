@@ -108,9 +108,7 @@ def _transform(
             step_key, next_key = _checks.canonical_key(key), state.key
         now = {k: _checks.schedule_value(v, state.step) for k, v in hyperparameters.items()}
         grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
-        increment, fields = rule.step(
-            {f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now
-        )
+        increment, fields = rule.step({f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now)
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
 
     transform = SamplerTransform(init_fn, update_fn)
@@ -712,8 +710,12 @@ def psghmc(
         kernels.PSGHMC,
         PSGHMCTransformState,
         {
-            "lr": learning_rate, "alpha": alpha, "sigma": sigma, "temperature": temperature,
-            "decay": decay, "eps": eps,
+            "lr": learning_rate,
+            "alpha": alpha,
+            "sigma": sigma,
+            "temperature": temperature,
+            "decay": decay,
+            "eps": eps,
         },
         {"momenta": momenta, "initial_scale": initial_scale},
         key,
@@ -751,8 +753,11 @@ def _check_injected_temperature(transform: Any, params: Any, target: float | Non
     schedule's exploration phase)."""
     if target is None or isinstance(transform, SamplerTransform):
         return
+
     # optax's InjectHyperparamsState and InjectStatefulHyperparamsState
-    injected = lambda x: isinstance(getattr(x, "hyperparams", None), dict) and isinstance(x, tuple)  # noqa: E731
+    def injected(x: Any) -> bool:
+        return isinstance(getattr(x, "hyperparams", None), dict) and isinstance(x, tuple)
+
     shapes = jax.tree.leaves(jax.eval_shape(transform.init, params), is_leaf=injected)
     if not any(injected(x) and "temperature" in x.hyperparams for x in shapes):
         return

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, TypeAlias
 import chex
 import jax
 
-__all__ = ["ArrayTree", "LogProbFn", "Schedule", "ScalarOrSchedule", "Transform"]
+__all__ = ["ArrayTree", "LogProbFn", "ScalarOrSchedule", "Schedule", "Transform"]
 
 ArrayTree: TypeAlias = chex.ArrayTree
 """A pytree of arrays (params, momenta, gradients)."""

@@ -49,13 +49,11 @@ def _negated(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[j
     return -value, aux
 
 
-def loss_gradient(
-    log_posterior: LogProbFn, params: ArrayTree, batch: Any
-) -> tuple[jax.Array, Any, ArrayTree]:
+def loss_gradient(log_posterior: LogProbFn, params: ArrayTree, batch: Any) -> tuple[jax.Array, Any, ArrayTree]:
     """(log posterior value, aux, gradient of the LOSS −log p): what an optax face consumes."""
-    (neg_value, aux), loss_grad = jax.value_and_grad(
-        functools.partial(_negated, log_posterior), has_aux=True
-    )(params, batch)
+    (neg_value, aux), loss_grad = jax.value_and_grad(functools.partial(_negated, log_posterior), has_aux=True)(
+        params, batch
+    )
     return -neg_value, aux, loss_grad
 
 

@@ -2,7 +2,8 @@
 
 Code written for `posteriors.sgmcmc.baoa` ports line by line; randomness is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.BAOA`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.BAOA`) on the same gradient, so they give
+bit-identical chains from the same keys.
 """
 
 from __future__ import annotations
@@ -82,11 +83,18 @@ def build(
         Leimkuhler & Matthews, `Rational Construction of Stochastic Numerical Methods for
         Molecular Sampling <https://arxiv.org/abs/1203.5428>`_, AMRX 2013.
     """
-    _common.check_build(kernels.BAOA, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, {"momenta": momenta})
+    _common.check_build(
+        kernels.BAOA,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+    )
     init_fn = functools.partial(
         init, momenta=momenta, sigma=sigma, temperature=temperature, log_posterior=log_posterior
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -119,7 +127,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.BAOA, BAOAState, params, {"momenta": momenta, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.BAOA,
+        BAOAState,
+        params,
+        {"momenta": momenta, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -154,5 +168,12 @@ def update(
         The new `BAOAState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.BAOA, BAOAState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, key, inplace
+        kernels.BAOA,
+        BAOAState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        key,
+        inplace,
     )

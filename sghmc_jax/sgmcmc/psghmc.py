@@ -93,15 +93,37 @@ def build(
         Ma, Chen & Fox, `A Complete Recipe for Stochastic Gradient MCMC
         <https://arxiv.org/abs/1506.04696>`_, NeurIPS 2015.
     """
-    _common.check_build(kernels.PSGHMC, log_posterior, {
-        "lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature, "decay": decay,
-        "eps": eps,
-    }, {"momenta": momenta, "initial_scale": initial_scale})
+    _common.check_build(
+        kernels.PSGHMC,
+        log_posterior,
+        {
+            "lr": lr,
+            "alpha": alpha,
+            "sigma": sigma,
+            "temperature": temperature,
+            "decay": decay,
+            "eps": eps,
+        },
+        {"momenta": momenta, "initial_scale": initial_scale},
+    )
     init_fn = functools.partial(
-        init, momenta=momenta, initial_scale=initial_scale, sigma=sigma, temperature=temperature,
+        init,
+        momenta=momenta,
+        initial_scale=initial_scale,
+        sigma=sigma,
+        temperature=temperature,
         log_posterior=log_posterior,
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature, decay=decay, eps=eps)
+    update_fn = functools.partial(
+        update,
+        log_posterior=log_posterior,
+        lr=lr,
+        alpha=alpha,
+        sigma=sigma,
+        temperature=temperature,
+        decay=decay,
+        eps=eps,
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -136,7 +158,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.PSGHMC, PSGHMCState, params, {"momenta": momenta, "initial_scale": initial_scale, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.PSGHMC,
+        PSGHMCState,
+        params,
+        {"momenta": momenta, "initial_scale": initial_scale, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -175,8 +203,19 @@ def update(
         The new `PSGHMCState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.PSGHMC, PSGHMCState, state, batch, log_posterior, {
-        "lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature, "decay": decay,
-        "eps": eps,
-    }, key, inplace
+        kernels.PSGHMC,
+        PSGHMCState,
+        state,
+        batch,
+        log_posterior,
+        {
+            "lr": lr,
+            "alpha": alpha,
+            "sigma": sigma,
+            "temperature": temperature,
+            "decay": decay,
+            "eps": eps,
+        },
+        key,
+        inplace,
     )

@@ -84,11 +84,16 @@ def build(
         Li, Chen, Carlson & Carin, `Preconditioned Stochastic Gradient Langevin Dynamics for
         Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_, AAAI 2016.
     """
-    _common.check_build(kernels.PSGLD, log_posterior, {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature}, {"initial_scale": initial_scale})
-    init_fn = functools.partial(
-        init, initial_scale=initial_scale, log_posterior=log_posterior
+    _common.check_build(
+        kernels.PSGLD,
+        log_posterior,
+        {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature},
+        {"initial_scale": initial_scale},
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, decay=decay, eps=eps, temperature=temperature)
+    init_fn = functools.partial(init, initial_scale=initial_scale, log_posterior=log_posterior)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, decay=decay, eps=eps, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -116,9 +121,7 @@ def init(
         A `PSGLDState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    return _common.init(
-        kernels.PSGLD, PSGLDState, params, {"initial_scale": initial_scale}, key, log_posterior, batch
-    )
+    return _common.init(kernels.PSGLD, PSGLDState, params, {"initial_scale": initial_scale}, key, log_posterior, batch)
 
 
 def update(
@@ -152,5 +155,12 @@ def update(
         The new `PSGLDState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.PSGLD, PSGLDState, state, batch, log_posterior, {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature}, key, inplace
+        kernels.PSGLD,
+        PSGLDState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "decay": decay, "eps": eps, "temperature": temperature},
+        key,
+        inplace,
     )

@@ -84,11 +84,18 @@ def build(
         Chen, Fox & Guestrin, `Stochastic Gradient Hamiltonian Monte Carlo
         <https://arxiv.org/abs/1402.4102>`_, ICML 2014.
     """
-    _common.check_build(kernels.SGHMC, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, {"momenta": momenta})
+    _common.check_build(
+        kernels.SGHMC,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+    )
     init_fn = functools.partial(
         init, momenta=momenta, sigma=sigma, temperature=temperature, log_posterior=log_posterior
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -121,7 +128,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.SGHMC, SGHMCState, params, {"momenta": momenta, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.SGHMC,
+        SGHMCState,
+        params,
+        {"momenta": momenta, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -160,5 +173,12 @@ def update(
         The new `SGHMCState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.SGHMC, SGHMCState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, key, inplace
+        kernels.SGHMC,
+        SGHMCState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        key,
+        inplace,
     )

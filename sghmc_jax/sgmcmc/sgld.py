@@ -77,9 +77,7 @@ def build(
         <https://www.stats.ox.ac.uk/~teh/research/compstats/WelTeh2011a.pdf>`_, ICML 2011.
     """
     _common.check_build(kernels.SGLD, log_posterior, {"lr": lr, "beta": beta, "temperature": temperature}, {})
-    init_fn = functools.partial(
-        init, log_posterior=log_posterior
-    )
+    init_fn = functools.partial(init, log_posterior=log_posterior)
     update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, beta=beta, temperature=temperature)
     return Transform(init_fn, update_fn)
 
@@ -106,9 +104,7 @@ def init(
         An `SGLDState` at step 0 with NaN log posterior and `aux` laid out
         (NaN entries) when `log_posterior` is given, else None.
     """
-    return _common.init(
-        kernels.SGLD, SGLDState, params, {}, key, log_posterior, batch
-    )
+    return _common.init(kernels.SGLD, SGLDState, params, {}, key, log_posterior, batch)
 
 
 def update(
@@ -142,5 +138,12 @@ def update(
         The new `SGLDState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.SGLD, SGLDState, state, batch, log_posterior, {"lr": lr, "beta": beta, "temperature": temperature}, key, inplace
+        kernels.SGLD,
+        SGLDState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "beta": beta, "temperature": temperature},
+        key,
+        inplace,
     )

@@ -2,7 +2,8 @@
 
 Code written for `posteriors.sgmcmc.sgnht` ports line by line; randomness is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.SGNHT`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.SGNHT`) on the same gradient, so they give
+bit-identical chains from the same keys.
 
 Differences from posteriors in the maths: the position and the thermostat move with the NEW
 momentum (Ding et al.'s Algorithm 1, and the stable order of our SGHMC), where posteriors uses
@@ -96,12 +97,24 @@ def build(
         Thermostats <https://proceedings.neurips.cc/paper/2014/file/21fe5b8ba755eeaece7a450849876228-Paper.pdf>`_,
         NeurIPS 2014.
     """
-    _common.check_build(kernels.SGNHT, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, {"momenta": momenta, "xi": xi})
+    _common.check_build(
+        kernels.SGNHT,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta, "xi": xi},
+    )
     init_fn = functools.partial(
-        init, momenta=momenta, xi=xi, alpha=alpha, sigma=sigma, temperature=temperature,
+        init,
+        momenta=momenta,
+        xi=xi,
+        alpha=alpha,
+        sigma=sigma,
+        temperature=temperature,
         log_posterior=log_posterior,
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, beta=beta, sigma=sigma, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -138,7 +151,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.SGNHT, SGNHTState, params, {"momenta": momenta, "xi": xi, "alpha": alpha, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.SGNHT,
+        SGNHTState,
+        params,
+        {"momenta": momenta, "xi": xi, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -175,5 +194,12 @@ def update(
         The new `SGNHTState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.SGNHT, SGNHTState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature}, key, inplace
+        kernels.SGNHT,
+        SGNHTState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "beta": beta, "sigma": sigma, "temperature": temperature},
+        key,
+        inplace,
     )

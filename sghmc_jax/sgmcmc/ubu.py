@@ -5,7 +5,8 @@ except that alpha defaults to 1.0, a friction rate of 1 as in the UBU literature
 code written for `posteriors.sgmcmc.baoa` switches integrator by changing the module. Randomness
 is explicit
 (`init(..., key=)` to draw momenta, `update(..., key=)` every step) and `inplace=True` means
-buffer donation. Both faces run the same rule (`kernels.UBU`) on the same gradient, so they give bit-identical chains from the same keys.
+buffer donation. Both faces run the same rule (`kernels.UBU`) on the same gradient, so they give
+bit-identical chains from the same keys.
 """
 
 from __future__ import annotations
@@ -87,11 +88,18 @@ def build(
         numerical approximations to ergodic stochastic differential equations
         <https://jmlr.org/papers/v22/21-0453.html>`_, JMLR 2021.
     """
-    _common.check_build(kernels.UBU, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, {"momenta": momenta})
+    _common.check_build(
+        kernels.UBU,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        {"momenta": momenta},
+    )
     init_fn = functools.partial(
         init, momenta=momenta, sigma=sigma, temperature=temperature, log_posterior=log_posterior
     )
-    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature)
+    update_fn = functools.partial(
+        update, log_posterior=log_posterior, lr=lr, alpha=alpha, sigma=sigma, temperature=temperature
+    )
     return Transform(init_fn, update_fn)
 
 
@@ -124,7 +132,13 @@ def init(
         (NaN entries) when `log_posterior` is given, else None.
     """
     return _common.init(
-        kernels.UBU, UBUState, params, {"momenta": momenta, "sigma": sigma, "temperature": temperature}, key, log_posterior, batch
+        kernels.UBU,
+        UBUState,
+        params,
+        {"momenta": momenta, "sigma": sigma, "temperature": temperature},
+        key,
+        log_posterior,
+        batch,
     )
 
 
@@ -159,5 +173,12 @@ def update(
         The new `UBUState`; `log_posterior` and `aux` are those at the old params.
     """
     return _common.update(
-        kernels.UBU, UBUState, state, batch, log_posterior, {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature}, key, inplace
+        kernels.UBU,
+        UBUState,
+        state,
+        batch,
+        log_posterior,
+        {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature},
+        key,
+        inplace,
     )
