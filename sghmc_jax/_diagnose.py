@@ -128,6 +128,11 @@ class Diagnosis:
     __repr__ = __str__
 
 
+def _na(diagnostic: str, note: str, chain: int | None = None, threshold: str = "") -> Row:
+    """A row with no verdict: not applicable, or not computable; `note` says why."""
+    return Row(diagnostic, chain, math.nan, math.nan, threshold, "n/a", note)
+
+
 def _fmt(x: float) -> str:
     if x is None or not np.isfinite(x):
         return "-"
@@ -245,46 +250,16 @@ def _kinetic_rows(
     kinetic = np.asarray(result.kinetic) if result.kinetic is not None else np.zeros((result.num_chains, 0))
     spec = rule.diagnose if rule is not None else None
     if (spec is not None and spec.kinetic is None) or (kinetic.size and np.all(np.isnan(kinetic))):
-        return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                "not applicable: the transform state holds no momenta (e.g. SGLD, pSGLD)",
-            )
-        ]
+        return [_na(name, "not applicable: the transform state holds no momenta (e.g. SGLD, pSGLD)")]
     missing = _missing(values, ("sigma", "temperature"), recorded)
     if missing:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", missing)]
+        return [_na(name, missing)]
     sigma, temperature = values["sigma"], values["temperature"]
     if temperature == 0:
-        return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                "not applicable at temperature 0 (no noise: the momenta go to 0)",
-            )
-        ]
+        return [_na(name, "not applicable at temperature 0 (no noise: the momenta go to 0)")]
     series = kinetic[:, burn_in:] / sigma**2
     if series.shape[1] < 12:
-        return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                f"needs at least 12 steps after burn-in, the run has {series.shape[1]}",
-            )
-        ]
+        return [_na(name, f"needs at least 12 steps after burn-in, the run has {series.shape[1]}")]
     ratio, remark = 1.0, ""
     if spec is None:
         remark = (
@@ -295,7 +270,7 @@ def _kinetic_rows(
     else:
         ratio, lacking = _needs(spec.kinetic, values)
         if lacking:
-            return [Row(name, None, math.nan, math.nan, "", "n/a", _missing(values, (lacking,), recorded))]
+            return [_na(name, _missing(values, (lacking,), recorded))]
         if spec.thermostat:
             remark = "the thermostat holds it at T by construction (a check of the run, not of the noise)"
         elif abs(ratio - 1) > 1e-3:
@@ -309,7 +284,7 @@ def _kinetic_rows(
     for chain in range(series.shape[0]):
         x = series[chain]
         if not np.all(np.isfinite(x)):
-            rows.append(Row(name, chain, math.nan, math.nan, band, "n/a", "the chain diverged"))
+            rows.append(_na(name, "the chain diverged", chain=chain, threshold=band))
             continue
         mean = float(np.mean(x))
         mcse = float(diagnostics._mcse_mean(x[None].astype(np.float64), np))
@@ -375,17 +350,7 @@ def _convergence_rows(
     rb, eb = f"< {rhat_threshold:.4g}", f"> {min_ess:.4g}"
     lp = np.asarray(result.log_posterior, np.float64)[chains, burn_in:]
     if lp.shape[1] < 12:
-        rows.append(
-            Row(
-                "log posterior",
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                f"needs at least 12 steps after burn-in, the run has {lp.shape[1]}",
-            )
-        )
+        rows.append(_na("log posterior", f"needs at least 12 steps after burn-in, the run has {lp.shape[1]}"))
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = float(diagnostics._rhat(lp, np))
@@ -448,11 +413,7 @@ def _convergence_rows(
     draws, names = _param_draws(result, chains, max_params)
     ess_per_chain = math.nan
     if draws.shape[-1] < 4 or not len(names):
-        rows.append(
-            Row(
-                "params", None, math.nan, math.nan, "", "n/a", f"needs at least 4 draws, the run kept {draws.shape[-1]}"
-            )
-        )
+        rows.append(_na("params", f"needs at least 4 draws, the run kept {draws.shape[-1]}"))
         return rows, ess_per_chain
     with np.errstate(divide="ignore", invalid="ignore"):
         rh = np.asarray(diagnostics._rhat(draws, np), np.float64)
@@ -505,7 +466,7 @@ def _convergence_rows(
 def _identical_rows(result: Any, chains: np.ndarray) -> list[Row]:
     name = "identical chains"
     if len(chains) < 2:
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "one chain")]
+        return [_na(name, "one chain")]
     leaves = jax.tree.leaves(result.samples, is_leaf=lambda x: hasattr(x, "_array"))
     groups = diagnostics.identical_chains([np.asarray(x)[chains] for x in leaves])
     if not groups:
@@ -609,33 +570,23 @@ def _noise_rows(
     if data is None or batch_size is None or log_posterior is None:
         why = "the run took host `batches`" if source is not None and source.host_batches else "the run had no `data`"
         return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                band,
-                "n/a",
-                f"needs data= and batch_size= ({why}): V is estimated from minibatches of it",
-            )
+            _na(name, f"needs data= and batch_size= ({why}): V is estimated from minibatches of it", threshold=band)
         ]
     if rule is None or rule.diagnose is None:
         what = f"the rule {rule.name!r} gives no formula (kernels.Rule.diagnose)" if rule else "unknown sampler"
-        return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
+        return [_na(name, what, threshold=band)]
     spec = rule.diagnose
     missing = _missing(values, spec.noise_needs, recorded)
     if missing:
-        return [Row(name, None, math.nan, math.nan, band, "n/a", missing)]
+        return [_na(name, missing, threshold=band)]
     if values["temperature"] == 0:
-        return [
-            Row(name, None, math.nan, math.nan, band, "n/a", "not applicable at temperature 0 (nothing is injected)")
-        ]
+        return [_na(name, "not applicable at temperature 0 (nothing is injected)", threshold=band)]
     if values.get("alpha", 1.0) == 0 and "alpha" in spec.noise_needs:
         return [Row(name, None, math.inf, math.inf, band, "FLAG", "alpha=0 injects no noise: " + _advice(_NOISY, rule))]
     chains = _healthy(result)
     points = _draw_points(result, chains, num_points)
     if not points:
-        return [Row(name, None, math.nan, math.nan, band, "n/a", "no finite draws to evaluate the gradient at")]
+        return [_na(name, "no finite draws to evaluate the gradient at", threshold=band)]
     v = _gradient_variance(log_posterior, data, batch_size, points, num_batches, seed)
     fields = {}
     for field in rule.fields:
@@ -654,7 +605,7 @@ def _noise_rows(
             if lacking and lacking not in rule.fields
             else "the final state lacks the fields its formula reads"
         )
-        return [Row(name, None, math.nan, math.nan, band, "n/a", what)]
+        return [_na(name, what, threshold=band)]
     r = np.asarray(r, np.float64)
     mean, worst = float(np.mean(r)), float(np.max(r))
     flag = mean > threshold
@@ -681,26 +632,14 @@ def _ksd_rows(
 ) -> list[Row]:
     name = "KSD"
     if log_posterior is None or data is None or (source is not None and source.host_batches and not data_given):
-        return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                "needs data= (the run took host `batches` or no `data`): the scores use the full data",
-            )
-        ]
+        return [_na(name, "needs data= (the run took host `batches` or no `data`): the scores use the full data")]
     temperature = values.get("temperature")
     if temperature == 0:
-        return [
-            Row(name, None, math.nan, math.nan, "", "n/a", "not applicable at temperature 0 (no target distribution)")
-        ]
+        return [_na(name, "not applicable at temperature 0 (no target distribution)")]
     chains = _healthy(result)
     n = len(result.sample_steps)
     if n < 2 or not len(chains):
-        return [Row(name, None, math.nan, math.nan, "", "n/a", "needs at least 2 draws")]
+        return [_na(name, "needs at least 2 draws")]
     # Near-independent draws: every k-th, k = draws per effective draw of the slowest param (the
     # reference below holds for independent draws; autocorrelated ones sit above it by a factor
     # that grows with k, so runs that mix at different speeds would not compare).
@@ -715,17 +654,7 @@ def _ksd_rows(
     finite = np.all(np.stack([np.isfinite(x.reshape(len(x), -1)).all(axis=1) for x in flat]), axis=0)
     m = int(finite.sum())
     if m < 2:
-        return [
-            Row(
-                name,
-                None,
-                math.nan,
-                math.nan,
-                "",
-                "n/a",
-                f"needs at least 2 near-independent draws, has {m} (thinned to every {_ordinal(k)})",
-            )
-        ]
+        return [_na(name, f"needs at least 2 near-independent draws, has {m} (thinned to every {_ordinal(k)})")]
     draws = jax.tree.unflatten(treedef, [jnp.asarray(x[finite]) for x in flat])
     scores = stein.scores_from(log_posterior, draws, data, temperature=temperature)
     value = float(stein.ksd(draws, scores, c=1.0, beta=-0.5, statistic="u"))
