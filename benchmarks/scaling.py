@@ -61,7 +61,7 @@ import optax  # noqa: E402
 
 import _common  # noqa: E402
 import sghmc_jax  # noqa: E402
-from sghmc_jax import _engine  # noqa: E402
+from sghmc_jax._sampler import cache  # noqa: E402
 from sampler_overhead import logistic_problem, mlp_problem  # noqa: E402
 
 CHAIN_COUNTS = (1, 4, 16, 64, 256)
@@ -184,7 +184,7 @@ def chains_part(quick: bool, env: dict) -> list[dict]:
                 })
             print(f"  {name}, {num_chains} chains done ({_common.load_average()})", flush=True)
             del floor, kernel, first
-            _engine.clear_cache()  # drop this chain count's programs (and their buffers' memory)
+            cache.clear_cache()  # drop this chain count's programs (and their buffers' memory)
             gc.collect()
     _print_chains(rows, env)
     return rows

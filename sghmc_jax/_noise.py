@@ -296,6 +296,38 @@ def _token(k0: jax.Array, results: list[Any]) -> jax.Array:
     return token
 
 
+def _checked_sizes(leaves: Sequence[jax.Array | jax.ShapeDtypeStruct]) -> list[int]:
+    """The leaves' element counts; an error for a leaf past the generator's 32-bit counters."""
+    sizes = [math.prod(jnp.shape(x)) for x in leaves]
+    for size, x in zip(sizes, leaves, strict=True):
+        if size > _MAX_LEAF_ELEMENTS:
+            raise ValueError(
+                f"noise generation supports leaves of at most 2**32 - 1 elements, got a leaf of "
+                f"shape {jnp.shape(x)} ({size} elements); split it into smaller leaves"
+            )
+    return sizes
+
+
+def _bins(sizes: list[int], dtypes: list[Any]) -> list[list[int]]:
+    """Runs of consecutive small leaves of one noise dtype, cut into bins of <= capacity elements."""
+    capacity = max(_BIN_ELEMENTS, -(-sum(n for n in sizes if n < _SMALL_LEAF) // _MAX_BINS))
+    bins: list[list[int]] = []
+    for i, size in enumerate(sizes):
+        if size >= _SMALL_LEAF or size == 0:
+            continue
+        last = bins[-1] if bins else None
+        if (
+            last is not None
+            and last[-1] == i - 1
+            and dtypes[last[0]] == dtypes[i]
+            and sum(sizes[j] for j in last) + size <= capacity
+        ):
+            last.append(i)
+        else:
+            bins.append([i])
+    return bins
+
+
 def map_with_noise(
     key: jax.Array,
     leaves: Sequence[jax.Array | jax.ShapeDtypeStruct],
@@ -321,13 +353,7 @@ def map_with_noise(
     generator over the stacked shape, sliced, does not fuse and runs ~8x slower).
     """
     k0, k1 = key_words(key)
-    sizes = [math.prod(jnp.shape(x)) for x in leaves]
-    for size, x in zip(sizes, leaves, strict=True):
-        if size > _MAX_LEAF_ELEMENTS:
-            raise ValueError(
-                f"noise generation supports leaves of at most 2**32 - 1 elements, got a leaf of "
-                f"shape {jnp.shape(x)} ({size} elements); split it into smaller leaves"
-            )
+    sizes = _checked_sizes(leaves)
     offsets = [0]
     for size in sizes[:-1]:
         offsets.append(offsets[-1] + size)
@@ -342,22 +368,7 @@ def map_with_noise(
         row = sizes[i] // draws
         return fn(i, tuple(leaf_noise(k0, k1, offsets[i] + d * row, row_shape, dtypes[i]) for d in range(draws)))
 
-    # Runs of consecutive small leaves of one noise dtype, cut into bins of <= capacity elements.
-    capacity = max(_BIN_ELEMENTS, -(-sum(n for n in sizes if n < _SMALL_LEAF) // _MAX_BINS))
-    bins: list[list[int]] = []
-    for i, size in enumerate(sizes):
-        if size >= _SMALL_LEAF or size == 0:
-            continue
-        last = bins[-1] if bins else None
-        if (
-            last is not None
-            and last[-1] == i - 1
-            and dtypes[last[0]] == dtypes[i]
-            and sum(sizes[j] for j in last) + size <= capacity
-        ):
-            last.append(i)
-        else:
-            bins.append([i])
+    bins = _bins(sizes, dtypes)
     binned = [j for members in bins for j in members]
     in_bins = set(binned)
     results: list[Any] = [None if i in in_bins else fused(i) for i in range(len(leaves))]

@@ -42,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -53,7 +54,9 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "Diagnosis",
     "IdenticalChainsWarning",
+    "Row",
     "ess_bulk",
     "ess_mean",
     "ess_tail",
@@ -725,3 +728,88 @@ def _summary(samples: Any, chain_ids: Sequence[int] | None = None) -> dict[str, 
     _warn_identical(samples, chain_ids, stacklevel=4)
     # Keep the pytree's leaf order rather than the grouping order.
     return {name: results[name] for name in names}
+
+
+# ---- the table `SampleResult.diagnose()` returns ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of a `Diagnosis`.
+
+    Attributes:
+        diagnostic: "kinetic temperature", "noise ratio R" or "KSD".
+        chain: the chain it is about, or None for the run as a whole.
+        value: the estimate (NaN when it could not be computed).
+        error: its Monte Carlo standard error (kinetic temperature), the maximum over
+            coordinates (noise ratio) or the reference value (KSD); NaN when none.
+        threshold: what `value` is compared with, in words ("" when there is no verdict).
+        verdict: "ok", "FLAG", "n/a" (not applicable or not computable: `note` says why) or
+            "-" (reported, no verdict).
+        note: advice when flagged, what is missing when "n/a", else a remark or "".
+    """
+
+    diagnostic: str
+    chain: int | None
+    value: float
+    error: float
+    threshold: str
+    verdict: str
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """The table `SampleResult.diagnose()` returns: `rows`, printed as a table with the notes
+    (advice for flagged rows, what was missing for "n/a" ones) underneath."""
+
+    rows: tuple[Row, ...]
+
+    @property
+    def flagged(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "FLAG"]
+
+    @property
+    def ok(self) -> bool:
+        """No row flagged (rows that could not be computed do not count)."""
+        return not self.flagged
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(r) for r in self.rows]
+
+    def __str__(self) -> str:
+        header = ("diagnostic", "chain", "value", "± / max / ref", "threshold", "verdict")
+        lines = [
+            (
+                r.diagnostic,
+                "all" if r.chain is None else str(r.chain),
+                _fmt(r.value),
+                _fmt(r.error),
+                r.threshold,
+                r.verdict,
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+        out += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+        notes, seen = [], set()
+        for r in self.rows:
+            if r.note and (r.diagnostic, r.note) not in seen:
+                seen.add((r.diagnostic, r.note))
+                chains = [
+                    str(q.chain)
+                    for q in self.rows
+                    if q.diagnostic == r.diagnostic and q.note == r.note and q.chain is not None
+                ]
+                where = f" (chain {', '.join(chains)})" if chains else ""
+                notes.append(f"  {r.diagnostic}{where} [{r.verdict}]: {r.note}")
+        return "\n".join(out + (["notes:", *notes] if notes else []))
+
+    __repr__ = __str__
+
+
+def _fmt(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return f"{x:.4g}"

@@ -1,4 +1,5 @@
-"""Types shared across the library."""
+"""Types shared across the library: what users pass and get back (`SamplerState` to continue a
+run, `StoredArray` for draws on disk)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any, NamedTuple, TypeAlias
 
 import chex
 import jax
+import numpy as np
 
-__all__ = ["ArrayTree", "LogProbFn", "ScalarOrSchedule", "Schedule", "Transform"]
+__all__ = ["ArrayTree", "LogProbFn", "SamplerState", "ScalarOrSchedule", "Schedule", "StoredArray", "Transform"]
 
 ArrayTree: TypeAlias = chex.ArrayTree
 """A pytree of arrays (params, momenta, gradients)."""
@@ -33,3 +35,61 @@ class Transform(NamedTuple):
 
     init: Callable[..., Any]
     update: Callable[..., Any]
+
+
+class SamplerState(NamedTuple):
+    """Everything needed to continue a run exactly (all arrays have a leading chain axis except
+    `step`).
+
+    Attributes:
+        step: number of steps taken by every chain (int32 scalar).
+        params: the chains' parameters.
+        transform_state: the chains' transform states (momenta, keys, counters).
+        noise_key: per-chain key of the step noise (step t uses fold_in(noise_key, t)).
+        data_key: per-chain key of the minibatch order (epoch e uses fold_in(data_key, e)).
+        perm: per-chain permutation of the data for the current epoch, shape (chain, N);
+            shape (chain, 0) without on-device data.
+        diverged_at: per-chain draw index (number of steps) of the first non-finite params or
+            log posterior, or −1.
+        diverged_in_params: per-chain whether that divergence was non-finite params (made by an
+            update; else a non-finite log posterior at finite params).
+        last_finite: with `on_divergence="continue"`, each chain's last `(params,
+            transform_state)` whose params and log posterior were finite (where a diverged
+            chain is held); None otherwise.
+    """
+
+    step: jax.Array
+    params: ArrayTree
+    transform_state: Any
+    noise_key: jax.Array
+    data_key: jax.Array
+    perm: jax.Array
+    diverged_at: jax.Array
+    diverged_in_params: jax.Array
+    last_finite: Any = None
+
+
+class StoredArray:
+    """A lazy view of an array in a run's draw store on disk (`sample(output=...)`: a leaf of
+    `SampleResult.samples`, (chain, draw, ...), or a per-step trace, (chain, step)): indexing
+    reads from disk what it selects; `np.asarray` reads it all (a leaf of 10M parameters × 1,000
+    draws is 40 GB: select first)."""
+
+    def __init__(self, array: Any):
+        self._array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self._array[index])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self._array[...])
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"StoredArray(shape={self.shape}, dtype={self.dtype})"

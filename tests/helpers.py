@@ -597,3 +597,32 @@ def log_log_slope(lrs, biases, ses) -> tuple[float, float]:
     ym = np.sum(w * y) / np.sum(w)
     sxx = np.sum(w * (x - xm) ** 2)
     return float(np.sum(w * (x - xm) * (y - ym)) / sxx), float(1 / np.sqrt(sxx))
+
+
+# ---- shared by the sampler wing's test files ---------------------------------------------------
+
+
+def regression(seed=0, n=64, d=3):
+    """A small Bayesian linear regression: (log_posterior, params, data)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ np.arange(1.0, d + 1) + rng.normal(size=n)).astype(np.float32)
+    data = {"x": x, "y": y}
+
+    def log_posterior(w, batch):
+        resid = batch["y"] - batch["x"] @ w
+        return -0.5 * n / batch["y"].shape[0] * jnp.sum(resid**2) - 0.5 * jnp.sum(w**2), None
+
+    return log_posterior, data
+
+
+def interrupt_after(chunks):
+    """A callback that raises KeyboardInterrupt after `chunks` chunks (a simulated kill)."""
+    calls = {"n": 0}
+
+    def callback(info):
+        calls["n"] += 1
+        if calls["n"] == chunks:
+            raise KeyboardInterrupt("simulated kill")
+
+    return callback

@@ -19,7 +19,7 @@ import optax
 import pytest
 
 import sghmc_jax
-from sghmc_jax import _diagnose
+from sghmc_jax._sampler import scores as _diagnose
 
 N, D = 100, 10
 SPREAD = 20.0  # sd of the data: batch size 1 then adds gradient noise of variance ~400

@@ -123,9 +123,9 @@ def test_a_whole_flax_module_with_batchnorm_is_refused_by_every_face(monkeypatch
     """Regression (issue 18): with flax 0.12 an nnx.Module is a pytree of float arrays, so a
     Linear→BatchNorm→Linear model passed every check and its running statistics were sampled
     as weights (var 1 → ~30)."""
-    from sghmc_jax import _engine
+    from sghmc_jax._sampler import cache
 
-    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+    monkeypatch.setattr(cache.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
     model = _batchnorm_model()
     for name, call in _every_entry(model):
         with pytest.raises(TypeError, match=rf"`{name}` must hold a model's parameters, not the model: got the Flax module Sequential at {name},.*nnx\.split\(model, nnx\.Param, \.\.\.\)"):
@@ -136,9 +136,9 @@ def test_a_whole_flax_module_with_batchnorm_is_refused_by_every_face(monkeypatch
 
 
 def test_a_flax_state_with_batch_statistics_is_refused_with_how_to_split_by_param(monkeypatch):
-    from sghmc_jax import _engine
+    from sghmc_jax._sampler import cache
 
-    monkeypatch.setattr(_engine.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
+    monkeypatch.setattr(cache.Program, "executable", lambda *a, **k: pytest.fail("compiled"))
     _, state = nnx.split(_batchnorm_model())  # Params and BatchStats together
     for name, call in _every_entry(state):
         with pytest.raises(TypeError, match=rf"`{name}` must hold parameters \(nnx\.Param\) only, got an nnx\.BatchStat variable at {name}\['layers'\]\[1\]\['mean'\].*graphdef, params, rest = nnx\.split\(model, nnx\.Param, \.\.\.\)"):

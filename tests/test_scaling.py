@@ -22,7 +22,7 @@ import json, re, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import sghmc_jax
-from sghmc_jax import _engine
+from sghmc_jax._sampler import cache
 
 def problem(n=64, d=6, seed=0):
     rng = np.random.default_rng(seed)
@@ -44,7 +44,7 @@ def spec(x):
     return entries
 
 def chunk_hlo():
-    return "\\n".join(e.as_text() for e in _engine._cache.values() if hasattr(e, "as_text"))
+    return "\\n".join(e.as_text() for e in cache._cache.values() if hasattr(e, "as_text"))
 
 def dump(**kw):
     print("RESULT " + json.dumps({k: (np.asarray(v).tolist() if hasattr(v, "shape") else v) for k, v in kw.items()}), flush=True)
@@ -73,7 +73,7 @@ def test_chains_across_devices_run_without_communication_and_give_the_unsharded_
                   chunk_size=30, progress=False)
         plain = sghmc_jax.sample(0, log_posterior, params, **kw)
         mesh = Mesh(np.array(jax.devices()), ("chains",))
-        _engine.clear_cache()
+        cache.clear_cache()
         sharded = sghmc_jax.sample(0, log_posterior, params, mesh=mesh, chain_axis="chains", **kw)
         hlo = chunk_hlo()
         state = sharded.final_state
@@ -399,9 +399,9 @@ try:
     sghmc_jax.sample(key, log_posterior, params, transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k),
                      num_steps=40, num_chains=8, data=data, batch_size=16, chunk_size=20, progress=False,
                      mesh=mesh, chain_axis="chains")
-    dump(error=None, compiled=len(_engine._cache))
+    dump(error=None, compiled=len(cache._cache))
 except ValueError as err:
-    dump(error=str(err), compiled=len(_engine._cache))
+    dump(error=str(err), compiled=len(cache._cache))
 """
 
 

@@ -1,5 +1,5 @@
 """Where a run's draws go: host memory (the default), or a zarr (v3) store on disk that each chunk's
-draws, their steps and the log-posterior trace are written to as they come, so that host memory
+draws, their steps and the per-step traces are written to as they come, so that host memory
 stays at one chunk whatever the run's length.
 
 Why zarr v3 (with zarr-python) rather than tensorstore: it is the format's reference
@@ -10,7 +10,8 @@ orbax brings) writes the same format, so a user can read the store with either.
 
 Layout of a store: the group's attrs hold the leaf names, how many draws and steps are written
 and the run's fingerprint; `samples/<leaf>` is (chain, draw, ...leaf shape), `sample_steps` is
-(draw,), `log_posterior` and `kinetic` (mᵀm/d of the momenta after each step) are (chain, step).
+(draw,), and each per-step trace of `traces.TRACES` (the log posterior, the kinetic energy) is
+a (chain, step) array of its name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from sghmc_jax._sampler.identity import changes
+from sghmc_jax._sampler.traces import TRACES
+from sghmc_jax.types import StoredArray
+
 __all__: list[str] = []
 
 _CHUNK_BYTES = 64 << 20  # at most this much per stored chunk of draws
@@ -35,7 +40,7 @@ _CREATING = ".sghmc-creating"
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
-def _zarr() -> Any:
+def zarr_module() -> Any:
     try:
         import zarr
     except ImportError as err:
@@ -45,7 +50,7 @@ def _zarr() -> Any:
     return zarr
 
 
-def _leaf_names(tree: Any) -> list[str]:
+def leaf_names(tree: Any) -> list[str]:
     from sghmc_jax import diagnostics
 
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, StoredArray))
@@ -88,30 +93,6 @@ def _write_trace(array: Any, start: int, value: jax.Array, n_steps: int) -> None
         array[:, start : start + n_steps] = np.asarray(value)[:n_steps].T
 
 
-class StoredArray:
-    """A lazy view of an array in the store: indexing reads from disk what it selects;
-    `np.asarray` reads it all (a leaf of 10M parameters × 1,000 draws is 40 GB: select first)."""
-
-    def __init__(self, array: Any):
-        self._array = array
-        self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
-        self.ndim = len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self._array[index])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = np.asarray(self._array[...])
-        return out if dtype is None else out.astype(dtype)
-
-    def __repr__(self) -> str:
-        return f"StoredArray(shape={self.shape}, dtype={self.dtype})"
-
-
 class DrawStore:
     """A zarr group the run's draws go to, append-only: each chunk writes the draws and steps
     after the ones already there; a resumed run first cuts back to the counts of its checkpoint
@@ -130,13 +111,11 @@ class DrawStore:
         fingerprint: str,
         parts: dict[str, Any],
         resume: bool,
-        trace_dtypes: tuple[Any, Any] = (np.float64, np.float64),
+        trace_dtypes: dict[str, Any],
     ):
-        from sghmc_jax import _checkpoint
-
-        zarr = _zarr()
+        zarr = zarr_module()
         self.path = os.fspath(path)
-        self.names = _leaf_names(params)
+        self.names = leaf_names(params)
         leaves = jax.tree.leaves(params)
         exists = os.path.exists(os.path.join(self.path, "zarr.json"))
         if exists:
@@ -144,7 +123,7 @@ class DrawStore:
             if group.attrs.get("fingerprint") != fingerprint:
                 raise ValueError(
                     f"{self.path!r} holds draws of another run, which this call will not resume or "
-                    f"return: {_checkpoint.changes(group.attrs.get('run'), parts)}. sghmc_jax never "
+                    f"return: {changes(group.attrs.get('run'), parts)}. sghmc_jax never "
                     "overwrites draws: give `output` (or `checkpoint_dir`) a new path"
                 )
             if not resume:
@@ -173,8 +152,7 @@ class DrawStore:
             )
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
-        self.trace = self.group["log_posterior"]
-        self.kinetic = self._kinetic_array()
+        self.traces = {tr.name: self.group[tr.name] for tr in TRACES}
         self.local_chains: set[int] = set()
         self.draws_written = int(self.group.attrs.get("num_draws", 0))
         self.steps_written = int(self.group.attrs.get("num_steps", 0))
@@ -200,7 +178,7 @@ class DrawStore:
         chunk_draws: int,
         chunk_steps: int,
         attrs: dict[str, Any],
-        trace_dtypes: tuple[Any, Any],
+        trace_dtypes: dict[str, Any],
     ) -> Any:
         """Makes the store under a temporary name beside `path` and renames it into place, so
         that a kill while it is being made leaves nothing at `path` for the rerun to refuse."""
@@ -227,7 +205,7 @@ class DrawStore:
             group.create_array(
                 "sample_steps", shape=(max(max_draws, 1),), chunks=(max(chunk_draws, 1),), dtype="int64", fill_value=-1
             )
-            for name, dtype in zip(("log_posterior", "kinetic"), trace_dtypes, strict=True):
+            for name, dtype in trace_dtypes.items():
                 # The traces keep the dtypes they have in memory (the log posterior's value's, the
                 # momenta's at least float32).
                 group.create_array(
@@ -244,19 +222,6 @@ class DrawStore:
         _barrier("sghmc_jax store created")
         return zarr.open_group(self.path, mode="r+")
 
-    def _kinetic_array(self) -> Any:
-        """The kinetic trace, made like the log posterior's in a store written before it existed
-        (a checkpointed run resumed by a newer version)."""
-        if "kinetic" not in self.group:
-            _barrier("sghmc_jax kinetic create")
-            if jax.process_index() == 0:
-                self.group.create_array(
-                    "kinetic", shape=self.trace.shape, chunks=self.trace.chunks, dtype="float64", fill_value=np.nan
-                )
-            _barrier("sghmc_jax kinetic created")
-            self.group = _zarr().open_group(self.path, mode="r+")
-        return self.group["kinetic"]
-
     def truncate(self, draws: int, steps: int) -> None:
         """Back to `draws` draws and `steps` steps (a checkpoint's counts)."""
         self.draws_written, self.steps_written = draws, steps
@@ -268,13 +233,12 @@ class DrawStore:
         n_draws: int,
         kept: np.ndarray | None,
         steps: np.ndarray,
-        trace: jax.Array,
+        traces: dict[str, jax.Array],
         n_steps: int,
-        kinetic: jax.Array,
     ) -> None:
         """Appends a chunk: `draws` (draw, chain, ...) buffers of which the first `n_draws` are
-        this chunk's (`kept` picks those to store), their `steps`, and the `trace` and `kinetic`
-        (step, chain) buffers."""
+        this chunk's (`kept` picks those to store), their `steps`, and the (step, chain) buffers
+        of the traces by name."""
         take: Any = slice(0, n_draws) if kept is None else np.flatnonzero(kept[:n_draws])
         count = n_draws if kept is None else int(np.sum(kept[:n_draws]))
         d0 = self.draws_written
@@ -285,8 +249,8 @@ class DrawStore:
             if jax.process_index() == 0:
                 self.steps[d0 : d0 + count] = np.asarray(steps)[take].astype(np.int64)
         self._grow_trace(self.steps_written + n_steps)
-        _write_trace(self.trace, self.steps_written, trace, n_steps)
-        _write_trace(self.kinetic, self.steps_written, kinetic, n_steps)
+        for name, value in traces.items():
+            _write_trace(self.traces[name], self.steps_written, value, n_steps)
         self.draws_written += count
         self.steps_written += n_steps
         self._commit()
@@ -303,21 +267,20 @@ class DrawStore:
             self.__init_arrays()
 
     def _grow_trace(self, steps: int) -> None:
-        if steps > self.trace.shape[1]:
+        if steps > next(iter(self.traces.values())).shape[1]:
             _barrier("sghmc_jax trace resize")
             if jax.process_index() == 0:
-                for array in (self.trace, self.kinetic):
+                for array in self.traces.values():
                     array.resize((array.shape[0], max(steps, 2 * array.shape[1])))
             _barrier("sghmc_jax trace resized")
             self.__init_arrays()
 
     def __init_arrays(self) -> None:
-        zarr = _zarr()
+        zarr = zarr_module()
         self.group = zarr.open_group(self.path, mode="r+")
         self.arrays = [self.group[f"samples/{n}"] for n in self.names]
         self.steps = self.group["sample_steps"]
-        self.trace = self.group["log_posterior"]
-        self.kinetic = self.group["kinetic"]
+        self.traces = {name: self.group[name] for name in self.traces}
 
     def _commit(self) -> None:
         _barrier("sghmc_jax chunk written")
@@ -344,7 +307,7 @@ class DrawStore:
             for array in self.arrays:
                 array.resize((array.shape[0], self.draws_written, *array.shape[2:]))
             self.steps.resize((self.draws_written,))
-            for array in (self.trace, self.kinetic):
+            for array in self.traces.values():
                 array.resize((array.shape[0], self.steps_written))
         _barrier("sghmc_jax store finalized")
         self.__init_arrays()
@@ -355,11 +318,8 @@ class DrawStore:
     def sample_steps(self) -> np.ndarray:
         return np.asarray(self.steps[: self.draws_written])
 
-    def log_posterior(self) -> StoredArray:
-        return StoredArray(self.trace)
-
-    def kinetic_trace(self) -> StoredArray:
-        return StoredArray(self.kinetic)
+    def trace(self, name: str) -> StoredArray:
+        return StoredArray(self.traces[name])
 
 
 def _barrier(name: str) -> None:

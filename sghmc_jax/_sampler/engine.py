@@ -1,0 +1,245 @@
+"""The compiled programs behind `sample()`: the chains' initial state, and the chunk of steps.
+
+One chunk program serves every chunk of a run, and of later runs with the same functions and
+shapes: the numbers of burn-in steps, draws and trailing steps are runtime arguments, so neither
+the run's length nor a continuation compiles anything new. The programs read only the program
+views of the run plan's records (`fields.program_view`), which are also their cache key (`cache.py`).
+
+A chunk runs `before` single steps, then `draws` draws of `thin` steps each, then `after` single
+steps, recording every step's traces (`traces.TRACES`: the log posterior, the kinetic energy)
+and every draw in buffers of the chunk's capacity.
+
+Divergence: a chain diverges at the first draw index s (the params after s steps) whose params
+are not finite or whose log posterior is not finite. Step t evaluates the log posterior at θ_t
+and makes θ_{t+1}, so it finds either s = t or s = t + 1. With `continue_on_divergence` a
+diverged chain is held at its last state that passed both checks; its later draws and trace
+values are NaN, which marks them missing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sghmc_jax import _checks, _noise
+from sghmc_jax._sampler import batching
+from sghmc_jax._sampler.placement import Placement, constrain
+from sghmc_jax._sampler.traces import TRACES
+from sghmc_jax.types import ArrayTree, SamplerState
+
+__all__: list[str] = []
+
+
+class Views(NamedTuple):
+    """The program views of the run plan's records (`fields.program_view`) a chunk reads."""
+
+    steps: Any
+    batches: Any
+    model: Any
+    predictive: Any
+    placement: Placement | None
+
+
+class ChunkOutput(NamedTuple):
+    state: SamplerState
+    traces: dict[str, jax.Array]  # by name: (capacity, chain) per step, NaN past the chunk's steps
+    draws: ArrayTree  # leaves (max_draws, chain, ...)
+    draw_steps: jax.Array  # (max_draws,) steps after which each draw was taken
+    keeps: jax.Array  # (max_draws,) the `keep` predicate per draw
+    pred_sum: Any
+    pred_count: Any
+
+
+def _per_chain(mask: jax.Array, x: jax.Array) -> jax.Array:
+    return mask.reshape((-1,) + (1,) * (jnp.ndim(x) - 1))
+
+
+def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+    """Per chain: `on_true` where `mask`, else `on_false` (trees with a leading chain axis)."""
+    return jax.tree.map(lambda a, b: jnp.where(_per_chain(mask, a), a, b), on_true, on_false)
+
+
+def _all_finite(tree: ArrayTree) -> jax.Array:
+    """(chain,) whether every element of the chain's slice of every leaf is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    ok = [jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1) for x in leaves]
+    return functools.reduce(jnp.logical_and, ok)
+
+
+def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, Any, jax.Array]:
+    """Every chain's gradient at its params and the transform's update: (params, transform
+    states, the (chain,) log posterior at the old params)."""
+    model, t = views.model, state.step
+    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
+
+    def neg_log_posterior(params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
+        value, aux = _checks.check_log_posterior_output(model.log_posterior(params, batch))
+        return -value, aux
+
+    def chain_step(params, tx_state, noise_key, batch):
+        (neg_value, _), grads = jax.value_and_grad(neg_log_posterior, has_aux=True)(params, batch)
+        updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
+        return optax.apply_updates(params, updates), tx_state, -neg_value
+
+    # The noise bins' conditionals take a zero made from the step count every chain shares, not
+    # from chain 0's key: with chains on several devices, the step needs no communication.
+    with _noise.shared_zero(t):
+        params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
+            state.params, state.transform_state, state.noise_key, batch
+        )
+    place = views.placement
+    if place is not None:
+        params, tx_state = place.params(params), place.like_params(tx_state)
+        value = constrain(value, place.chains())
+    return params, tx_state, value
+
+
+def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple[SamplerState, dict[str, jax.Array]]:
+    """One step of every chain; returns the new state and the step's traces by name."""
+    t, perm, place = state.step, state.perm, views.placement
+    if data is not None:
+        batch, perm = batching.minibatch(views.batches, t, perm, state.data_key, data)
+        if place is not None:
+            batch = jax.tree.map(lambda b: constrain(b, place.chains(place.data_axis)), batch)
+        batch_axis = 0
+    else:
+        batch, batch_axis = host_batch, None
+    params, tx_state, value = _update(views, state, batch, batch_axis)
+    alive = state.diverged_at < 0
+    value_ok = jnp.isfinite(value)
+    newly = alive & ~(value_ok & _all_finite(params))
+    diverged_at = jnp.where(newly, jnp.where(value_ok, t + 1, t), state.diverged_at)
+    diverged_in_params = jnp.where(newly, value_ok, state.diverged_in_params)
+    last_finite = state.last_finite
+    if views.steps.continue_on_divergence:
+        # θ_t passed both checks (finite params one step ago, finite log posterior now).
+        last_finite = _select(alive & value_ok, (state.params, state.transform_state), last_finite)
+        params, tx_state = _select(diverged_at < 0, (params, tx_state), last_finite)
+    value = jnp.where(alive, value, jnp.nan)
+    # Read off the state the step made, after its numbers are fixed: the chain does not change.
+    traces = {tr.name: jnp.where(alive, tr.read(value, tx_state), jnp.nan) for tr in TRACES}
+    new_state = state._replace(
+        step=t + 1,
+        params=params,
+        transform_state=tx_state,
+        perm=perm,
+        diverged_at=diverged_at,
+        diverged_in_params=diverged_in_params,
+        last_finite=last_finite,
+    )
+    return new_state, traces
+
+
+def _record(views: Views, k: jax.Array, state: SamplerState, buffers: tuple, predict_inputs: Any) -> tuple:
+    """Writes draw `k` (the chains' params, NaN for a diverged chain), its step and `keep`, and
+    adds the kept draws' predictions to the running sums."""
+    draws, draw_steps, keeps, pred_sum, pred_count = buffers
+    alive = state.diverged_at < 0
+    sample = jax.tree.map(lambda p: jnp.where(_per_chain(alive, p), p, jnp.nan), state.params)
+    draws = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample)
+    # The update that produced this draw ran at step index state.step − 1, where its schedules
+    # were evaluated: `keep` sees that index, like a schedule.
+    keep = views.model.keep(state.step - 1) if views.model.keep is not None else jnp.bool_(True)
+    draw_steps = draw_steps.at[k].set(state.step)
+    keeps = keeps.at[k].set(keep)
+    if views.predictive.fn is not None:
+        preds = jax.vmap(views.predictive.fn, in_axes=(0, None))(state.params, predict_inputs)
+        w = keep & alive
+        pred_sum = jax.tree.map(lambda s, p: s + jnp.where(_per_chain(w, p), p, 0).astype(s.dtype), pred_sum, preds)
+        pred_count = pred_count + w.astype(pred_count.dtype)
+    return draws, draw_steps, keeps, pred_sum, pred_count
+
+
+def chunk_program(views: Views) -> Callable[..., ChunkOutput]:
+    """The chunk as a function of (state, xs, pred_sum, pred_count, data, predict_inputs,
+    counts), counts = int32 [before, draws, after].
+
+    One loop over the chunk's steps with the draws recorded under a conditional, so that the
+    step (the user's gradient and the update) is compiled once, whatever the mix of burn-in,
+    draws and trailing steps.
+    """
+    steps = views.steps
+
+    def run(state, xs, pred_sum, pred_count, data, predict_inputs, counts):
+        n_before, n_draws, n_after = counts[0], counts[1], counts[2]
+        n_steps = n_before + n_draws * steps.thin + n_after
+        chains = state.diverged_at.shape[0]
+        traces = {
+            tr.name: jnp.full(
+                (steps.capacity, chains), jnp.nan, tr.dtype(state.transform_state, views.model.value_dtype)
+            )
+            for tr in TRACES
+        }
+        draws = jax.tree.map(lambda p: jnp.zeros((steps.max_draws, *p.shape), p.dtype), state.params)
+        draw_steps = jnp.zeros((steps.max_draws,), jnp.int32)
+        keeps = jnp.zeros((steps.max_draws,), bool)
+
+        def one(pos: jax.Array, carry: tuple) -> tuple:
+            state, traces, buffers = carry
+            state, values = step(views, state, batching.host_batch(xs, pos), data)
+            traces = {
+                name: jax.lax.dynamic_update_index_in_dim(buf, values[name].astype(buf.dtype), pos, 0)
+                for name, buf in traces.items()
+            }
+            into = pos + 1 - n_before  # steps into the draws
+            is_draw = (into > 0) & (into <= n_draws * steps.thin) & (into % steps.thin == 0)
+            k = jnp.maximum(into // steps.thin - 1, 0)
+            buffers = jax.lax.cond(is_draw, lambda b: _record(views, k, state, b, predict_inputs), lambda b: b, buffers)
+            return state, traces, buffers
+
+        buffers = (draws, draw_steps, keeps, pred_sum, pred_count)
+        state, traces, buffers = jax.lax.fori_loop(0, n_steps, one, (state, traces, buffers))
+        draws, draw_steps, keeps, pred_sum, pred_count = buffers
+        return ChunkOutput(state, traces, draws, draw_steps, keeps, pred_sum, pred_count)
+
+    return run
+
+
+def initial_state_program(
+    model: Any, start: Any, batches: Any, placement: Placement | None
+) -> Callable[[jax.Array, ArrayTree], SamplerState]:
+    """(the run's key, the user's initial params) -> the chains' initial `SamplerState` (no
+    `last_finite`), from the program views of the records. The params are broadcast to every
+    chain (or taken per chain when stacked) into new buffers: the chunks donate their state,
+    never the caller's arrays."""
+    num_chains = start.num_chains
+
+    def init_one(chain_key: jax.Array, params: ArrayTree) -> tuple[Any, jax.Array, jax.Array]:
+        init_key, noise_key, data_key = jax.random.split(chain_key, 3)
+        tx = model.transform(init_key) if model.is_factory else model.transform
+        return tx.init(params), noise_key, data_key
+
+    def init(key: jax.Array, params: ArrayTree) -> SamplerState:
+        if not start.stacked_init:
+            params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))), params)
+        if placement is not None:
+            params = placement.params(params)
+        # The initial momenta's noise bins take a zero from the run's key, which every chain shares.
+        with _noise.shared_zero(jax.random.key_data(key).ravel()[0]):
+            tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+        perm = jnp.zeros((num_chains, *batches.perm_shape), jnp.int32)
+        diverged_at = jnp.full((num_chains,), -1, jnp.int32)
+        diverged_in_params = jnp.zeros((num_chains,), bool)
+        if placement is not None:
+            tx_state = placement.like_params(tx_state)
+            noise_key, data_key, diverged_at, diverged_in_params = (
+                constrain(x, placement.chains()) for x in (noise_key, data_key, diverged_at, diverged_in_params)
+            )
+            perm = constrain(perm, placement.chains(placement.data_axis))
+        return SamplerState(
+            step=jnp.zeros([], jnp.int32),
+            params=params,
+            transform_state=tx_state,
+            noise_key=noise_key,
+            data_key=data_key,
+            perm=perm,
+            diverged_at=diverged_at,
+            diverged_in_params=diverged_in_params,
+        )
+
+    return init

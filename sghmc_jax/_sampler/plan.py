@@ -1,0 +1,399 @@
+"""The run plan: `sample()`'s arguments as typed, frozen records, one per concern, each checking
+its own arguments and the cross-argument rules it owns, all before anything compiles. Their
+fields say what they are for (`fields.py`): the run's identity and the compiled programs' cache
+key are derived from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sghmc_jax import _checks, transforms
+from sghmc_jax._sampler import fields
+from sghmc_jax._sampler import placement as placing
+from sghmc_jax._sampler import store as storing
+from sghmc_jax._sampler.batching import Batches
+from sghmc_jax._sampler.checkpoint import STATE, orbax
+from sghmc_jax._sampler.fields import compiled, setting, value
+from sghmc_jax.types import ArrayTree, SamplerState, Transform
+
+__all__: list[str] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """How many steps, which are kept, and in what chunks."""
+
+    num_steps: int = setting()
+    burn_in: int = setting()
+    thin: int = setting(compiled=True)
+    chunk_size: int = setting(compiled=True)
+    continue_on_divergence: bool = setting(compiled=True)
+
+    @classmethod
+    def build(cls, num_steps: Any, burn_in: Any, thin: Any, chunk_size: Any, on_divergence: Any) -> Steps:
+        num_steps = _checks.check_int("num_steps", num_steps, 1)
+        burn_in = _checks.check_int("burn_in", burn_in, 0)
+        thin = _checks.check_int("thin", thin, 1)
+        chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+        if burn_in >= num_steps:
+            raise ValueError(
+                f"`burn_in` must be < num_steps so that some draws are kept, got burn_in={burn_in} "
+                f"and num_steps={num_steps}"
+            )
+        if thin > num_steps - burn_in:
+            raise ValueError(
+                f"`thin` must be <= num_steps - burn_in ({num_steps - burn_in}) so that at least one "
+                f"draw is kept, got thin={thin} with num_steps={num_steps} and burn_in={burn_in}"
+            )
+        if on_divergence not in ("raise", "continue"):
+            raise ValueError(f"`on_divergence` must be 'raise' or 'continue', got {on_divergence!r}")
+        return cls(num_steps, burn_in, thin, chunk_size, on_divergence == "continue")
+
+    @property
+    def capacity(self) -> int:
+        """Steps per compiled chunk (a chunk holds at least one draw)."""
+        return max(self.chunk_size, self.thin)
+
+    @property
+    def max_draws(self) -> int:
+        return self.capacity // self.thin
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """The call's steps as chunks (before, draws, after): burn-in steps, then draws of `thin`
+        steps each, then the steps after the last draw, at most `capacity` steps per chunk."""
+        thin, capacity = self.thin, self.capacity
+        burn = self.burn_in
+        draws, tail = divmod(self.num_steps - self.burn_in, thin)
+        plan = []
+        while burn or draws or tail:
+            before = min(burn, capacity)
+            burn -= before
+            room = capacity - before
+            d = min(draws, room // thin) if not burn else 0
+            draws -= d
+            room -= d * thin
+            after = min(tail, room) if not draws and not burn else 0
+            tail -= after
+            plan.append((before, d, after))
+        return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where the chains start: the run's key and initial params, or a state to continue."""
+
+    num_chains: int = setting(compiled=True)
+    stacked_init: bool = setting(compiled=True)
+    key: jax.Array = value()
+    init_params: ArrayTree | None = value()
+    init_state: SamplerState | None = value()
+
+    @classmethod
+    def build(cls, key: Any, init_params: Any, stacked_init: Any, num_chains: Any, init_state: Any) -> Start:
+        key = _checks.canonical_key(key)
+        if init_state is not None:
+            if not isinstance(init_state, SamplerState):
+                raise TypeError(f"`init_state` must be a SamplerState, got {type(init_state).__name__}")
+            num_chains = int(init_state.noise_key.shape[0])
+        num_chains = _checks.check_int("num_chains", num_chains, 1)
+        if init_state is None:
+            init_params = _check_init_params(init_params, stacked_init, num_chains)
+            return cls(num_chains, bool(stacked_init), key, init_params, None)
+        return cls(num_chains, bool(stacked_init), key, None, init_state)
+
+    @property
+    def params(self) -> ArrayTree:
+        """The initial params as given (one tree, or chain-stacked), or the state's."""
+        return self.init_params if self.init_params is not None else self.init_state.params
+
+    @property
+    def stacked(self) -> bool:
+        """Whether `params` has a leading chain axis."""
+        return self.init_params is None or self.stacked_init
+
+    def one_params(self) -> ArrayTree:
+        """One chain's params (abstract when stacked), to trace the user's functions with."""
+        if not self.stacked:
+            return self.params
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), self.params)
+
+    def placed(self, placement: placing.Placement | None) -> Start:
+        """The key and the initial params on the run's mesh."""
+        if placement is None:
+            return self
+        params = self.init_params
+        if params is not None:
+            params = jax.tree.map(lambda x: placing.onto_mesh(x, placement), params)
+        return dataclasses.replace(self, key=placing.key_onto_mesh(self.key, placement), init_params=params)
+
+
+def _check_init_params(init_params: ArrayTree, stacked_init: bool, num_chains: int) -> ArrayTree:
+    """The initial params, checked (floating-point, finite, and with a chain axis when
+    `stacked_init`); the initial state's program broadcasts or copies them into buffers of the
+    run's own (the run donates its state, which must never delete the caller's arrays)."""
+    _checks.check_float_tree("init_params", init_params)
+    _checks.check_finite_tree("init_params", init_params)
+    if stacked_init:
+        bad = {
+            jax.tree_util.keystr(p): np.shape(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(init_params)[0]
+            if np.ndim(x) == 0 or np.shape(x)[0] != num_chains
+        }
+        if bad:
+            raise ValueError(
+                f"with stacked_init=True every leaf of `init_params` must have a leading axis "
+                f"of size num_chains={num_chains}, got shapes {bad}"
+            )
+    return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), init_params)
+
+
+def _check_callable(name: str, value: Any, signature: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"`{name}` must be a function {signature} or None, got {type(value).__name__}: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictive:
+    """The running mean of `predict_fn` over the kept draws."""
+
+    fn: Callable[[ArrayTree, Any], ArrayTree] | None = compiled()
+    inputs: Any = value()
+
+    @classmethod
+    def build(cls, predict_fn: Any, predict_inputs: Any) -> Predictive:
+        _check_callable("predict_fn", predict_fn, "predict_fn(params, predict_inputs)")
+        if (predict_fn is None) != (predict_inputs is None):
+            raise ValueError("`predict_fn` and `predict_inputs` must be given together")
+        return cls(predict_fn, predict_inputs)
+
+    def check_traces(self, one_params: Any) -> None:
+        """Traces `predict_fn` once (no compilation), so an error in it surfaces here, clearly."""
+        if self.fn is not None:
+            jax.eval_shape(self.fn, one_params, self.inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """Where the run's checkpoints and draws go on disk (neither changes the draws)."""
+
+    checkpoint_dir: str | None = value()
+    checkpoint_every: int | None = value()
+    output: str | None = value()
+
+    @classmethod
+    def build(cls, checkpoint_dir: Any, checkpoint_every: Any, output: Any) -> Storage:
+        if checkpoint_every is not None:
+            checkpoint_every = _checks.check_int("checkpoint_every", checkpoint_every, 1)
+            if checkpoint_dir is None:
+                raise ValueError("`checkpoint_every` needs `checkpoint_dir`")
+        elif checkpoint_dir is not None:
+            # Every chunk end. (Not `chunk_size` steps: a chunk ends on a multiple of `thin`, so
+            # it may hold fewer steps than chunk_size, and the next save would come a chunk late.)
+            checkpoint_every = 1
+        _check_disk(checkpoint_dir, output)
+        fspath = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+        return cls(fspath(checkpoint_dir), checkpoint_every, fspath(output))
+
+    @property
+    def on_disk(self) -> bool:
+        return self.output is not None or self.checkpoint_dir is not None
+
+
+def _check_disk(checkpoint_dir: Any, output: Any) -> None:
+    """`checkpoint_dir` and `output` are paths, with their libraries installed, and apart."""
+    for name, path in (("checkpoint_dir", checkpoint_dir), ("output", output)):
+        if path is None:
+            continue
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(path).__name__}")
+        if os.path.isfile(path):
+            raise ValueError(f"`{name}` must be a directory, but {os.fspath(path)!r} is a file")
+        storing.zarr_module()  # both write the draws to a zarr store
+    if checkpoint_dir is not None:
+        orbax()
+        if output is not None:
+            ckpt, out = os.path.abspath(checkpoint_dir), os.path.abspath(output)
+            state = os.path.join(ckpt, STATE)
+            if out in (ckpt, state) or out.startswith(state + os.sep):
+                raise ValueError(
+                    f"`output` {os.fspath(output)!r} must be a path of its own, not `checkpoint_dir` "
+                    "(which holds the checkpoints)"
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitor:
+    """What the run reports as it goes (neither changes the draws)."""
+
+    progress: bool = value()
+    callback: Callable[[dict], None] | None = value()
+
+    @classmethod
+    def build(cls, progress: Any, callback: Any) -> Monitor:
+        _check_callable("callback", callback, "of a dict")
+        return cls(bool(progress), callback)
+
+
+def is_transform(x: Any) -> bool:
+    return isinstance(x, optax.GradientTransformation) or (
+        hasattr(x, "init") and hasattr(x, "update") and not isinstance(x, type)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """The user's functions the chains run: the log posterior, the transform (or a factory of
+    one, called once per chain), and `keep`."""
+
+    log_posterior: Any = compiled()
+    transform: Any = compiled()
+    keep: Callable[[jax.Array], jax.Array] | None = compiled()
+    target_temperature: float | None = setting(compiled=True)
+    value_dtype: str = setting(compiled=True)  # the log posterior's
+    update: Callable[..., Any] = compiled(compare=False)  # a factory's is new at every call
+    update_transform: Any = value()  # the transform, or one the factory made
+
+    @property
+    def is_factory(self) -> bool:
+        return not is_transform(self.transform)
+
+    @property
+    def sampler(self) -> str | None:
+        return getattr(self.update_transform, "sampler", None)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any] | None:
+        return getattr(self.update_transform, "hyperparameters", None)
+
+    @classmethod
+    def build(cls, log_posterior: Any, transform: Any, keep: Any, start: Start, batches: Batches) -> Model:
+        if not callable(log_posterior):
+            raise TypeError(f"`log_posterior` must be callable, got {type(log_posterior).__name__}")
+        if not (is_transform(transform) or callable(transform)):
+            raise TypeError(
+                "`transform` must be an optax GradientTransformation (e.g. sghmc_jax.sghmc(...)) or "
+                f"a function key -> transform, got {type(transform).__name__}"
+            )
+        check_not_functional("transform", transform)
+        _check_callable("keep", keep, "of the step index returning a bool")
+        update_transform: Any = transform if is_transform(transform) else transform(jax.random.key(0))
+        if not is_transform(update_transform):
+            raise TypeError(
+                f"`transform(key)` must return an optax GradientTransformation, got {type(update_transform).__name__}"
+            )
+        check_not_functional("transform(key)", update_transform)
+        one_params = start.one_params()
+        # Trace log_posterior once (no compilation) so a wrong return type fails here, clearly.
+        value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, batches.example()))
+        _warn_if_no_sampler(update_transform, one_params)
+        target = getattr(log_posterior, "temperature", None)
+        transforms._check_injected_temperature(update_transform, one_params, target)
+        declared = getattr(log_posterior, "num_data", None)
+        if declared is not None and batches.num_data is not None and int(declared) != batches.num_data:
+            raise ValueError(
+                f"`log_posterior` was built for num_data={declared} examples (its data-size scaling), "
+                f"but `data` holds {batches.num_data}: pass num_data={batches.num_data} to "
+                "make_log_posterior (or centre), or the posterior's width is off by the ratio"
+            )
+        temperature = None if target is None else float(target)
+        return cls(
+            log_posterior, transform, keep, temperature, str(value.dtype), update_transform.update, update_transform
+        )
+
+
+def _warn_if_no_sampler(update_transform: Any, one_params: Any) -> None:
+    # A warning, not an error: a user's own noisy transform (e.g. one built on optax.add_noise)
+    # samples too, and we cannot tell it from optax.adam.
+    if transforms._holds_sampler(update_transform, one_params):
+        return
+    warnings.warn(
+        "`transform` holds none of this library's samplers (no sghmc_jax transform state in "
+        "`transform.init(params)`, also searched inside optax.chain and other wrappers): a "
+        "transform with no noise, such as optax.adam or optax.sgd, OPTIMISES rather than "
+        "samples, and its 'draws' are an optimisation path, not posterior samples. Pass a "
+        "sampler, e.g. sghmc_jax.sghmc(learning_rate, key=key), alone or inside optax.chain; "
+        "ignore this warning only if your transform injects its own correctly scaled noise",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+def check_not_functional(name: str, transform: Any) -> None:
+    """A functional face's `Transform(init, update)` looks like an optax transform (it has
+    `init` and `update`) but its `update(state, batch, ...)` takes no gradients: say which
+    optax factory `sample()` takes instead."""
+    if not isinstance(transform, Transform):
+        return
+    update = transform.update
+    module = getattr(getattr(update, "func", update), "__module__", None) or ""
+    face = module.rsplit(".", 1)[-1]
+    if module.startswith("sghmc_jax.sgmcmc.") and face in transforms.__all__:
+        built, factory = f"sghmc_jax.sgmcmc.{face}.build(...)", f"sghmc_jax.{face}"
+    else:
+        built, factory = "a functional face's build(...)", "sghmc_jax.sghmc"
+    raise TypeError(
+        f"`{name}` must be an optax-face transform, got the functional face's Transform from "
+        f"{built}, whose update takes (state, batch), not gradients; sample() takes the optax "
+        f"face and the log posterior separately: pass transform={factory}(learning_rate, ..., "
+        f"key=key) (the functional face's `lr` is the optax face's `learning_rate`), or "
+        f"transform=lambda key: {factory}(learning_rate, ..., key=key)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything `sample()` was asked to do, checked, one record per concern."""
+
+    steps: Steps
+    start: Start
+    placement: placing.Placement | None
+    batches: Batches
+    predictive: Predictive
+    model: Model
+    storage: Storage
+    monitor: Monitor
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        steps: Steps,
+        start: Start,
+        mesh: tuple[Any, Any, Any],
+        batches: tuple[Any, Any, Any, Any],
+        predictive: Predictive,
+        model: tuple[Any, Any, Any],
+        storage: Storage,
+        monitor: Monitor,
+    ) -> Plan:
+        """The plan from the records `sample()` built from its own arguments, and the arguments
+        of the records that need others: the placement (`mesh`, `chain_axis`, `data_axis`) needs
+        the start; the batches (`data`, `batch_size`, `batch_order`, `batches`) the placement;
+        the model (`log_posterior`, `transform`, `keep`) the start and the batches."""
+        placement = placing.build(*mesh, start.num_chains, start.params, start.stacked)
+        start = start.placed(placement)
+        batches_record = Batches.build(*batches, placement)
+        model_record = Model.build(*model, start, batches_record)
+        predictive.check_traces(start.one_params())
+        return cls(steps, start, placement, batches_record, predictive, model_record, storage, monitor)
+
+    def records(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting of every record, by name (what the run's identity records)."""
+        out: dict[str, Any] = {"placement": self.placement}
+        for record in self.records():
+            if record is not None and record is not self.placement:
+                out |= fields.settings(record)
+        return out
