@@ -382,6 +382,37 @@ def test_signatures_mirror_posteriors(s):
             s.module.init(jnp.zeros(2))
 
 
+def test_every_face_takes_its_defaults_from_the_rules_table(s):
+    """Issue 19, item 4: a hyperparameter's default lives in the rule's table only; the optax
+    factory, `build`, `init` and `update` all default to it (the step size has none), and the
+    initial-state settings (`momenta`, `xi`, `initial_scale`) default alike in every face that
+    takes them. A parameter with a default that is neither is a hyperparameter the table lacks."""
+    table = {h.name: h.default for h in s.rule.hyperparameters}
+    settings = ("momenta", "xi", "initial_scale")
+    faces = {"optax": s.optax, "build": s.module.build, "init": s.module.init, "update": s.module.update}
+    seen: dict[str, dict[str, Any]] = {}
+    for face, fn in faces.items():
+        parameters = inspect.signature(fn).parameters
+        for name, p in parameters.items():
+            hyper = "lr" if name == "learning_rate" else name
+            if hyper in table:
+                want = inspect.Parameter.empty if table[hyper] is None else table[hyper]
+                assert p.default == want and type(p.default) is type(want), (
+                    f"{s.name} {face}: `{name}` defaults to {p.default!r}, the rule's table to {want!r}"
+                )
+            elif name in settings:
+                seen.setdefault(name, {})[face] = p.default
+            else:
+                assert p.kind is p.KEYWORD_ONLY or p.default is p.empty or p.default is None, (
+                    f"{s.name} {face}: `{name}` has the default {p.default!r} but no row in the rule's table"
+                )
+        if face != "init":  # init takes only what the rule's initial state reads
+            missing = {"learning_rate" if h == "lr" and face == "optax" else h for h in table} - set(parameters)
+            assert not missing, f"{s.name} {face} lacks the hyperparameters {missing}"
+    for name, defaults in seen.items():
+        assert len(set(map(repr, defaults.values()))) == 1, f"{s.name}: `{name}` defaults differ: {defaults}"
+
+
 # ---- composition -----------------------------------------------------------------------------
 
 
