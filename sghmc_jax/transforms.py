@@ -722,15 +722,9 @@ def psghmc(
     )
 
 
-_SAMPLER_STATES = (
-    SGHMCTransformState,
-    SGLDTransformState,
-    SGNHTTransformState,
-    BAOATransformState,
-    UBUTransformState,
-    PSGLDTransformState,
-    PSGHMCTransformState,
-)
+# Every sampler's optax state, found by its name (`<Name>TransformState`), so that a sampler added
+# above needs no edit here.
+_SAMPLER_STATES = tuple(v for k, v in list(globals().items()) if k.endswith("TransformState") and isinstance(v, type))
 
 
 def _holds_sampler(transform: Any, params: Any) -> bool:
