@@ -722,9 +722,10 @@ def psghmc(
     )
 
 
-# Every sampler's optax state, found by its name (`<Name>TransformState`), so that a sampler added
-# above needs no edit here.
-_SAMPLER_STATES = tuple(v for k, v in list(globals().items()) if k.endswith("TransformState") and isinstance(v, type))
+def _sampler_states() -> tuple[type, ...]:
+    """Every sampler's optax state, found by its name (`<Name>TransformState`) when asked, so that
+    a sampler added anywhere in this module needs no edit here."""
+    return tuple(v for k, v in globals().items() if k.endswith("TransformState") and isinstance(v, type))
 
 
 def _holds_sampler(transform: Any, params: Any) -> bool:
@@ -735,8 +736,9 @@ def _holds_sampler(transform: Any, params: Any) -> bool:
     if isinstance(transform, SamplerTransform):
         return True
     state = jax.eval_shape(transform.init, params)
-    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, _SAMPLER_STATES))
-    return any(isinstance(x, _SAMPLER_STATES) for x in found)
+    states = _sampler_states()
+    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, states))
+    return any(isinstance(x, states) for x in found)
 
 
 def _check_injected_temperature(transform: Any, params: Any, target: float | None) -> None:
