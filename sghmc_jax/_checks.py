@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, TypeGuard
 
 import jax
 import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.numpy as jnp
 import numpy as np
+
+from sghmc_jax.types import Hyperparameter as Hyperparameter  # defined in its public home, kept importable here
 
 __all__: list[str] = []
 
@@ -143,14 +145,6 @@ def _check_noise_rule(name: str, c: dict[str, float | None], lr_name: str, alpha
             f"{name}'s noise variance needs {rule} >= 0 ({why} the noise), got "
             f"{given} - {e!r}*{b!r}*{t!r} = {value!r}; {fix}"
         )
-
-
-class Hyperparameter(NamedTuple):
-    """One row of a sampler's hyperparameter table (`kernels.Rule.hyperparameters`)."""
-
-    name: str  # `lr` is spelled `learning_rate` by the optax faces
-    rule: tuple[Callable[[float], bool], str]
-    schedulable: bool  # whether a schedule of the step is accepted
 
 
 def check_hyperparameters(sampler: Any, values: dict[str, Any], *, lr_name: str = "lr") -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import jax
@@ -27,10 +28,11 @@ import jax.numpy as jnp
 
 from sghmc_jax import _checks, _noise
 from sghmc_jax._noise import normal_like, split_key
-from sghmc_jax.types import ArrayTree
+from sghmc_jax.types import ArrayTree, Hyperparameter
 
 __all__ = [
     "Diagnose",
+    "Hyperparameter",
     "Rule",
     "baoa_step",
     "init_momenta",
@@ -41,6 +43,7 @@ __all__ = [
     "resolve_momenta",
     "resolve_preconditioner",
     "resolve_xi",
+    "rules",
     "sghmc_step",
     "sgld_step",
     "sgnht_step",
@@ -222,8 +225,9 @@ class Rule(NamedTuple):
             one step from the gradient at the current params with the hyperparameters' values
             at this step.
         draws_at_init: whether `init` draws from a key (the optax face then splits its key).
-        hyperparameters: its hyperparameter table, in its signature's order (checked by both
-            faces, when built and when traced with concrete values).
+        hyperparameters: its hyperparameter table (`Hyperparameter` rows), in its signature's
+            order: the rules both faces check (when built, and when traced with concrete
+            values) and the defaults both faces' signatures take (`defaults`).
         noise_rule: "alpha" when it needs 2α − εβT >= 0, "two" for 2 − εβT >= 0, else None.
         explicit_friction: whether its momentum decays by the factor 1 − εα/σ² (an explicit
             friction step, stable only for εα/σ² < 2, which is checked).
@@ -241,11 +245,32 @@ class Rule(NamedTuple):
     init: Callable[[ArrayTree, jax.Array | None, Mapping[str, Any]], dict[str, Any]]
     step: Callable[..., tuple[ArrayTree, dict[str, Any]]] | None
     draws_at_init: bool
-    hyperparameters: tuple[_checks.Hyperparameter, ...]
+    hyperparameters: tuple[Hyperparameter, ...]
     noise_rule: str | None = None
     explicit_friction: bool = False
     integrate: Callable[..., tuple[ArrayTree, dict[str, Any], jax.Array, Any]] | None = None
     diagnose: Diagnose | None = None
+
+    @property
+    def defaults(self) -> SimpleNamespace:
+        """The table's defaults by name, `rule.defaults.alpha`: what the faces' signatures say
+        (the step size, which has none, is left out)."""
+        return SimpleNamespace(**{h.name: h.default for h in self.hyperparameters if h.default is not None})
+
+
+def rules() -> dict[str, Rule]:
+    """Every sampler's rule by name: the `Rule`s defined in this module.
+
+    The registry every other place finds samplers in: a rule `foo` has its optax face
+    `sghmc_jax.foo` (in transforms.py) and its functional face `sghmc_jax.sgmcmc.foo`, and
+    `SampleResult.diagnose()` looks its formulas up here.
+
+    Example:
+        >>> from sghmc_jax import kernels
+        >>> kernels.rules()["sghmc"] is kernels.SGHMC
+        True
+    """
+    return {r.name: r for r in globals().values() if isinstance(r, Rule)}
 
 
 # ---- initial state ---------------------------------------------------------------------------
@@ -317,14 +342,14 @@ def resolve_xi(xi: jax.typing.ArrayLike | None, alpha: jax.typing.ArrayLike, par
     return jnp.asarray(alpha if xi is None else xi, dtype)
 
 
-_H = _checks.Hyperparameter
-_LR = _H("lr", _checks.POSITIVE, True)
-_ALPHA = _H("alpha", _checks.NON_NEGATIVE, True)
-_BETA = _H("beta", _checks.NON_NEGATIVE, True)
-_SIGMA = _H("sigma", _checks.POSITIVE, False)
-_TEMPERATURE = _H("temperature", _checks.NON_NEGATIVE, True)
-_DECAY = _H("decay", _checks.UNIT, True)
-_EPS = _H("eps", _checks.POSITIVE, False)
+# The hyperparameter rows the rules share: (name, rule, takes a schedule, default).
+_LR = Hyperparameter("lr", _checks.POSITIVE, True)
+_ALPHA = Hyperparameter("alpha", _checks.NON_NEGATIVE, True, 0.01)
+_BETA = Hyperparameter("beta", _checks.NON_NEGATIVE, True, 0.0)
+_SIGMA = Hyperparameter("sigma", _checks.POSITIVE, False, 1.0)
+_TEMPERATURE = Hyperparameter("temperature", _checks.NON_NEGATIVE, True, 1.0)
+_DECAY = Hyperparameter("decay", _checks.UNIT, True, 0.99)
+_EPS = Hyperparameter("eps", _checks.POSITIVE, False, 1e-5)
 
 
 def _with_momenta(params: ArrayTree, key: jax.Array | None, s: Mapping[str, Any]) -> dict[str, Any]:
@@ -841,7 +866,8 @@ UBU = Rule(
     _with_momenta,
     _ubu,
     draws_at_init=True,
-    hyperparameters=(_LR, _ALPHA, _SIGMA, _TEMPERATURE),
+    # α = 1 by default (a friction rate of 1, as in the UBU literature; its U step is exact at any α).
+    hyperparameters=(_LR, _ALPHA._replace(default=1.0), _SIGMA, _TEMPERATURE),
     diagnose=Diagnose(_exact_ou_kinetic, _r_exact_ou, ("lr", "alpha", "sigma", "temperature")),
 )
 

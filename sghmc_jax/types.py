@@ -10,7 +10,16 @@ import chex
 import jax
 import numpy as np
 
-__all__ = ["ArrayTree", "LogProbFn", "SamplerState", "ScalarOrSchedule", "Schedule", "StoredArray", "Transform"]
+__all__ = [
+    "ArrayTree",
+    "Hyperparameter",
+    "LogProbFn",
+    "SamplerState",
+    "ScalarOrSchedule",
+    "Schedule",
+    "StoredArray",
+    "Transform",
+]
 
 ArrayTree: TypeAlias = chex.ArrayTree
 """A pytree of arrays (params, momenta, gradients)."""
@@ -93,3 +102,32 @@ class StoredArray:
 
     def __repr__(self) -> str:
         return f"StoredArray(shape={self.shape}, dtype={self.dtype})"
+
+
+class Hyperparameter(NamedTuple):
+    """One row of a sampler's hyperparameter table (`kernels.Rule.hyperparameters`).
+
+    The table is the one place a hyperparameter's rule and default live: both faces check
+    values against it (when built, and when traced with concrete values), and both faces'
+    signatures take their defaults from it (`kernels.Rule.defaults`).
+
+    Attributes:
+        name: its name in the functional face (`lr` is spelled `learning_rate` by the optax faces).
+        rule: `(check, text)`: `check(value) -> bool` for a concrete finite value, and how the
+            rule reads in an error message (e.g. `"> 0"`).
+        schedulable: whether a schedule of the step is accepted.
+        default: the value every face uses when it is not given; None when it must be given
+            (the step size).
+
+    Example:
+        >>> from sghmc_jax import kernels
+        >>> kernels.SGHMC.hyperparameters[1]
+        Hyperparameter(name='alpha', rule=(<function ...>, '>= 0'), schedulable=True, default=0.01)
+        >>> kernels.SGHMC.defaults.alpha
+        0.01
+    """
+
+    name: str
+    rule: tuple[Callable[[float], bool], str]
+    schedulable: bool
+    default: float | None = None

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import sghmc_jax
-from sghmc_jax import sgmcmc
+from sghmc_jax import kernels, sgmcmc
 from tests import helpers
 
 
@@ -63,6 +63,10 @@ class Sampler:
     @property
     def module(self) -> types.ModuleType:
         return getattr(sgmcmc, self.name)
+
+    @property
+    def rule(self) -> kernels.Rule:
+        return kernels.rules()[self.name]
 
     @property
     def draws_at_init(self) -> bool:

@@ -9,6 +9,8 @@ friction; and exact stationary moments where the step is linear on a Gaussian ta
 from __future__ import annotations
 
 import inspect
+import os
+import pathlib
 import re
 from typing import Any, NamedTuple
 
@@ -24,6 +26,7 @@ from tests import helpers
 from tests.registry import SAMPLERS, Sampler
 
 _ids = [s.name for s in SAMPLERS]
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(params=SAMPLERS, ids=_ids)
@@ -382,6 +385,37 @@ def test_signatures_mirror_posteriors(s):
             s.module.init(jnp.zeros(2))
 
 
+def test_every_face_takes_its_defaults_from_the_rules_table(s):
+    """Issue 19, item 4: a hyperparameter's default lives in the rule's table only; the optax
+    factory, `build`, `init` and `update` all default to it (the step size has none), and the
+    initial-state settings (`momenta`, `xi`, `initial_scale`) default alike in every face that
+    takes them. A parameter with a default that is neither is a hyperparameter the table lacks."""
+    table = {h.name: h.default for h in s.rule.hyperparameters}
+    settings = ("momenta", "xi", "initial_scale")
+    faces = {"optax": s.optax, "build": s.module.build, "init": s.module.init, "update": s.module.update}
+    seen: dict[str, dict[str, Any]] = {}
+    for face, fn in faces.items():
+        parameters = inspect.signature(fn).parameters
+        for name, p in parameters.items():
+            hyper = "lr" if name == "learning_rate" else name
+            if hyper in table:
+                want = inspect.Parameter.empty if table[hyper] is None else table[hyper]
+                assert p.default == want and type(p.default) is type(want), (
+                    f"{s.name} {face}: `{name}` defaults to {p.default!r}, the rule's table to {want!r}"
+                )
+            elif name in settings:
+                seen.setdefault(name, {})[face] = p.default
+            else:
+                assert p.kind is p.KEYWORD_ONLY or p.default is p.empty or p.default is None, (
+                    f"{s.name} {face}: `{name}` has the default {p.default!r} but no row in the rule's table"
+                )
+        if face != "init":  # init takes only what the rule's initial state reads
+            missing = {"learning_rate" if h == "lr" and face == "optax" else h for h in table} - set(parameters)
+            assert not missing, f"{s.name} {face} lacks the hyperparameters {missing}"
+    for name, defaults in seen.items():
+        assert len(set(map(repr, defaults.values()))) == 1, f"{s.name}: `{name}` defaults differ: {defaults}"
+
+
 # ---- composition -----------------------------------------------------------------------------
 
 
@@ -494,7 +528,7 @@ def test_diagnose_runs_for_every_sampler_and_its_rule_holds_the_formulas(s):
     runs on a run of it, with nothing naming samplers elsewhere."""
     from sghmc_jax import kernels
 
-    rule = getattr(kernels, s.name.upper())
+    rule = kernels.rules()[s.name]
     assert rule.name == s.name and rule.diagnose is not None
     assert (rule.diagnose.kinetic is None) == ("momenta" not in s.fields)
     data = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)), jnp.float32)
@@ -525,5 +559,229 @@ def test_rules_kinetic_expectation_is_the_exact_stationary_momentum_variance(x64
     f, q = linear.linear.transition(a, hyper, hyper.get("beta", 0.0) * hyper["temperature"] ** 2)
     m = helpers.lyapunov(f, q)[-1, -1] if f.shape[0] == 2 else None
     assert m is not None, f.shape
-    expected = getattr(kernels, linear.name.upper()).diagnose.kinetic(hyper)
+    expected = kernels.rules()[linear.name].diagnose.kinetic(hyper)
     np.testing.assert_allclose(m / (hyper["sigma"] ** 2 * hyper["temperature"]), expected, rtol=1e-4)
+
+
+# ---- adding a sampler --------------------------------------------------------------------------
+
+
+def test_the_registry_covers_every_rule_and_every_place_finds_it():
+    """Every rule of `kernels.rules()` (the registry of samplers) has an entry in tests/registry.py,
+    its optax face and state exported by `sghmc_jax`, its functional face in `sghmc_jax.sgmcmc`
+    and a row in README's "The samplers": the places that find samplers by discovery."""
+    from sghmc_jax import kernels, transforms
+
+    rules = kernels.rules()
+    assert set(rules) == {x.name for x in SAMPLERS}, "every rule has one entry in tests/registry.py"
+    samplers_table = README.read_text().split("\n## The samplers\n")[1].split("\n## ")[0]
+    for name, rule in rules.items():
+        assert name in sghmc_jax.sgmcmc.__all__ and hasattr(sghmc_jax.sgmcmc, name), name
+        assert f"| `{name}` |" in samplers_table, f"README's 'The samplers' has no row for {name}"
+        if rule.integrate is not None:
+            continue  # several gradients per step: no optax face
+        state = next(n for n in sghmc_jax.__all__ if n.lower() == f"{name}transformstate")
+        assert name in sghmc_jax.__all__ and getattr(sghmc_jax, name) is getattr(transforms, name), name
+        assert getattr(sghmc_jax, state) in transforms._sampler_states(), state
+
+# A toy sampler written exactly as README's "Adding a sampler" says, one piece per file it names.
+_TOY_RULE = '''
+
+def toy_step(grad_log_posterior: ArrayTree, key: jax.Array, lr: jax.typing.ArrayLike,
+             temperature: jax.typing.ArrayLike) -> ArrayTree:
+    r"""One step of overdamped Langevin dynamics: θ ← θ + ε g + √(2εT) ξ (a toy).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from sghmc_jax.kernels import toy_step
+        >>> toy_step(jnp.ones(2), jax.random.key(0), 0.1, 0.0)
+        Array([0.1, 0.1], dtype=float32)
+    """
+
+    def derive(lr, temperature):
+        return lr, jnp.sqrt(2 * lr * temperature)
+
+    _, coefficients = _coefficients(derive, lr, temperature)
+
+    def leaf(up, c, noise, g):
+        lr, noise_std = c
+        return (_cast(lr * up(g) + noise_std * up(noise), g.dtype),)
+
+    return _map_leaves(leaf, key, coefficients, grad_log_posterior)[0]
+
+
+TOY = Rule(
+    "toy",
+    (),
+    lambda params, key, s: {},
+    lambda fields, grad, key, h: (toy_step(grad, key, h["lr"], h["temperature"]), {}),
+    draws_at_init=False,
+    hyperparameters=(_LR, _TEMPERATURE),
+    diagnose=Diagnose(None, _r_sgld, ("lr", "temperature")),
+)
+'''
+
+_TOY_OPTAX = '''
+
+class ToyTransformState(NamedTuple):
+    """State of the `toy` transform."""
+
+    step: jax.Array
+    key: jax.Array
+
+
+def toy(
+    learning_rate: ScalarOrSchedule,
+    temperature: ScalarOrSchedule = kernels.TOY.defaults.temperature,
+    *,
+    key: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Overdamped Langevin dynamics (a toy) as an optax transform.
+
+    Example:
+        >>> import jax.numpy as jnp, sghmc_jax
+        >>> tx = sghmc_jax.toy(0.1, temperature=0.0, key=0)
+        >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+        Array([-0.1, -0.1], dtype=float32)
+    """
+    return _transform(kernels.TOY, ToyTransformState, {"lr": learning_rate, "temperature": temperature}, {}, key)
+'''
+
+_TOY_FUNCTIONAL = '''"""Overdamped Langevin dynamics (a toy) with the functional API of posteriors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+
+from sghmc_jax import kernels
+from sghmc_jax.sgmcmc import _common
+from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
+
+_DEFAULTS = kernels.TOY.defaults
+
+__all__ = ["ToyState", "build", "init", "update"]
+
+
+class ToyState(NamedTuple):
+    """State of the functional toy."""
+
+    params: ArrayTree
+    log_posterior: jax.Array = float("nan")  # type: ignore[assignment]
+    aux: Any = None
+    step: jax.Array = 0  # type: ignore[assignment]
+
+
+def build(log_posterior: LogProbFn, lr: ScalarOrSchedule, temperature: ScalarOrSchedule = _DEFAULTS.temperature) -> Transform:
+    """Builds the toy transform.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from sghmc_jax.sgmcmc import toy
+        >>> transform = toy.build(lambda p, b: (-0.5 * jnp.sum(p**2), None), lr=0.1, temperature=0.0)
+        >>> transform.update(transform.init(jnp.ones(2)), None, key=0).params
+        Array([0.9, 0.9], dtype=float32)
+    """
+    _common.check_build(kernels.TOY, log_posterior, {"lr": lr, "temperature": temperature}, {})
+    init_fn = functools.partial(init, log_posterior=log_posterior)
+    update_fn = functools.partial(update, log_posterior=log_posterior, lr=lr, temperature=temperature)
+    return Transform(init_fn, update_fn)
+
+
+def init(params: ArrayTree, *, key: Any = None, log_posterior: LogProbFn | None = None, batch: Any = None) -> ToyState:
+    """Initialises the toy state."""
+    return _common.init(kernels.TOY, ToyState, params, {}, key, log_posterior, batch)
+
+
+def update(state: ToyState, batch: Any, log_posterior: LogProbFn, lr: ScalarOrSchedule,
+           temperature: ScalarOrSchedule = _DEFAULTS.temperature, *, key: Any, inplace: bool = False) -> ToyState:
+    """Takes one toy step."""
+    hyperparameters = {"lr": lr, "temperature": temperature}
+    return _common.update(kernels.TOY, ToyState, state, batch, log_posterior, hyperparameters, key, inplace)
+'''
+
+_TOY_ENTRY = '''
+SAMPLERS.append(
+    Sampler(
+        name="toy",
+        fields=(),
+        hyper={"lr": 1e-3, "temperature": 0.7},
+        settings={},
+        invalid=(_POSITIVE_LR, _SCHEDULED_LR, _NAN_TEMPERATURE),
+        signature=("log_posterior", "lr", "temperature"),
+    )
+)
+'''
+
+_TOY_ROW = "| `toy` | θ ← θ + ε g + √(2εT) ξ | a test's toy | never |\n"
+
+
+def _add_the_toy(root: pathlib.Path) -> set[str]:
+    """Writes the toy into a copy of the repository at `root`; returns the files it touched."""
+    def edit(path: str, change) -> None:
+        file = root / path
+        file.write_text(change(file.read_text() if file.exists() else ""))
+        touched.add(path)
+
+    touched: set[str] = set()
+    edit("sghmc_jax/kernels.py", lambda t: t + _TOY_RULE)
+    edit("sghmc_jax/transforms.py", lambda t: t.replace("__all__ = [", '__all__ = [\n    "ToyTransformState",\n    "toy",', 1) + _TOY_OPTAX)
+    edit("sghmc_jax/sgmcmc/toy.py", lambda t: _TOY_FUNCTIONAL)
+    edit("tests/registry.py", lambda t: t.replace("\nBY_NAME = ", _TOY_ENTRY + "\nBY_NAME = ", 1))
+    edit("README.md", lambda t: t.replace("\n| `psghmc` |", "\n" + _TOY_ROW + "| `psghmc` |", 1))
+    return touched
+
+
+@pytest.mark.slow
+def test_a_sampler_added_as_the_readme_says_gets_both_faces_sample_diagnose_and_every_convention_test(tmp_path):
+    """Issue 19, item 6: a toy sampler written into a copy of the repository in exactly the files
+    README's "Adding a sampler" names (and no other) gets its optax and functional faces, the
+    registry's every convention test (both faces bit-identical, keys, dtypes, validation,
+    signatures and defaults, `sample()` and `diagnose()` on its run, ...) and its examples run
+    by the doctest discovery, in a fresh process."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    ignore = shutil.ignore_patterns("__pycache__", "*.npz")
+    for part in ("sghmc_jax", "tests"):
+        shutil.copytree(root / part, tmp_path / part, ignore=ignore)
+    for file in ("README.md", "pyproject.toml"):
+        shutil.copy(root / file, tmp_path / file)
+    touched = _add_the_toy(tmp_path)
+    section = README.read_text().split("\n## Adding a sampler\n")[1].split("\n## ")[0]
+    listed = set(re.findall(r"\*\*`([\w/.<>]+)`\*\*", section))
+    assert {t.replace("toy", "<name>") for t in touched} == listed, (touched, listed)
+    assert len(touched) <= 5
+
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    selected = ["tests/test_conventions.py", "tests/test_docs.py::test_docstring_examples"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-m", "not slow", *selected,
+         "-k", "toy or registry_covers or kernels or transforms"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False,
+    )
+    tail = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    passed = set(re.findall(r"^PASSED (\S+)", proc.stdout, flags=re.M))
+    toy = {t for t in passed if "[toy" in t and t.startswith("tests/test_conventions.py")}
+    missing = [n for n in _convention_tests() if not any(t.split("::")[1].startswith(f"{n}[") for t in toy)]
+    assert not missing, f"convention tests that did not run (or pass) for the toy: {missing}\n{tail}"
+    for test in ("test_diagnose_runs_for_every_sampler_and_its_rule_holds_the_formulas[toy]",
+                 "test_faces_give_bit_identical_chains[toy-scheduled]",
+                 "test_every_face_takes_its_defaults_from_the_rules_table[toy]",
+                 "test_the_registry_covers_every_rule_and_every_place_finds_it"):
+        assert f"tests/test_conventions.py::{test}" in passed, (test, tail)
+    for module in ("sghmc_jax.kernels", "sghmc_jax.transforms", "sghmc_jax.sgmcmc.toy"):
+        assert f"tests/test_docs.py::test_docstring_examples[{module}]" in passed, (module, tail)
+
+
+def _convention_tests() -> list[str]:
+    """The names of this module's tests that take the registry's sampler (the `s` fixture)."""
+    names = re.findall(r"^def (test_\w+)\((?:x64, )?s[,)]", pathlib.Path(__file__).read_text(), flags=re.M)
+    assert len(names) >= 20, names
+    return names
+

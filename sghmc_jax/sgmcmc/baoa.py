@@ -17,6 +17,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.BAOA.defaults
+
 __all__ = ["BAOAState", "build", "init", "update"]
 
 
@@ -41,9 +44,9 @@ class BAOAState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     momenta: ArrayTree | float | None = None,
 ) -> Transform:
     r"""Builds the BAOA transform (Leimkuhler & Matthews), binding its hyperparameters.
@@ -103,8 +106,8 @@ def init(
     momenta: ArrayTree | float | None = None,
     *,
     key: Any = None,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     log_posterior: LogProbFn | None = None,
     batch: Any = None,
 ) -> BAOAState:
@@ -142,9 +145,9 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,

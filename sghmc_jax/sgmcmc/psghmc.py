@@ -17,6 +17,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.PSGHMC.defaults
+
 __all__ = ["PSGHMCState", "build", "init", "update"]
 
 
@@ -43,12 +46,12 @@ class PSGHMCState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     momenta: ArrayTree | float | None = None,
-    decay: ScalarOrSchedule = 0.99,
-    eps: jax.typing.ArrayLike = 1e-5,
+    decay: ScalarOrSchedule = _DEFAULTS.decay,
+    eps: jax.typing.ArrayLike = _DEFAULTS.eps,
     initial_scale: ArrayTree | float = 0.0,
 ) -> Transform:
     r"""Builds the preconditioned SGHMC transform, binding its hyperparameters.
@@ -133,8 +136,8 @@ def init(
     initial_scale: ArrayTree | float = 0.0,
     *,
     key: Any = None,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     log_posterior: LogProbFn | None = None,
     batch: Any = None,
 ) -> PSGHMCState:
@@ -173,11 +176,11 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
-    decay: ScalarOrSchedule = 0.99,
-    eps: jax.typing.ArrayLike = 1e-5,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
+    decay: ScalarOrSchedule = _DEFAULTS.decay,
+    eps: jax.typing.ArrayLike = _DEFAULTS.eps,
     *,
     key: Any,
     inplace: bool = False,

@@ -17,6 +17,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.PSGLD.defaults
+
 __all__ = ["PSGLDState", "build", "init", "update"]
 
 
@@ -41,9 +44,9 @@ class PSGLDState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    decay: ScalarOrSchedule = 0.99,
-    eps: jax.typing.ArrayLike = 1e-5,
-    temperature: ScalarOrSchedule = 1.0,
+    decay: ScalarOrSchedule = _DEFAULTS.decay,
+    eps: jax.typing.ArrayLike = _DEFAULTS.eps,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     initial_scale: ArrayTree | float = 0.0,
 ) -> Transform:
     r"""Builds the pSGLD transform (Li et al. 2016), binding its hyperparameters.
@@ -129,9 +132,9 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    decay: ScalarOrSchedule = 0.99,
-    eps: jax.typing.ArrayLike = 1e-5,
-    temperature: ScalarOrSchedule = 1.0,
+    decay: ScalarOrSchedule = _DEFAULTS.decay,
+    eps: jax.typing.ArrayLike = _DEFAULTS.eps,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,

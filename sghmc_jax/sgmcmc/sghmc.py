@@ -16,6 +16,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.SGHMC.defaults
+
 __all__ = ["SGHMCState", "build", "init", "update"]
 
 
@@ -41,10 +44,10 @@ class SGHMCState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    beta: jax.typing.ArrayLike = 0.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     momenta: ArrayTree | float | None = None,
 ) -> Transform:
     r"""Builds the SGHMC transform (Chen et al. 2014), binding its hyperparameters.
@@ -104,8 +107,8 @@ def init(
     momenta: ArrayTree | float | None = None,
     *,
     key: Any = None,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     log_posterior: LogProbFn | None = None,
     batch: Any = None,
 ) -> SGHMCState:
@@ -143,10 +146,10 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    beta: jax.typing.ArrayLike = 0.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,

@@ -17,6 +17,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.SGLD.defaults
+
 __all__ = ["SGLDState", "build", "init", "update"]
 
 
@@ -40,8 +43,8 @@ class SGLDState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    beta: jax.typing.ArrayLike = 0.0,
-    temperature: ScalarOrSchedule = 1.0,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
 ) -> Transform:
     r"""Builds the SGLD transform (Welling & Teh 2011), binding its hyperparameters.
 
@@ -112,8 +115,8 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    beta: jax.typing.ArrayLike = 0.0,
-    temperature: ScalarOrSchedule = 1.0,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,

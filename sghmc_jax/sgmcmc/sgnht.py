@@ -21,6 +21,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.SGNHT.defaults
+
 __all__ = ["SGNHTState", "build", "init", "update"]
 
 
@@ -47,10 +50,10 @@ class SGNHTState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    beta: jax.typing.ArrayLike = 0.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     momenta: ArrayTree | float | None = None,
     xi: jax.typing.ArrayLike | None = None,
 ) -> Transform:
@@ -124,9 +127,9 @@ def init(
     xi: jax.typing.ArrayLike | None = None,
     *,
     key: Any = None,
-    alpha: jax.typing.ArrayLike = 0.01,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     log_posterior: LogProbFn | None = None,
     batch: Any = None,
 ) -> SGNHTState:
@@ -166,10 +169,10 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 0.01,
-    beta: jax.typing.ArrayLike = 0.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    beta: jax.typing.ArrayLike = _DEFAULTS.beta,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,

@@ -20,6 +20,9 @@ from sghmc_jax import kernels
 from sghmc_jax.sgmcmc import _common
 from sghmc_jax.types import ArrayTree, LogProbFn, ScalarOrSchedule, Transform
 
+# The hyperparameters' defaults, from the rule's table (every face shares them).
+_DEFAULTS = kernels.UBU.defaults
+
 __all__ = ["UBUState", "build", "init", "update"]
 
 
@@ -44,9 +47,9 @@ class UBUState(NamedTuple):
 def build(
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 1.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     momenta: ArrayTree | float | None = None,
 ) -> Transform:
     r"""Builds the UBU transform (Sanz-Serna & Zygalakis 2021), binding its hyperparameters.
@@ -108,8 +111,8 @@ def init(
     momenta: ArrayTree | float | None = None,
     *,
     key: Any = None,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     log_posterior: LogProbFn | None = None,
     batch: Any = None,
 ) -> UBUState:
@@ -147,9 +150,9 @@ def update(
     batch: Any,
     log_posterior: LogProbFn,
     lr: ScalarOrSchedule,
-    alpha: jax.typing.ArrayLike = 1.0,
-    sigma: jax.typing.ArrayLike = 1.0,
-    temperature: ScalarOrSchedule = 1.0,
+    alpha: jax.typing.ArrayLike = _DEFAULTS.alpha,
+    sigma: jax.typing.ArrayLike = _DEFAULTS.sigma,
+    temperature: ScalarOrSchedule = _DEFAULTS.temperature,
     *,
     key: Any,
     inplace: bool = False,
