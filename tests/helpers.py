@@ -603,7 +603,7 @@ def log_log_slope(lrs, biases, ses) -> tuple[float, float]:
 
 
 def regression(seed=0, n=64, d=3):
-    """A small Bayesian linear regression: (log_posterior, params, data)."""
+    """A small Bayesian linear regression of `d` weights: (log_posterior, data as {"x", "y"})."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
     y = (x @ np.arange(1.0, d + 1) + rng.normal(size=n)).astype(np.float32)

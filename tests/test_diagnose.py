@@ -19,7 +19,8 @@ import optax
 import pytest
 
 import sghmc_jax
-from sghmc_jax._sampler import scores as _diagnose
+from sghmc_jax._sampler import diagnose as _diagnose
+from sghmc_jax._sampler.scores import _ordinal
 
 N, D = 100, 10
 SPREAD = 20.0  # sd of the data: batch size 1 then adds gradient noise of variance ~400
@@ -439,5 +440,5 @@ def test_a_start_up_transient_inside_the_kept_steps_is_not_ok():
 
 
 def test_ordinals_in_notes():
-    assert [_diagnose._ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 83, 111, 112)] == [
+    assert [_ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 83, 111, 112)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "83rd", "111th", "112th"]

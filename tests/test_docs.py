@@ -191,4 +191,4 @@ def test_docstring_examples_are_found_by_discovery():
     finder = doctest.DocTestFinder()
     with_examples = {n for n in MODULES if any(t.examples for t in finder.find(importlib.import_module(n)))}
     faces = {f"sghmc_jax.sgmcmc.{rule}" for rule in kernels.rules()}
-    assert faces | {"sghmc_jax.kernels", "sghmc_jax.transforms", "sghmc_jax._diagnose"} <= with_examples, with_examples
+    assert faces | {"sghmc_jax.kernels", "sghmc_jax.transforms", "sghmc_jax._sampler.diagnose"} <= with_examples, with_examples

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import sghmc_jax
+from sghmc_jax._sampler import identity
 from tests import helpers
 
 
@@ -82,3 +83,22 @@ print("DIGEST", identity.program_digest(jax.make_jaxpr(jax.grad(f))(jnp.ones(3),
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
     digests = [o.split("DIGEST ")[1].split() for o in outs]
     assert digests[0] == digests[1] and digests[0][0] != digests[0][1]
+
+
+@pytest.mark.parametrize("where", ["checkpoint_dir", "output"])
+def test_files_of_an_earlier_identity_version_are_refused_saying_so(tmp_path, monkeypatch, where):
+    """A checkpoint or store written under another identity version (as by an earlier release)
+    is refused with a message naming both versions, and left as it was."""
+    log_posterior, data = helpers.regression(2)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(1e-3, key=k), num_steps=20, num_chains=2, data=data, batch_size=16,
+        chunk_size=10, progress=False, **{where: str(tmp_path / "run")},
+    )
+    with monkeypatch.context() as m:
+        m.setattr(identity, "IDENTITY_VERSION", identity.IDENTITY_VERSION - 1)
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    old, new = identity.IDENTITY_VERSION - 1, identity.IDENTITY_VERSION
+    with pytest.raises(ValueError, match=rf"identity version {old}, this one's is {new}"):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before  # nothing deleted

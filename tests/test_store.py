@@ -79,6 +79,7 @@ _KILLED_RUN = """
 import os, pathlib, signal, sys
 import jax.numpy as jnp, numpy as np
 import sghmc_jax
+from tests import helpers
 
 where, out = sys.argv[1], sys.argv[2]
 if where == "creating":  # SIGKILL while the draw store is being made: after its second array

@@ -38,16 +38,20 @@ def _rules() -> dict[str, kernels.Rule]:
     return kernels.rules()
 
 
-def _number(name: str, value: Any, rule: str) -> float:
-    """An override, checked: a real, finite number obeying `rule` (">0" or ">=0")."""
+def _number(name: str, value: Any, rule: Any) -> float:
+    """An override, checked: a real, finite number obeying `rule`: ">0", ">=0", or a
+    hyperparameter table's `(check, text)`."""
     if isinstance(value, (bool, np.bool_)) or callable(value) or np.ndim(value) != 0:
         raise TypeError(f"`{name}` must be a real number (its value at the run's last step), got {value!r}")
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}: {value!r}") from None
-    if not math.isfinite(x) or (rule == ">0" and x <= 0) or (rule == ">=0" and x < 0):
-        raise ValueError(f"`{name}` must be finite and {rule[0]} {rule[1:]}, got {name}={value!r}")
+    if isinstance(rule, str):
+        rule = ((lambda v: v > 0), "> 0") if rule == ">0" else ((lambda v: v >= 0), ">= 0")
+    check, text = rule
+    if not math.isfinite(x) or not check(x):
+        raise ValueError(f"`{name}` must be finite and {text}, got {name}={value!r}")
     return x
 
 
@@ -62,7 +66,8 @@ def _hyperparameters(result: Any, overrides: dict[str, Any]) -> tuple[dict[str, 
     values: dict[str, float] = {}
     for name, v in (result.hyperparameters or {}).items():
         values[name] = float(np.asarray(_checks.schedule_value(v, step)))
-    rules = {"lr": ">0", "alpha": ">=0", "beta": ">=0", "sigma": ">0", "temperature": ">=0"}
+    # Each hyperparameter's rule as the samplers' tables state it (they agree where they share a name).
+    rules = {h.name: h.rule for rule in kernels.rules().values() for h in rule.hyperparameters}
     for name, v in overrides.items():
         if v is not None:
             values[name] = _number(name, v, rules[name])

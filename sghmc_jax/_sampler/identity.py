@@ -102,10 +102,16 @@ def identity(parts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def changes(saved: dict[str, Any] | None, parts: dict[str, Any]) -> str:
     """What differs between the run that wrote a checkpoint or store (`saved`) and this one, in
     words."""
-    if not isinstance(saved, dict) or saved.get("version") != parts.get("version"):
+    if not isinstance(saved, dict) or "version" not in saved:
         return (
             "it was written by another version of sghmc_jax, which did not record what identifies "
             "a run, so it cannot be checked to be this run"
+        )
+    if saved["version"] != parts.get("version"):
+        return (
+            f"it was written by a version of sghmc_jax that identified runs differently (identity "
+            f"version {saved['version']}, this one's is {parts.get('version')}), so it cannot be "
+            "checked to be this run"
         )
     said = []
     for name in sorted(set(saved) | set(parts)):
