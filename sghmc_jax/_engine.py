@@ -2,8 +2,10 @@
 
 One chunk program serves every chunk of a run, and of later runs with the same functions and
 shapes: the numbers of burn-in steps, draws and trailing steps are runtime arguments, so neither
-the run's length nor a continuation compiles anything new. Compiled programs are cached here,
-keyed by the user's functions (by identity) and the shapes, dtypes and shardings of the state.
+the run's length nor a continuation compiles anything new, and so are the transforms' numeric
+hyperparameters (`_inputs`), so neither does a sweep over their values. Compiled programs are
+cached here, keyed by what the traced program computes and the shapes, dtypes and shardings of
+its arguments.
 
 A chunk runs `before` single steps, then `draws` draws of `thin` steps each, then `after` single
 steps, recording every step's log posterior, every step's kinetic energy (mᵀm/d of the momenta
@@ -22,6 +24,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checkpoint, _checks, _noise
+from sghmc_jax import _checks, _inputs, _noise
 from sghmc_jax.types import ArrayTree, LogProbFn
 
 __all__: list[str] = []
@@ -435,10 +438,6 @@ def initial_state_program(
 
 _CACHE_SIZE = 32
 _cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-# The traced program of each cached one, for its digest (what identifies a run: `_checkpoint`),
-# computed when a run first asks for it.
-_jaxprs: dict[Any, Any] = {}
-_digests: dict[Any, str] = {}
 
 
 def _sharding_key(x: Any) -> Any:
@@ -465,51 +464,69 @@ def _signature(tree: Any) -> tuple:
 
 
 class Program:
-    """A program for given abstract arguments: taken from the cache, or traced now (so errors in
-    the user's functions surface before anything compiles) and compiled by `executable()`."""
+    """A program for given abstract arguments, traced now (so errors in the user's functions
+    surface before anything compiles), then taken from the cache when a program that computes the
+    same was compiled before, or compiled by `executable()`.
 
-    def __init__(self, key: tuple, fn: Callable, abstract_args: tuple, donate_argnums: tuple[int, ...] = ()):
-        self._key = (key, _signature(abstract_args))
+    Its numeric hyperparameters are inputs (`_inputs`), and the cache is keyed by what the traced
+    program computes (`_inputs.content_digest`), by `key` (settings that place it), the abstract
+    arguments and the donation; by `functions` (the user's, by identity) too only when the digest
+    cannot identify the program. So a call that changes only hyperparameter values, or passes new
+    functions of the same structure, compiles nothing.
+    """
+
+    def __init__(
+        self,
+        key: tuple,
+        fn: Callable,
+        abstract_args: tuple,
+        donate_argnums: tuple[int, ...] = (),
+        functions: tuple = (),
+    ):
+        self._inputs = _inputs.collect(fn, abstract_args)
+        self._traced = jax.jit(_inputs.taking(fn, self._inputs), donate_argnums=donate_argnums).trace(
+            *abstract_args, _inputs.abstract(self._inputs)
+        )
+        self._content, identifies = _inputs.content_digest(self._traced.jaxpr)
+        self._key = (
+            key,
+            self._content,
+            () if identifies else functions,
+            _signature(abstract_args),
+            # The jaxpr is flat: the outputs' tree (an optax.chain's state around the same
+            # leaves) is the compiled program's too.
+            jax.tree.structure(self._traced.out_info),
+            _inputs.signature(self._inputs),
+            donate_argnums,
+        )
         self._executable = _cache.get(self._key)
-        self._traced = None
-        if self._executable is not None:
+        self.cached = self._executable is not None
+        if self.cached:
             _cache.move_to_end(self._key)
-        else:
-            self._traced = jax.jit(fn, donate_argnums=donate_argnums).trace(*abstract_args)
-
-    @property
-    def cached(self) -> bool:
-        return self._traced is None
 
     def out_info(self) -> Any:
         """Abstract outputs (shardings as `abstract` spells them)."""
         info = self._executable.out_info if self._executable is not None else self._traced.out_info
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=_sharding_key(s)), info)
 
-    def executable(self) -> Any:
+    def executable(self) -> Callable[..., Any]:
+        """The compiled program, called with the arguments `abstract_args` described."""
         if self._executable is None:
             self._executable = self._traced.lower().compile()
             _cache[self._key] = self._executable
-            _jaxprs[self._key] = self._traced.jaxpr
             if len(_cache) > _CACHE_SIZE:
-                old, _ = _cache.popitem(last=False)
-                _jaxprs.pop(old, None)
-                _digests.pop(old, None)
-        return self._executable
+                _cache.popitem(last=False)
+        return functools.partial(_call, self._executable, self._inputs)
 
     def digest(self) -> str:
-        """A digest of the program's jaxpr and constants (`_checkpoint.program_digest`)."""
-        if self._key not in _digests:
-            jaxpr = self._traced.jaxpr if self._traced is not None else _jaxprs[self._key]
-            digest = _checkpoint.program_digest(jaxpr)
-            if self._key in _cache:
-                _digests[self._key] = digest
-            return digest
-        return _digests[self._key]
+        """A digest of the program and the values of its hyperparameter inputs."""
+        return hashlib.sha256((self._content + _inputs.digest(self._inputs)).encode()).hexdigest()
+
+
+def _call(executable: Any, inputs: Any, *args: Any) -> Any:
+    return executable(*args, inputs)
 
 
 def clear_cache() -> None:
     """Drops every cached compiled program (they hold references to the user's functions)."""
     _cache.clear()
-    _jaxprs.clear()
-    _digests.clear()

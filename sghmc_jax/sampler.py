@@ -840,9 +840,10 @@ class _Programs:
             perm_shape = (cfg.data_shards, cfg.num_data // cfg.data_shards) if cfg.num_data else (0, 0)
             how = (_is_transform(setup.transform), cfg.num_chains, perm_shape, setup.stacked_init, cfg.placement)
             self._init_program = _engine.Program(
-                ("init", setup.transform, *how),
+                ("init", *how),
                 _engine.initial_state_program(setup.transform, *how),
                 _engine.abstract((setup.key, setup.init_params)),
+                functions=(setup.transform,),
             )
             if cfg.placement is not None:
                 # Only the compiled program knows its outputs' shardings (traced, they are
@@ -856,7 +857,7 @@ class _Programs:
         self.pred_sum, self.pred_count = self._predictive_buffers(state_shape)
         xs = self._host_batch_shape()
         self.chunk = _engine.Program(
-            ("chunk", self.spec, *self.fns._replace(update=None)),
+            ("chunk", self.spec),
             _engine.chunk_program(self.spec, self.fns),
             (
                 state_shape,
@@ -868,6 +869,7 @@ class _Programs:
                 jax.ShapeDtypeStruct((3,), jnp.int32),
             ),
             donate_argnums=(0,),
+            functions=tuple(self.fns._replace(target_temperature=None)),
         )
         if self.needs_compiling:  # a cache hit is not compilation
             self.compile_time += time.perf_counter() - t0
