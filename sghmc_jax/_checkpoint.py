@@ -39,7 +39,7 @@ def _orbax() -> Any:
 
 # Bumped when what identifies a run changes; checkpoints and stores of another version are
 # refused with a message that says so (they cannot be checked to be the same run).
-IDENTITY_VERSION = 2
+IDENTITY_VERSION = 3  # 3: hyperparameters are program inputs (their values, not the jaxpr, identify them)
 
 # The parts of a run's identity, in the words an error uses to say which of them changed.
 _WHAT = {
