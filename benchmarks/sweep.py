@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the raw figures here")
     args = parser.parse_args()
     runs = [_one(args.steps) for _ in range(1 if args.quick else args.repeats)]
-    print(f"jax {runs[0]['jax']}, sghmc_jax {runs[0]['sghmc_jax']}, {len(runs)} fresh processes, {args.steps} steps per call")
+    versions = f"jax {runs[0]['jax']}, sghmc_jax {runs[0]['sghmc_jax']}"
+    print(f"{versions}, {len(runs)} fresh processes, {args.steps} steps per call")
     print("| call | T | total | compile | sampling (floor) |")
     print("| --- | --- | --- | --- | --- |")
     for i, call in enumerate(runs[0]["calls"]):

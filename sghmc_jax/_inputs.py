@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.core  # Tracer: `import jax` alone does not bind the submodule for type checkers
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
@@ -131,9 +132,8 @@ def taking(fn: Callable[..., Any], inputs: Inputs) -> Callable[..., Any]:
     which its lookups return."""
 
     def with_inputs(*args: Any) -> Any:
-        *args, traced = args
-        with _scope(traced, inputs):
-            return fn(*args)
+        with _scope(args[-1], inputs):
+            return fn(*args[:-1])
 
     return with_inputs
 

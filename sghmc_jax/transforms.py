@@ -109,7 +109,10 @@ def _transform(
         else:
             step_key, next_key = _checks.canonical_key(key), state.key
         # Inside `sample()`, its numbers are the program's inputs: a sweep compiles once.
-        now = {k: _checks.schedule_value(v, state.step) for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()}
+        now = {
+            k: _checks.schedule_value(v, state.step)
+            for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()
+        }
         grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
         increment, fields = rule.step({f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now)
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
