@@ -135,6 +135,8 @@ def taking(fn: Callable[..., Any], inputs: Inputs) -> Callable[..., Any]:
         with _scope(args[-1], inputs):
             return fn(*args[:-1])
 
+    # The program's name is `fn`'s (what names it in profiles and in JAX's persistent cache).
+    with_inputs.__name__, with_inputs.__qualname__ = fn.__name__, fn.__qualname__
     return with_inputs
 
 
