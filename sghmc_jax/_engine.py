@@ -438,6 +438,9 @@ def initial_state_program(
 
 _CACHE_SIZE = 32
 _cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+# The cache key of the program each earlier call's functions made (by identity), and the
+# signature of its arguments and hyperparameters: a call that passes them again traces nothing.
+_known: dict[Any, tuple] = {}
 
 
 def _sharding_key(x: Any) -> Any:
@@ -472,7 +475,8 @@ class Program:
     program computes (`_inputs.content_digest`), by `key` (settings that place it), the abstract
     arguments and the donation; by `functions` (the user's, by identity) too only when the digest
     cannot identify the program. So a call that changes only hyperparameter values, or passes new
-    functions of the same structure, compiles nothing.
+    functions of the same structure, compiles nothing; one that passes the same functions again
+    does not even trace the program.
     """
 
     def __init__(
@@ -482,23 +486,31 @@ class Program:
         abstract_args: tuple,
         donate_argnums: tuple[int, ...] = (),
         functions: tuple = (),
+        probe: Callable[[], Any] | None = None,
     ):
-        self._inputs = _inputs.collect(fn, abstract_args)
-        self._traced = jax.jit(_inputs.taking(fn, self._inputs), donate_argnums=donate_argnums).trace(
-            *abstract_args, _inputs.abstract(self._inputs)
-        )
-        self._content, identifies = _inputs.content_digest(self._traced.jaxpr)
-        self._key = (
-            key,
-            self._content,
-            () if identifies else functions,
-            _signature(abstract_args),
+        # The hyperparameters' values: `probe` traces only the transforms (`_inputs`).
+        self._inputs = probe() if probe is not None else _inputs.collect(fn, abstract_args)
+        signature = (_signature(abstract_args), _inputs.signature(self._inputs), donate_argnums)
+        # The functions of an earlier call, with hyperparameters of the same names and types:
+        # its program, untraced (their values are inputs; the probe has checked them).
+        identity = (key, functions, *signature)
+        self._key = _known.get(identity)
+        self._traced = None
+        if self._key is None or self._key not in _cache:
+            complete: list[bool] = []
+            with_inputs = _inputs.taking(fn, self._inputs, complete)
+            self._traced = jax.jit(with_inputs, donate_argnums=donate_argnums).trace(
+                *abstract_args, _inputs.abstract(self._inputs)
+            )
+            content, identifies = _inputs.content_digest(self._traced.jaxpr)
             # The jaxpr is flat: the outputs' tree (an optax.chain's state around the same
             # leaves) is the compiled program's too.
-            jax.tree.structure(self._traced.out_info),
-            _inputs.signature(self._inputs),
-            donate_argnums,
-        )
+            out_tree = jax.tree.structure(self._traced.out_info)
+            self._key = (key, content, () if identifies else functions, out_tree, *signature)
+            if all(complete):
+                _known[identity] = self._key
+                if len(_known) > 4 * _CACHE_SIZE:
+                    _known.pop(next(iter(_known)))
         self._executable = _cache.get(self._key)
         self.cached = self._executable is not None
         if self.cached:
@@ -520,7 +532,7 @@ class Program:
 
     def digest(self) -> str:
         """A digest of the program and the values of its hyperparameter inputs."""
-        return hashlib.sha256((self._content + _inputs.digest(self._inputs)).encode()).hexdigest()
+        return hashlib.sha256((self._key[1] + _inputs.digest(self._inputs)).encode()).hexdigest()
 
 
 def _call(executable: Any, inputs: Any, *args: Any) -> Any:
@@ -530,3 +542,4 @@ def _call(executable: Any, inputs: Any, *args: Any) -> Any:
 def clear_cache() -> None:
     """Drops every cached compiled program (they hold references to the user's functions)."""
     _cache.clear()
+    _known.clear()

@@ -9,9 +9,10 @@ compiled it again. Here they become arguments of the program instead:
   its numeric hyperparameters up in it (`resolve`) when its `init` or `update` is traced, and gets
   back the program's inputs in place of the numbers. This reaches a transform wherever it is, alone,
   inside `optax.chain` or another wrapper, or built by the user's factory inside the program.
-- The values are found by a first pass (`collect`: the program traced under `jax.eval_shape`, with
-  a scope that only records them, transform by transform in the order their lookups come), then
-  passed as one argument (`taking`). A transform's slot holds inputs only if the second pass finds
+- The values are found by a first pass (`collect`: the transforms' `init` or `update` traced
+  under `jax.eval_shape`, `init_probe` and `update_probe`, with a scope that only records them,
+  transform by transform in the order their lookups come), then passed as one argument
+  (`taking`). A transform's slot holds inputs only if the second pass finds
   the same names and values there, so a lookup order that differed between the passes would leave
   constants in the program, never another transform's values.
 - Compiled programs are cached by what they compute (`content_digest`: the traced jaxpr, with the
@@ -127,13 +128,38 @@ def collect(fn: Callable[..., Any], abstract_args: tuple) -> Inputs:
     return tuple(scope.found)
 
 
-def taking(fn: Callable[..., Any], inputs: Inputs) -> Callable[..., Any]:
+def _one_chain(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
+
+
+def init_probe(transform: Any, is_transform: bool, key: Any, params: Any, stacked: bool) -> Callable[[], Inputs]:
+    """`collect` for the initial-state program, tracing only what looks hyperparameters up in it:
+    one chain's `transform.init` (of the transform `transform(key)` makes, for a factory)."""
+    params = _one_chain(params) if stacked else params
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), (key, params))
+    return lambda: collect(lambda k, p: (transform if is_transform else transform(k)).init(p), one)
+
+
+def update_probe(update: Callable[..., Any], state: Any, target_temperature: float | None) -> Callable[[], Inputs]:
+    """`collect` for the chunk program, tracing only what looks hyperparameters up in it: one
+    chain's `update` (which also checks the transform's temperature against `target_temperature`,
+    as the program's would)."""
+    extra = {} if target_temperature is None else {"target_temperature": target_temperature}
+    one = _one_chain((state.params, state.transform_state, state.noise_key))
+    return lambda: collect(lambda p, s, k: update(p, s, p, key=k, **extra), one)
+
+
+def taking(fn: Callable[..., Any], inputs: Inputs, complete: list[bool]) -> Callable[..., Any]:
     """`fn` with one more, last, argument, traced in place of `inputs` (what `collect` found),
-    which its lookups return."""
+    which its lookups return. Appends to `complete` whether the trace found exactly `inputs`
+    (every number an input: False when a lookup fell back to constants)."""
 
     def with_inputs(*args: Any) -> Any:
-        with _scope(args[-1], inputs):
-            return fn(*args[:-1])
+        with _scope(args[-1], inputs) as scope:
+            out = fn(*args[:-1])
+        found = scope.found
+        complete.append(len(found) == len(inputs) and all(_same(a, b) for a, b in zip(inputs, found, strict=True)))
+        return out
 
     # The program's name is `fn`'s (what names it in profiles and in JAX's persistent cache).
     with_inputs.__name__, with_inputs.__qualname__ = fn.__name__, fn.__qualname__

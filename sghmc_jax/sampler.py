@@ -35,6 +35,7 @@ from sghmc_jax import (
     _checks,
     _diagnose,
     _engine,
+    _inputs,
     _progress,
     _store,
     diagnostics,
@@ -844,6 +845,7 @@ class _Programs:
                 _engine.initial_state_program(setup.transform, *how),
                 _engine.abstract((setup.key, setup.init_params)),
                 functions=(setup.transform,),
+                probe=_inputs.init_probe(setup.transform, how[0], setup.key, setup.init_params, setup.stacked_init),
             )
             if cfg.placement is not None:
                 # Only the compiled program knows its outputs' shardings (traced, they are
@@ -869,7 +871,8 @@ class _Programs:
                 jax.ShapeDtypeStruct((3,), jnp.int32),
             ),
             donate_argnums=(0,),
-            functions=tuple(self.fns._replace(target_temperature=None)),
+            functions=tuple(self.fns._replace(update=None, target_temperature=None)),
+            probe=_inputs.update_probe(setup.update_transform.update, state_shape, setup.target_temperature),
         )
         if self.needs_compiling:  # a cache hit is not compilation
             self.compile_time += time.perf_counter() - t0

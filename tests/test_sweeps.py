@@ -167,3 +167,29 @@ def test_a_sweep_over_the_numbers_of_the_librarys_schedules_compiles_nothing():
     assert swept.compile_time == 0.0
     _engine.clear_cache()
     np.testing.assert_array_equal(swept.samples, run(0.05, 0.5).samples)
+
+
+LR = 0.1
+
+
+def test_the_same_factory_reading_a_changed_global_samples_at_the_new_value():
+    """A call with the same functions takes its program untraced; the values still come from
+    this call (before, a factory reading a global `lr` got the first call's value baked in)."""
+    global LR
+    log_posterior = lambda w, batch: (-0.5 * jnp.sum(w**2), None)  # noqa: E731
+    transform = lambda k: sghmc_jax.sghmc(LR, alpha=1.0, key=k)  # noqa: E731
+    kw = dict(transform=transform, num_steps=20, num_chains=2, progress=False)
+    _engine.clear_cache()
+    LR = 0.1
+    first = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    LR = 0.03
+    try:
+        swept = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+        assert swept.compile_time == 0.0
+        assert swept.hyperparameters["lr"] == 0.03
+        _engine.clear_cache()
+        fresh = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw)
+    finally:
+        LR = 0.1
+    np.testing.assert_array_equal(swept.samples, fresh.samples)
+    assert not np.array_equal(first.samples, swept.samples)
