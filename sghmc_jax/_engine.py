@@ -494,9 +494,9 @@ class Program:
         # The functions of an earlier call, with hyperparameters of the same names and types:
         # its program, untraced (their values are inputs; the probe has checked them).
         identity = (key, functions, *signature)
-        self._key = _known.get(identity)
+        found = _known.get(identity)
         self._traced = None
-        if self._key is None or self._key not in _cache:
+        if found is None or found not in _cache:
             complete: list[bool] = []
             with_inputs = _inputs.taking(fn, self._inputs, complete)
             self._traced = jax.jit(with_inputs, donate_argnums=donate_argnums).trace(
@@ -506,11 +506,12 @@ class Program:
             # The jaxpr is flat: the outputs' tree (an optax.chain's state around the same
             # leaves) is the compiled program's too.
             out_tree = jax.tree.structure(self._traced.out_info)
-            self._key = (key, content, () if identifies else functions, out_tree, *signature)
+            found = (key, content, () if identifies else functions, out_tree, *signature)
             if all(complete):
-                _known[identity] = self._key
+                _known[identity] = found
                 if len(_known) > 4 * _CACHE_SIZE:
                     _known.pop(next(iter(_known)))
+        self._key: tuple = found
         self._executable = _cache.get(self._key)
         self.cached = self._executable is not None
         if self.cached:
