@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sghmc_jax import _checks
+from sghmc_jax import _checks, _inputs
 from sghmc_jax.types import Schedule
 
 __all__ = ["cyclical_schedule", "cyclical_temperature_schedule", "in_sampling_phase"]
@@ -98,7 +98,8 @@ def cyclical_schedule(init_value: jax.typing.ArrayLike, total_steps: int, num_cy
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
         position = jnp.mod(jnp.asarray(step), length)
-        init = _as_float(init_value)
+        # Inside `sample()` the number is an input of the program: a sweep compiles once.
+        init = _as_float(_inputs.resolve(schedule, {"init_value": init_value})["init_value"])
         # (cos(πr) + 1)/2 = sin²(π(1 − r)/2) with 1 − r = (L − position)/L, an exact integer
         # over L: no cancellation, and full relative precision near the end of a cycle.
         remaining = (length - position).astype(init.dtype) / length
@@ -192,7 +193,7 @@ def cyclical_temperature_schedule(
     explore = _exploration_steps(length, exploration_fraction)
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
-        t = _as_float(temperature)
+        t = _as_float(_inputs.resolve(schedule, {"temperature": temperature})["temperature"])
         sampling = jnp.mod(jnp.asarray(step), length) >= explore
         return jnp.where(sampling, t, jnp.zeros_like(t))
 

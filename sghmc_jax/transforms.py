@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checks, _noise, kernels
+from sghmc_jax import _checks, _inputs, _noise, kernels
 from sghmc_jax.types import ArrayTree, ScalarOrSchedule
 
 __all__ = [
@@ -87,7 +87,8 @@ def _transform(
             init_key, state_key = jax.random.split(base_key)
         else:
             init_key, state_key = None, base_key
-        start = {k: _checks.schedule_value(v) for k, v in hyperparameters.items()} | settings
+        start = {k: _checks.schedule_value(v) for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()}
+        start |= settings
         fields = rule.init(params, init_key, start)
         return state_type(step=jnp.zeros([], jnp.int32), key=state_key, **fields)
 
@@ -95,9 +96,10 @@ def _transform(
         updates: ArrayTree, state: Any, params: ArrayTree | None = None, *, key: Any = None, **extra_args: Any
     ) -> tuple[ArrayTree, Any]:
         del params
-        _checks.check_target_temperature(
-            rule.name, hyperparameters["temperature"], extra_args.get("target_temperature")
-        )
+        with _inputs.paused():  # on the values given, not on a sweep's program inputs
+            _checks.check_target_temperature(
+                rule.name, hyperparameters["temperature"], extra_args.get("target_temperature")
+            )
         _checks.check_float_tree("updates", updates)
         if rule.fields:
             field = rule.fields[0]
@@ -106,7 +108,11 @@ def _transform(
             step_key, next_key = kernels.split_key(state.key)
         else:
             step_key, next_key = _checks.canonical_key(key), state.key
-        now = {k: _checks.schedule_value(v, state.step) for k, v in hyperparameters.items()}
+        # Inside `sample()`, its numbers are the program's inputs: a sweep compiles once.
+        now = {
+            k: _checks.schedule_value(v, state.step)
+            for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()
+        }
         grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
         increment, fields = rule.step({f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now)
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)

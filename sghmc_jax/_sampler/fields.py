@@ -11,10 +11,11 @@ from typing import Any
 __all__: list[str] = []
 
 
-def setting(*, compiled: bool = False) -> Any:
+def setting(*, compiled: bool = False, compare: bool = True) -> Any:
     """A field that changes the draws: recorded in the run's identity (and, when `compiled`,
-    shapes the compiled programs)."""
-    return dataclasses.field(metadata={"setting": True, "compiled": compiled})
+    read by the compiled programs: part of their cache key unless `compare=False`, for a value
+    that only a trace-time check reads)."""
+    return dataclasses.field(compare=compare, metadata={"setting": True, "compiled": compiled})
 
 
 def compiled(*, compare: bool = True) -> Any:
@@ -35,6 +36,30 @@ def program_view(record: Any) -> Any:
         return None
     drop = {f.name: None for f in dataclasses.fields(record) if not f.metadata.get("compiled")}
     return dataclasses.replace(record, **drop)
+
+
+def cache_key(record: Any) -> Any:
+    """The record's program view without the user's functions (the cache keys programs by what
+    they compute, `cache.Program`, and by the functions only where that cannot tell them apart):
+    its compiled settings, by name."""
+    if record is None:
+        return None
+    fields = dataclasses.fields(record)
+    return tuple(
+        (f.name, getattr(record, f.name))
+        for f in fields
+        if f.metadata.get("setting") and f.compare and f.metadata.get("compiled")
+    )
+
+
+def functions(record: Any) -> tuple[Any, ...]:
+    """The user's functions among the record's compiled fields (by identity)."""
+    fields = dataclasses.fields(record)
+    return tuple(
+        getattr(record, f.name)
+        for f in fields
+        if f.compare and f.metadata.get("compiled") and not f.metadata.get("setting")
+    )
 
 
 def settings(record: Any) -> dict[str, Any]:

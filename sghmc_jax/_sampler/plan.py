@@ -258,7 +258,8 @@ class Model:
     log_posterior: Any = compiled()
     transform: Any = compiled()
     keep: Callable[[jax.Array], jax.Array] | None = compiled()
-    target_temperature: float | None = setting(compiled=True)
+    # Read only by the transform's trace-time check against its own temperature: not a key.
+    target_temperature: float | None = setting(compiled=True, compare=False)
     value_dtype: str = setting(compiled=True)  # the log posterior's
     update: Callable[..., Any] = compiled(compare=False)  # a factory's is new at every call
     update_transform: Any = value()  # the transform, or one the factory made

@@ -9,7 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sghmc_jax._sampler import cache, engine
+from sghmc_jax import _inputs
+from sghmc_jax._sampler import cache, engine, fields
 from sghmc_jax._sampler import placement as placing
 from sghmc_jax._sampler.fields import program_view
 from sghmc_jax._sampler.plan import Plan
@@ -37,8 +38,9 @@ class Programs:
         t0 = time.perf_counter()
         state_shape = self._initial_state_shape()
         self.pred_sum, self.pred_count = self._predictive_buffers(state_shape)
+        records = (plan.steps, plan.batches, plan.model, plan.predictive)
         self.chunk = cache.Program(
-            ("chunk", *self.views),
+            ("chunk", *(fields.cache_key(r) for r in records), plan.placement),
             engine.chunk_program(self.views),
             (
                 state_shape,
@@ -50,6 +52,8 @@ class Programs:
                 jax.ShapeDtypeStruct((3,), jnp.int32),
             ),
             donate_argnums=(0,),
+            functions=sum((fields.functions(r) for r in records), ()),
+            probe=_inputs.update_probe(plan.model.update, state_shape, plan.model.target_temperature),
         )
         if self.needs_compiling:  # a cache hit is not compilation
             self.compile_time += time.perf_counter() - t0
@@ -58,11 +62,16 @@ class Programs:
         plan = self.plan
         if plan.start.init_state is not None:
             return self._for_mode(cache.abstract(plan.start.init_state))
-        views = (program_view(plan.model), program_view(plan.start), self.views.batches, plan.placement)
+        start = plan.start
+        views = (program_view(plan.model), program_view(start), self.views.batches, plan.placement)
         self.init_program = cache.Program(
-            ("init", *views),
+            ("init", plan.model.is_factory, *(fields.cache_key(r) for r in (start, plan.batches)), plan.placement),
             engine.initial_state_program(*views),
-            cache.abstract((plan.start.key, plan.start.init_params)),
+            cache.abstract((start.key, start.init_params)),
+            functions=(plan.model.transform,),
+            probe=_inputs.init_probe(
+                plan.model.transform, not plan.model.is_factory, start.key, start.init_params, start.stacked_init
+            ),
         )
         if plan.placement is not None:
             # Only the compiled program knows its outputs' shardings (traced, they are
