@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench bench-quick clean
+.PHONY: demo test test-fast lint docs docs-check bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed-examples: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,examples,notebooks,lint]"
+	$(PY) -m pip install --quiet -e ".[test,examples,notebooks,lint,docs]"
 	touch $@
 
 demo: $(VENV)/.installed-examples
@@ -30,12 +30,26 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check sghmc_jax
 	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
-test: lint
+test: lint docs-check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (they still run in `make test` and CI).
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+$(VENV)/.installed-docs: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+# The HTML site (docs/_build/html/index.html), built offline: the notebooks from their committed
+# outputs, MathJax bundled. `docs-check` builds it as `make test` does: warnings are errors and
+# every reference must resolve (-W -n); tests/test_api_docs.py reads what it writes.
+SPHINX_ARGS ?=
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -b html -q $(SPHINX_ARGS) docs docs/_build/html
+
+docs-check: $(VENV)/.installed-test
+	$(PY) -m sphinx -b html -q -W -n --keep-going docs docs/_build/html
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench]"
@@ -62,4 +76,4 @@ bench-quick: $(VENV)/.installed-bench $(POSTERIORS_VENV)/.installed
 	$(PY) benchmarks/training.py --quick
 
 clean:
-	rm -rf $(VENV) $(POSTERIORS_VENV) build *.egg-info
+	rm -rf $(VENV) $(POSTERIORS_VENV) build *.egg-info docs/_build docs/api/sgmcmc
