@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint docs docs-check bench bench-quick clean
+.PHONY: demo test test-fast lint docs bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check sghmc_jax
 	$(VENV)/bin/basedpyright --pythonpath $(PY)
 
-test: lint docs-check
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (they still run in `make test` and CI).
@@ -41,15 +41,12 @@ $(VENV)/.installed-docs: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[docs]"
 	touch $@
 
-# The HTML site (docs/_build/html/index.html), built offline: the notebooks from their committed
-# outputs, MathJax bundled. `docs-check` builds it as `make test` does: warnings are errors and
-# every reference must resolve (-W -n); tests/test_api_docs.py reads what it writes.
+# The HTML site (open docs/_build/html/index.html), built offline: the notebooks from their
+# committed outputs, MathJax bundled. `make test` builds it too, with warnings as errors and every
+# reference resolved (-W -n), in tests/test_site.py, which then checks what it wrote.
 SPHINX_ARGS ?=
 docs: $(VENV)/.installed-docs
-	$(PY) -m sphinx -b html -q $(SPHINX_ARGS) docs docs/_build/html
-
-docs-check: $(VENV)/.installed-test
-	$(PY) -m sphinx -b html -q -W -n --keep-going docs docs/_build/html
+	$(PY) -m sphinx -b html -q -W -n --keep-going $(SPHINX_ARGS) docs docs/_build/html
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench]"

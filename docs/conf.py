@@ -24,7 +24,7 @@ from sghmc_jax import kernels  # noqa: E402
 
 project = "sghmc_jax"
 author = "the sghmc_jax authors"
-copyright = "2026, the sghmc_jax authors"  # noqa: A001
+copyright = "2026, the sghmc_jax authors"
 release = version = sghmc_jax.__version__
 
 extensions = [
@@ -139,7 +139,12 @@ def _code_or_xref(name, rawtext, text, lineno, inliner, options=None, content=No
     env = inliner.document.settings.env
     target = re.sub(r"\((\.\.\.)?\)$", "", text.lstrip("~"))
     node = addnodes.pending_xref(
-        rawtext, refdomain="py", reftype="obj", reftarget=target, refexplicit=False, refwarn=False,
+        rawtext,
+        refdomain="py",
+        reftype="obj",
+        reftarget=target,
+        refexplicit=False,
+        refwarn=False,
         code_or_xref=True,
     )
     node["py:module"] = env.ref_context.get("py:module")
@@ -167,7 +172,8 @@ def _resolve_code_or_xref(app, env, node, contnode):
     found = next((c for c in candidates if c in objects and not objects[c].aliased), None)
     if found is None:
         ends = [
-            n for n, o in objects.items()
+            n
+            for n, o in objects.items()
             if n.endswith("." + target) and not o.aliased and ("." in target or o.objtype in _MODULE_LEVEL)
         ]
         found = ends[0] if len(ends) == 1 else None
