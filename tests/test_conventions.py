@@ -751,8 +751,8 @@ def test_a_sampler_added_as_the_readme_says_gets_both_faces_sample_diagnose_and_
     ignore = shutil.ignore_patterns("__pycache__", "*.npz")
     for part in ("sghmc_jax", "tests"):
         shutil.copytree(root / part, tmp_path / part, ignore=ignore)
-    for file in ("README.md", "pyproject.toml", "docs/guides/samplers.md"):
-        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(root / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("_build", "api"), symlinks=True)
+    for file in ("README.md", "pyproject.toml"):
         shutil.copy(root / file, tmp_path / file)
     touched = _add_the_toy(tmp_path)
     section = DEVELOPER_PAGE.read_text().split("\n## Adding a sampler\n")[1].split("\n## ")[0]
