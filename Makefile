@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench bench-quick clean
+.PHONY: demo test test-fast lint docs bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed-examples: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,examples,notebooks,lint]"
+	$(PY) -m pip install --quiet -e ".[test,examples,notebooks,lint,docs]"
 	touch $@
 
 demo: $(VENV)/.installed-examples
@@ -36,6 +36,17 @@ test: lint
 # Everything but the tests marked slow (they still run in `make test` and CI).
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+$(VENV)/.installed-docs: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+# The HTML site (open docs/_build/html/index.html), built offline: the notebooks from their
+# committed outputs, MathJax bundled. `make test` builds it too, with warnings as errors and every
+# reference resolved (-W -n), in tests/test_site.py, which then checks what it wrote.
+SPHINX_ARGS ?=
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -b html -q -W -n --keep-going $(SPHINX_ARGS) docs docs/_build/html
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench]"
@@ -62,4 +73,4 @@ bench-quick: $(VENV)/.installed-bench $(POSTERIORS_VENV)/.installed
 	$(PY) benchmarks/training.py --quick
 
 clean:
-	rm -rf $(VENV) $(POSTERIORS_VENV) build *.egg-info
+	rm -rf $(VENV) $(POSTERIORS_VENV) build *.egg-info docs/_build docs/api/sgmcmc

@@ -7,7 +7,7 @@ from sghmc_jax.sampler import DivergenceError, SampleResult, SamplerState, sampl
 from sghmc_jax.schedules import cyclical_schedule, cyclical_temperature_schedule, in_sampling_phase
 
 # Every sampler's optax face and its state, as transforms.py lists them (`transforms.__all__`):
-# a sampler added there is exported here without an edit (README, "Adding a sampler").
+# a sampler added there is exported here without an edit (docs/developer.md, "Adding a sampler").
 from sghmc_jax.transforms import *  # noqa: F403
 from sghmc_jax.types import Transform
 

@@ -579,7 +579,7 @@ _SHARED_NOISE = (
     "independent chains and read converged whatever the run did. Give each chain its own noise: "
     "pass `key=jax.random.fold_in"
     "(chain_key, step)` to `update` with one `chain_key` per chain, or build each chain's "
-    'transform from its own key (README, "The optax face")'
+    'transform from its own key (docs, guide "The optax face")'
 )
 
 

@@ -259,7 +259,7 @@ class Rule(NamedTuple):
 
 
 def rules() -> dict[str, Rule]:
-    """Every sampler's rule by name: the `Rule`s defined in this module.
+    """Every sampler's rule by name: the `Rule` of each, defined in this module.
 
     The registry every other place finds samplers in: a rule `foo` has its optax face
     `sghmc_jax.foo` (in transforms.py) and its functional face `sghmc_jax.sgmcmc.foo`, and
@@ -814,7 +814,7 @@ def ubu_step(
         momenta: current momenta m_t, a pytree like the params.
         grad_log_posterior: g_t, the gradient of the log posterior at the stored params θ'_t.
         key: a typed PRNG key for this step, used once (two normals per element: the layout
-            of `normal_like` over leaves of shape (2, *leaf shape)).
+            of `normal_like` over leaves of shape (2,) + the leaf's shape).
         lr: step size ε > 0.
         alpha: friction α >= 0.
         sigma: momentum scale σ > 0.

@@ -141,7 +141,7 @@ def sample(
         callback: optional function called on the host after every chunk (and after that
             chunk's checkpoint, so a callback that stops the run loses nothing) with a dict of
             progress information (`step`, `num_steps`, `mean_log_posterior`).
-        mesh: a `jax.sharding.Mesh` to run on (README, "Scaling out"); its devices may span
+        mesh: a `jax.sharding.Mesh` to run on (docs, guide "Scaling out"); its devices may span
             several processes (`jax.distributed`). Params given as arrays sharded over it (a
             `NamedSharding`) keep their partition, and every per-parameter part of the state
             (momenta, preconditioner, ...) follows it; other params are replicated.

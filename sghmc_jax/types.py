@@ -31,6 +31,7 @@ Schedule: TypeAlias = Callable[[jax.Array], jax.typing.ArrayLike]
 """A function of the step count, e.g. an optax schedule."""
 
 ScalarOrSchedule: TypeAlias = float | jax.Array | Schedule
+"""A hyperparameter that takes a schedule (a number, or a `Schedule` of the step count)."""
 
 
 class Transform(NamedTuple):

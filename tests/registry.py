@@ -1,6 +1,6 @@
 """The samplers under test: one entry each gives a sampler every convention test
 (`tests/test_conventions.py`) and, where its step is linear on a Gaussian target, the exact
-stationary-moment test. Adding a sampler means adding its entry here (README, "Adding a
+stationary-moment test. Adding a sampler means adding its entry here (docs/developer.md, "Adding a
 sampler").
 """
 

@@ -26,7 +26,9 @@ from tests import helpers
 from tests.registry import SAMPLERS, Sampler
 
 _ids = [s.name for s in SAMPLERS]
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLERS_PAGE = ROOT / "docs" / "guides" / "samplers.md"  # its table has a row per sampler
+DEVELOPER_PAGE = ROOT / "docs" / "developer.md"  # its "Adding a sampler" is the checklist
 
 
 @pytest.fixture(params=SAMPLERS, ids=_ids)
@@ -569,22 +571,22 @@ def test_rules_kinetic_expectation_is_the_exact_stationary_momentum_variance(x64
 def test_the_registry_covers_every_rule_and_every_place_finds_it():
     """Every rule of `kernels.rules()` (the registry of samplers) has an entry in tests/registry.py,
     its optax face and state exported by `sghmc_jax`, its functional face in `sghmc_jax.sgmcmc`
-    and a row in README's "The samplers": the places that find samplers by discovery."""
+    and a row in the table of docs/guides/samplers.md: the places that find samplers by discovery."""
     from sghmc_jax import kernels, transforms
 
     rules = kernels.rules()
     assert set(rules) == {x.name for x in SAMPLERS}, "every rule has one entry in tests/registry.py"
-    samplers_table = README.read_text().split("\n## The samplers\n")[1].split("\n## ")[0]
+    samplers_table = SAMPLERS_PAGE.read_text()
     for name, rule in rules.items():
         assert name in sghmc_jax.sgmcmc.__all__ and hasattr(sghmc_jax.sgmcmc, name), name
-        assert f"| `{name}` |" in samplers_table, f"README's 'The samplers' has no row for {name}"
+        assert f"| `{name}` |" in samplers_table, f"docs/guides/samplers.md has no row for {name}"
         if rule.integrate is not None:
             continue  # several gradients per step: no optax face
         state = next(n for n in sghmc_jax.__all__ if n.lower() == f"{name}transformstate")
         assert name in sghmc_jax.__all__ and getattr(sghmc_jax, name) is getattr(transforms, name), name
         assert getattr(sghmc_jax, state) in transforms._sampler_states(), state
 
-# A toy sampler written exactly as README's "Adding a sampler" says, one piece per file it names.
+# A toy sampler written exactly as "Adding a sampler" (docs/developer.md) says, one piece per file it names.
 _TOY_RULE = '''
 
 def toy_step(grad_log_posterior: ArrayTree, key: jax.Array, lr: jax.typing.ArrayLike,
@@ -730,14 +732,14 @@ def _add_the_toy(root: pathlib.Path) -> set[str]:
     edit("sghmc_jax/transforms.py", lambda t: t.replace("__all__ = [", '__all__ = [\n    "ToyTransformState",\n    "toy",', 1) + _TOY_OPTAX)
     edit("sghmc_jax/sgmcmc/toy.py", lambda t: _TOY_FUNCTIONAL)
     edit("tests/registry.py", lambda t: t.replace("\nBY_NAME = ", _TOY_ENTRY + "\nBY_NAME = ", 1))
-    edit("README.md", lambda t: t.replace("\n| `psghmc` |", "\n" + _TOY_ROW + "| `psghmc` |", 1))
+    edit("docs/guides/samplers.md", lambda t: t.replace("\n| `psghmc` |", "\n" + _TOY_ROW + "| `psghmc` |", 1))
     return touched
 
 
 @pytest.mark.slow
 def test_a_sampler_added_as_the_readme_says_gets_both_faces_sample_diagnose_and_every_convention_test(tmp_path):
     """Issue 19, item 6: a toy sampler written into a copy of the repository in exactly the files
-    README's "Adding a sampler" names (and no other) gets its optax and functional faces, the
+    "Adding a sampler" (docs/developer.md) names (and no other) gets its optax and functional faces, the
     registry's every convention test (both faces bit-identical, keys, dtypes, validation,
     signatures and defaults, `sample()` and `diagnose()` on its run, ...) and its examples run
     by the doctest discovery, in a fresh process."""
@@ -749,10 +751,11 @@ def test_a_sampler_added_as_the_readme_says_gets_both_faces_sample_diagnose_and_
     ignore = shutil.ignore_patterns("__pycache__", "*.npz")
     for part in ("sghmc_jax", "tests"):
         shutil.copytree(root / part, tmp_path / part, ignore=ignore)
+    shutil.copytree(root / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("_build", "api"), symlinks=True)
     for file in ("README.md", "pyproject.toml"):
         shutil.copy(root / file, tmp_path / file)
     touched = _add_the_toy(tmp_path)
-    section = README.read_text().split("\n## Adding a sampler\n")[1].split("\n## ")[0]
+    section = DEVELOPER_PAGE.read_text().split("\n## Adding a sampler\n")[1].split("\n## ")[0]
     listed = set(re.findall(r"\*\*`([\w/.<>]+)`\*\*", section))
     assert {t.replace("toy", "<name>") for t in touched} == listed, (touched, listed)
     assert len(touched) <= 5

@@ -397,16 +397,16 @@ def test_a_rule_added_to_kernels_is_diagnosed_without_a_list_of_names(clean, mon
 
 
 def test_readme_diagnosing_example_says_what_its_comment_says():
-    """README, "Diagnosing a run": the run converges (every convergence row ok), εα = 0.18 puts
+    """docs/guides/diagnosing.md, "Diagnosing a run": the run converges (every convergence row ok), εα = 0.18 puts
     the expected kinetic temperature at 1/(1 − 0.09) = 1.099·T, and R is about 0.2 (flagged)."""
     import pathlib
     import re
 
-    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("### Diagnosing a run") : text.index("The KSD is also there on its own")]
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "diagnosing.md").read_text()
+    section = text[text.index("# Diagnosing a run") : text.index("The KSD is also there on its own")]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     namespace: dict = {}
-    exec(compile(block, "README.md[Diagnosing a run]", "exec"), namespace)
+    exec(compile(block, "docs/guides/diagnosing.md", "exec"), namespace)
     table = namespace["table"]
     convergence = ("identical chains", "R-hat log posterior", "ESS log posterior", "trend log posterior",
                    "R-hat params (max)", "ESS params (min)")

@@ -1,6 +1,6 @@
-"""The README's examples and the docstrings' examples run: the single-device ones in this
-process, the "Scaling out" ones in subprocesses on 8 forced host devices, and its multi-host
-script as 2 processes joined by jax.distributed."""
+"""The examples of the README, of the documentation site's pages (docs/**/*.md) and of the
+docstrings run: the single-device ones in this process, the "Scaling out" ones in subprocesses
+on 8 forced host devices, and its multi-host script as 2 processes joined by jax.distributed."""
 
 from __future__ import annotations
 
@@ -22,21 +22,38 @@ from sghmc_jax import kernels
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The README, then the site's pages (docs/_build is the built site, not a source).
+PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
 _PYTHON = r"```python\n(.*?)```"
 
 
 def _section(title: str) -> str:
-    """The README's text from the heading `## title` to the next `## ` heading."""
+    """The README's text from the heading `## title` to the next `## ` heading, or else the
+    whole page of the site titled `# title`."""
     text = README.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end >= 0 else len(text)]
+    if f"\n## {title}\n" in text:
+        start = text.index(f"\n## {title}\n")
+        end = text.find("\n## ", start + 1)
+        return text[start : end if end >= 0 else len(text)]
+    pages = [p.read_text() for p in PAGES[1:] if p.read_text().startswith(f"# {title}\n")]
+    assert len(pages) == 1, f"no README section or page titled {title!r}"
+    return pages[0]
+
+
+def _blocks() -> dict[str, str]:
+    """Every python block of the README and of the pages, each once (a page may repeat the
+    README's example), named by where it first appears."""
+    found: dict[str, str] = {}
+    for page in PAGES:
+        for i, block in enumerate(re.findall(_PYTHON, page.read_text(), flags=re.S)):
+            found.setdefault(block, f"{page.relative_to(ROOT)}[python block {i}]")
+    return {name: block for block, name in found.items()}
 
 
 SCALING = re.findall(_PYTHON, _section("Scaling out"), flags=re.S)
 MULTI_HOST = [b for b in SCALING if "jax.distributed.initialize" in b]
 ON_DEVICES = [b for b in SCALING if b not in MULTI_HOST]  # run in order, one namespace
-BLOCKS = [b for b in re.findall(_PYTHON, README.read_text(), flags=re.S) if b not in SCALING]
+BLOCKS = {name: b for name, b in _blocks().items() if b not in SCALING}
 
 _RUN_IN_ORDER = """
 import contextlib, io, json, sys
@@ -92,10 +109,19 @@ def test_readme_has_the_two_commands_first():
     assert "make demo" in first_code and "make test" in first_code
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, capsys):
-    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
+@pytest.mark.parametrize("where", list(BLOCKS))
+def test_readme_example_runs(where, capsys):
+    """Every example of the README and of the site's pages (docs/)."""
+    exec(compile(BLOCKS[where], where, "exec"), {})
     assert capsys.readouterr().out.strip(), "the example prints its result"
+
+
+def test_the_pages_examples_are_found():
+    """The walk over docs/ finds the guides' examples (a page moved out of the README keeps its
+    examples run), and no example of the site repeats the multi-device ones here."""
+    where = {name.split("[")[0] for name in BLOCKS}
+    assert {f"docs/guides/{g}.md" for g in ("optax", "diagnosing", "models", "samplers")} <= where, where
+    assert len(BLOCKS) >= 7 and len(SCALING) == 4, list(BLOCKS)
 
 
 def test_readme_scaling_examples_run_on_8_devices():
@@ -140,7 +166,8 @@ def test_readme_multi_host_script_runs_as_two_processes(tmp_path):
 
 def test_readme_optax_example_reaches_the_posterior_mean(capsys):
     namespace: dict = {}
-    exec(compile(BLOCKS[0], "README.md[0]", "exec"), namespace)
+    block = re.findall(_PYTHON, _section("The optax face"), flags=re.S)[0]
+    exec(compile(block, "The optax face[0]", "exec"), namespace)
     capsys.readouterr()
     import numpy as np
 

@@ -193,14 +193,14 @@ def diagnose(
        coordinates, named in the note); a trend test of the log posterior after burn-in per
        chain: z of the last third's mean minus the first third's, rank-normalised, with the
        standard error from the autocorrelation of the linearly detrended series; FLAG past
-       |z| = 4 ("lengthen burn_in / run longer"). After every chain diverged: one FLAG row.
+       abs(z) = 4 ("lengthen burn_in / run longer"). After every chain diverged: one FLAG row.
     1. **Kinetic temperature** T̂_K = mean over the steps after burn-in of mᵀm/(σ²d) (the
        `kinetic` trace), per chain, with its Monte Carlo standard error (ESS of the series),
        against the sampler's discrete expectation E = T·`Rule.diagnose.kinetic` (the stationary
        momentum variance of its one-step rule when the gradient noise is what it assumes:
        1/(1 − εα/(2σ²)) for SGHMC and pSGHMC, 1 for BAOA, UBU and SGNHT). FLAG when the series
-       is not stationary (the trend test above), or when |T̂_K/E − 1| > `kinetic_threshold` and
-       |T̂_K − E| > 3 MCSE. Too hot: gradient noise the sampler is not told about. Not
+       is not stationary (the trend test above), or when abs(T̂_K/E − 1) > `kinetic_threshold` and
+       abs(T̂_K − E) > 3 MCSE. Too hot: gradient noise the sampler is not told about. Not
        applicable to SGLD/pSGLD (no momenta); SGNHT's thermostat holds it at T by construction.
     2. **Noise ratio** R_j of the minibatch gradient noise a step adds to the noise it injects,
        per coordinate j, with V_j the variance of the minibatch gradient of the log posterior
