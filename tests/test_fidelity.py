@@ -1,0 +1,167 @@
+"""The posterior-fidelity benchmark (benchmarks/fidelity.py, issue 20): its metrics against cases
+computed by hand, and its pipeline end to end in fast mode on one task, against a tiny NUTS
+reference made here. No benchmark figure is asserted: the fast mode measures nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("blackjax")
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, BENCHMARKS)  # fidelity_reference imports fidelity by name
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fidelity = _load("fidelity")
+fidelity_reference = _load("fidelity_reference")
+
+P = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]])
+P_REF = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8]])
+
+
+def test_agreement_by_hand():
+    # argmax 0, 1, 1 against 0, 0, 1: two of three agree.
+    assert fidelity.agreement(P, P_REF) == pytest.approx(2 / 3)
+    assert fidelity.agreement(P, P) == 1.0
+
+
+def test_total_variation_by_hand():
+    # Σ|p − p_ref| per point: 0.6, 0.6, 0; half their mean is 0.2.
+    assert fidelity.total_variation(P, P_REF) == pytest.approx(0.2)
+    assert fidelity.total_variation(P_REF, P) == pytest.approx(0.2)
+    assert fidelity.total_variation(P, P) == 0.0
+    # Disjoint supports are at the maximum, 1.
+    assert fidelity.total_variation(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])) == 1.0
+
+
+def test_w2_equal_sizes_is_the_shift():
+    a = np.array([0.0, 1.0, 5.0])
+    assert fidelity.w2_1d(a, a + 2.0) == pytest.approx(2.0)
+    assert fidelity.w2_1d(a[::-1], a) == 0.0  # order of the samples does not matter
+
+
+def test_w2_unequal_sizes_by_hand():
+    # Quantile functions: a = {0, 1} steps at 1/2; b = {0, 0.5, 1} steps at 1/3, 2/3. They differ
+    # by 0.5 on [1/3, 1/2) and on [1/2, 2/3): W2² = 2 · (1/6) · 0.25 = 1/12.
+    a, b = np.array([0.0, 1.0]), np.array([0.0, 0.5, 1.0])
+    assert fidelity.w2_1d(a, b) == pytest.approx(math.sqrt(1 / 12))
+    assert fidelity.w2_1d(b, a) == pytest.approx(math.sqrt(1 / 12))
+    # Against a point mass at c: the root mean square distance to c.
+    assert fidelity.w2_1d(np.array([1.0, 3.0]), np.array([2.0])) == pytest.approx(1.0)
+
+
+def test_mean_w2_averages_test_points():
+    samples = np.array([[0.0, 0.0], [1.0, 0.0]])  # (draws, points)
+    ref = np.array([[0.0, 3.0], [1.0, 3.0]])
+    assert fidelity.mean_w2(samples, ref) == pytest.approx(1.5)  # (0 + 3) / 2
+
+
+def test_moment_errors_by_hand():
+    draws = np.array([[0.0, 10.0], [2.0, 14.0]])  # mean (1, 12), sd with ddof 1 (√2, √8)
+    out = fidelity.moment_errors(draws, ref_mean=np.array([0.0, 12.0]), ref_sd=np.array([1.0, 4.0]))
+    assert out["max_mean_error_sd"] == pytest.approx(1.0)  # |1 − 0| / 1 and |12 − 12| / 4
+    assert out["min_sd_ratio"] == pytest.approx(math.sqrt(8) / 4)
+    assert out["max_sd_ratio"] == pytest.approx(math.sqrt(2))
+
+
+def test_held_out_log_density_averages_probabilities_not_logs():
+    task = fidelity.TASKS["digits_mlp"]
+    per_draw = np.array([[[0.5, 0.5]], [[0.0, 1.0]]])  # two draws, one point, two classes
+    assert fidelity.held_out_log_density(task, per_draw, np.array([1])) == pytest.approx(math.log(0.75))
+
+
+def test_regression_comparison_is_the_shift_of_point_masses():
+    task = fidelity.TASKS["diabetes_mlp"]
+    means = np.array([0.0, 1.0, -2.0])
+    per_draw = np.zeros((4, 3, 2))  # every draw predicts `means` with noise sd 0
+    per_draw[..., 0] = means
+    ref_draws = per_draw.copy()
+    ref_draws[..., 0] += 0.25
+    ref = {"per_draw": ref_draws.reshape(2, 2, 3, 2)}
+    assert fidelity.compare(task, per_draw, None, ref, seed=0)["w2"] == pytest.approx(0.25)
+
+
+def test_split_is_disjoint_and_standardised_on_train():
+    split = fidelity.load_breast_cancer(seed=0)
+    sizes = [len(split.x_train), len(split.x_val), len(split.x_test)]
+    assert sum(sizes) == 569 and min(sizes) > 50, sizes
+    assert np.all(split.x_train[:, 0] == 1.0)  # the intercept column
+    np.testing.assert_allclose(split.x_train[:, 1:].mean(0), 0.0, atol=1e-5)
+    rows = {r.tobytes() for r in split.x_train}
+    assert not any(r.tobytes() in rows for r in split.x_test)
+
+
+def test_pipeline_fast_mode_end_to_end(tmp_path):
+    """A tiny reference (2 NUTS chains), then the CLI in fast mode with a sampler, the cyclical
+    sampler and the ensemble over two seeds: the JSON has every metric, and every candidate spent
+    the same budget up to one minibatch per chain."""
+    task = fidelity.TASKS["breast_cancer"]
+    settings = fidelity_reference.Settings(chains=2, warmup=30, draws=20, thin=2, max_doublings=5)
+    meta = fidelity_reference.generate(task, settings, str(tmp_path))
+    assert set(meta["floor"]) >= {"agreement", "tv", "max_mean_error_sd"}
+    assert meta["diagnostics"]["max_rhat_coefficients"] > 0
+
+    out = tmp_path / "results.json"
+    candidates = ["sgld", "cyclical_sghmc", "deep_ensemble"]
+    fidelity.main(
+        [
+            "--fast",
+            "--task",
+            "breast_cancer",
+            "--candidates",
+            *candidates,
+            "--seeds",
+            "0",
+            "1",
+            "--references",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
+    result = json.loads(out.read_text())["tasks"]["breast_cancer"]
+    assert result["floor"] is not None and result["reference"]["settings"]["chains"] == 2
+    slack = fidelity.FAST_CHAINS * task.batch_size / result["train"]
+    for name in candidates:
+        runs = result["candidates"][name]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        for r in runs:
+            assert 0.0 <= r["agreement"] <= 1.0 and 0.0 <= r["tv"] <= 1.0, (name, r)
+            assert r["max_mean_error_sd"] >= 0 and r["min_sd_ratio"] <= r["max_sd_ratio"], (name, r)
+            assert abs(r["epochs"] - fidelity.FAST_EPOCHS) <= slack, (name, r["epochs"])
+            assert r["draws"] > 0, (name, r)
+    assert "| deep_ensemble |" in fidelity.table(result)
+
+
+def test_reference_moments_pool_the_chains():
+    # Chain 1 draws {−1, 1} (mean 0, E x² = 1), chain 2 draws {1, 3} (mean 2, E x² = 5): pooled
+    # mean 1, E x² = 3, sd √2; each half (one chain) has sd 1.
+    ref = {
+        "chain_mean": np.array([[0.0], [2.0]]),
+        "chain_second_moment": np.array([[1.0], [5.0]]),
+        "chain_probs": np.array([[[0.9, 0.1]], [[0.7, 0.3]]]),
+    }
+    mean, sd = fidelity.reference_moments(ref)
+    assert mean == pytest.approx([1.0]) and sd == pytest.approx([math.sqrt(2)])
+    floor = fidelity.floor(fidelity.TASKS["breast_cancer"], ref)
+    assert floor["max_mean_error_sd"] == pytest.approx(2.0) and floor["max_sd_ratio"] == pytest.approx(1.0)
+    assert floor["tv"] == pytest.approx(0.2) and floor["agreement"] == 1.0
