@@ -106,8 +106,8 @@ def mean_w2(samples: np.ndarray, ref_samples: np.ndarray) -> float:
 
 def moment_errors(draws: np.ndarray, ref_mean: np.ndarray, ref_sd: np.ndarray) -> dict[str, float]:
     """For flat draws (draws, dim): max |mean − ref mean| / ref sd and the min and max of sd / ref sd."""
-    mean, sd = draws.mean(0), draws.std(0, ddof=1)
-    ratio = sd / ref_sd
+    mean = draws.mean(0)
+    ratio = draws.std(0, ddof=1) / ref_sd if len(draws) > 1 else np.full_like(mean, np.nan)  # a point estimate: none
     return {
         "max_mean_error_sd": float(np.max(np.abs(mean - ref_mean) / ref_sd)),
         "min_sd_ratio": float(np.min(ratio)),
@@ -441,13 +441,16 @@ def floor(task: Task, ref: dict[str, Any], seed: int = 0) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A method and its learning-rate grid. `build(lr, steps, burn_in, temperature)` returns a
-    key -> transform factory (samplers); `cycles` > 0 marks the cyclical schedule."""
+    key -> transform factory (samplers); `cycles` > 0 marks the cyclical schedule;
+    `control_variate` runs the sampler on `sghmc_jax.control_variates.centre`'s log posterior
+    (logistic regressions only)."""
 
     name: str
     family: str  # "sgmcmc", "adam" or "ensemble"
     grid: tuple[float, ...]
     build: Callable[[float, int, int, float], Callable[[jax.Array], Any]] | None = None
     cycles: int = 0
+    control_variate: bool = False
 
 
 def _frozen_decay(burn_in: int) -> Any:
@@ -519,6 +522,20 @@ CANDIDATES = {
             ),
             cycles=CYCLES,
         ),
+        Candidate(
+            "sgld_cv",
+            "sgmcmc",
+            (0.003, 0.01, 0.03, 0.1, 0.3),
+            lambda lr, n, b, t: lambda k: sghmc_jax.sgld(lr, temperature=t, key=k),
+            control_variate=True,
+        ),
+        Candidate(
+            "sghmc_cv",
+            "sgmcmc",
+            _HMC_GRID,
+            lambda lr, n, b, t: lambda k: sghmc_jax.sghmc(lr, alpha=0.1 / lr, temperature=t, key=k),
+            control_variate=True,
+        ),
         Candidate("adam", "adam", (1e-3, 3e-3, 1e-2, 3e-2)),
         Candidate("deep_ensemble", "ensemble", (1e-3, 3e-3, 1e-2, 3e-2)),
     )
@@ -553,23 +570,34 @@ def run_sgmcmc(
     task: Task, split: Split, cand: Candidate, lr: float, seed: int, epochs: float, chains: int
 ) -> Approximation:
     """`chains` chains of `epochs / chains` epochs each; half of each chain is burn-in (cyclical
-    SGHMC instead keeps the sampling phase of every cycle), thinned to `DRAWS_PER_CHAIN` draws."""
+    SGHMC instead keeps the sampling phase of every cycle), thinned to `DRAWS_PER_CHAIN` draws.
+    Control-variate chains start at the mode θ̂; their set-up (L-BFGS to θ̂, one full gradient
+    there) is charged to the budget, and each of their steps costs two gradients per example."""
     n = len(split.x_train)
-    steps = max(2, round(epochs * n / (task.batch_size * chains)))
+    lp, setup, cost = _log_posterior(task, split), 0.0, 1
+    if cand.control_variate:
+        mode, evaluations = find_mode(task, split)
+        data = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
+        lp = sghmc_jax.control_variates.centre(
+            functools.partial(log_likelihood, task), functools.partial(log_prior, task), data, mode, form="mean"
+        )
+        setup, cost = evaluations + 1.0, 2
+    steps = max(2, round((epochs - setup) * n / (cost * task.batch_size * chains)))
     burn_in = 0 if cand.cycles else steps // 2
     keep = None
     if cand.cycles:
         keep = functools.partial(
             sghmc_jax.in_sampling_phase, total_steps=steps, num_cycles=cand.cycles, exploration_fraction=EXPLORATION
         )
-    lp = _log_posterior(task, split)
     assert cand.build is not None
     key_init, key_run = jax.random.split(jax.random.key(seed))
     t0 = time.perf_counter()
     result = sghmc_jax.sample(
         key_run,
         lp,
-        _init(task, split, key_init, chains),
+        jax.tree.map(lambda a: jnp.stack([a] * chains), mode)
+        if cand.control_variate
+        else _init(task, split, key_init, chains),
         transform=cand.build(lr, steps, burn_in, lp.temperature),
         num_steps=steps,
         num_chains=chains,
@@ -588,7 +616,42 @@ def run_sgmcmc(
     finite = np.all(np.stack([np.isfinite(a.reshape(len(a), -1)).all(1) for a in jax.tree.leaves(draws)]), axis=0)
     draws = jax.tree.map(lambda a: a[finite], draws)
     diverged = int(np.sum(np.asarray(result.diverged_at) >= 0)) if result.diverged_at is not None else 0
-    return Approximation(draws, steps * chains * task.batch_size / n, wall, diverged)
+    return Approximation(draws, setup + steps * chains * cost * task.batch_size / n, wall, diverged)
+
+
+def find_mode(task: Task, split: Split, tol: float = 0.1, max_iter: int = 100) -> tuple[dict, int]:
+    """The posterior mode by optax's L-BFGS on the full train split, stopped when the largest
+    entry of the sum-form gradient is below `tol`; returns it and the full-data evaluations spent
+    (counted as they run, line searches included)."""
+    lp = _log_posterior(task, split)
+    batch = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
+    evaluations = [0]
+
+    def count() -> None:
+        evaluations[0] += 1
+
+    def loss(params):
+        jax.debug.callback(count)
+        return -lp(params, batch)[0]
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    @jax.jit
+    def iterate(params, state):
+        value, grad = value_and_grad(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+        return optax.apply_updates(params, updates), state, grad
+
+    params = init_params(task, split.x_train.shape[1], jax.random.key(0))
+    state = opt.init(params)
+    for _ in range(max_iter):
+        params, state, grad = iterate(params, state)
+        jax.effects_barrier()
+        if max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad)) * len(split.x_train) < tol:
+            break
+    jax.effects_barrier()
+    return params, evaluations[0]
 
 
 def train_adam(task: Task, split: Split, lr: float, seed: int, epochs: float, members: int) -> Approximation:
@@ -685,7 +748,7 @@ def run_task(
     """Every candidate on one task: tuned with the first seed, then run for every seed."""
     split = task_data(task.name)
     if fast:
-        task = dataclasses.replace(task, epochs=FAST_EPOCHS, chains=FAST_CHAINS)
+        task = dataclasses.replace(task, epochs=min(task.epochs, FAST_EPOCHS), chains=min(task.chains, FAST_CHAINS))
     ref = load_reference(task, reference_dir)
     out: dict[str, Any] = {
         "task": task.name,
@@ -702,6 +765,8 @@ def run_task(
     }
     for name in candidates:
         cand = CANDIDATES[name]
+        if cand.control_variate and task.kind != "logistic":
+            continue  # a mode-centred control variate is a unimodal posterior's tool
         grid = cand.grid[len(cand.grid) // 2 : len(cand.grid) // 2 + 1] if fast else cand.grid
         lr, scores, first = tune(task, split, cand, grid, seeds[0], task.epochs)
         runs = [dict(seed=seeds[0], **evaluate(task, split, first, ref, seeds[0]))]
@@ -712,7 +777,12 @@ def run_task(
                     **evaluate(task, split, run_candidate(task, split, cand, lr, seed, task.epochs), ref, seed),
                 )
             )
-        out["candidates"][name] = {"lr": lr, "val_lpd_by_lr": {str(k): v for k, v in scores.items()}, "runs": runs}
+        out["candidates"][name] = {
+            "lr": lr,
+            "lr_at_grid_edge": len(grid) > 1 and lr in (grid[0], grid[-1]),  # then the grid wants widening
+            "val_lpd_by_lr": {str(k): v for k, v in scores.items()},
+            "runs": runs,
+        }
         print(f"  {task.name} / {name}: lr {lr:g}; {_brief(runs)}", flush=True)
     return out
 
@@ -748,7 +818,8 @@ def table(result: dict) -> str:
             cells.append(
                 "—" if not v else f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" if len(v) > 1 else f"{v[0]:.4g}"
             )
-        lines.append(f"| {name} | {c['lr']:g} | " + " | ".join(cells) + " |")
+        edge = " (grid edge)" if c.get("lr_at_grid_edge") else ""
+        lines.append(f"| {name} | {c['lr']:g}{edge} | " + " | ".join(cells) + " |")
     if result["floor"]:
         lines.append(
             "| reference floor (half vs half) | | "
@@ -787,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--task", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--epochs", type=float, default=None, help="the budget (default: the task's)")
+    parser.add_argument("--chains", type=int, default=None, help="chains per sampler (default: the task's)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 0 1 2 (fast: 0)")
     parser.add_argument("--references", default=REFERENCE_DIR, help="folder of the references")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/fidelity_results[_fast].json)")
@@ -798,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report: dict[str, Any] = {"environment": environment(), "fast": args.fast, "seeds": seeds, "tasks": {}}
     for name in args.task:
         task = TASKS[name]
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("chains", args.chains)) if v is not None}
+        task = dataclasses.replace(task, **overrides)
         if not available(task):
             print(f"{name}: skipped ({task.needs} is not installed; `pip install -e .[bench]`)")
             continue
