@@ -582,6 +582,8 @@ def run_sgmcmc(
             functools.partial(log_likelihood, task), functools.partial(log_prior, task), data, mode, form="mean"
         )
         setup, cost = evaluations + 1.0, 2
+        if setup >= epochs:  # no step fits in the budget: reported as a run without draws
+            return Approximation({}, setup, 0.0)
     steps = max(2, round((epochs - setup) * n / (cost * task.batch_size * chains)))
     burn_in = 0 if cand.cycles else steps // 2
     keep = None
@@ -814,7 +816,7 @@ def table(result: dict) -> str:
     for name, c in result["candidates"].items():
         cells = []
         for k in metrics:
-            v = [r[k] for r in c["runs"] if k in r]
+            v = [r[k] for r in c["runs"] if k in r and np.isfinite(r[k])]  # a point estimate has no sd
             cells.append(
                 "—" if not v else f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" if len(v) > 1 else f"{v[0]:.4g}"
             )

@@ -165,3 +165,18 @@ def test_reference_moments_pool_the_chains():
     floor = fidelity.floor(fidelity.TASKS["breast_cancer"], ref)
     assert floor["max_mean_error_sd"] == pytest.approx(2.0) and floor["max_sd_ratio"] == pytest.approx(1.0)
     assert floor["tv"] == pytest.approx(0.2) and floor["agreement"] == 1.0
+
+
+def test_control_variate_budget_charges_the_set_up():
+    """The L-BFGS set-up and the doubled cost of a CV step count against the budget: within it,
+    the spent epochs match it up to one step per chain; a budget the set-up alone exceeds gives
+    no draws (and says what the set-up cost)."""
+    task = fidelity.TASKS["breast_cancer"]
+    split = fidelity.task_data(task.name)
+    cand = fidelity.CANDIDATES["sgld_cv"]
+    approx = fidelity.run_sgmcmc(task, split, cand, lr=0.01, seed=0, epochs=40.0, chains=2)
+    assert fidelity._finite_draws(approx) > 0
+    assert abs(approx.epochs - 40.0) <= 2 * 2 * task.batch_size / len(split.x_train), approx.epochs
+    _, evaluations = fidelity.find_mode(task, split)
+    short = fidelity.run_sgmcmc(task, split, cand, lr=0.01, seed=0, epochs=evaluations / 2, chains=2)
+    assert fidelity._finite_draws(short) == 0 and short.epochs == evaluations + 1
