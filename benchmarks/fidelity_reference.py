@@ -179,14 +179,31 @@ def generate(task: fidelity.Task, s: Settings, reference_dir: str) -> dict[str, 
     return meta
 
 
+def refloor(task: fidelity.Task, reference_dir: str) -> None:
+    """Recomputes the floor stored in `<task>.json` from its arrays (after a change of metric)."""
+    ref = fidelity.load_reference(task, reference_dir)
+    if ref is None:
+        print(f"{task.name}: no reference")
+        return
+    meta = ref.pop("meta")
+    meta["floor"] = fidelity.floor(task, ref)
+    with open(os.path.join(reference_dir, f"{task.name}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(f"{task.name}: floor {json.dumps(meta['floor'])}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", nargs="*", default=list(fidelity.TASKS), choices=list(fidelity.TASKS))
     parser.add_argument("--force", action="store_true", help="regenerate references that exist")
+    parser.add_argument("--refloor", action="store_true", help="recompute the floors of existing references only")
     parser.add_argument("--out", default=fidelity.REFERENCE_DIR, help="folder of the references")
     args = parser.parse_args(argv)
     for name in args.task:
         task = fidelity.TASKS[name]
+        if args.refloor:
+            refloor(task, args.out)
+            continue
         if os.path.exists(os.path.join(args.out, f"{name}.json")) and not args.force:
             print(f"{name}: exists, skipped (--force to regenerate)")
             continue
