@@ -37,7 +37,9 @@ at the full budget on the train split with the first seed; the chosen rate then 
 seed. The reference is never used to tune. Underdamped samplers (SGHMC, SGNHT, BAOA, UBU, pSGHMC,
 cyclical SGHMC) take friction α = 0.1 / lr (momentum decay ε·α = 0.1 per step, the common 0.9 of
 SGD with momentum); pSGLD and pSGHMC adapt their preconditioner during burn-in and freeze it after
-(decay 0.99, then 1: no bias from a moving preconditioner). Log posteriors are in the mean form
+(decay 0.99, then 1: no bias from a moving preconditioner). On the logistic regressions SGLD and
+SGHMC also run with control variates (`sgld_cv`, `sghmc_cv`), their L-BFGS set-up charged to the
+budget. Log posteriors are in the mean form
 (`make_log_posterior(..., form="mean")`), so learning rates are comparable across data sizes.
 
     python benchmarks/fidelity.py                         # every task, every candidate, 3 seeds
