@@ -51,7 +51,10 @@ def _open_disk(plan: Plan, programs: Programs, step0: int, state: SamplerState) 
     if storage.checkpoint_dir is not None:
         checkpointer = Checkpointer(storage.checkpoint_dir, fingerprint, parts)
         restored = checkpointer.load(state, (programs.pred_sum, programs.pred_count))
-    path = storage.output if storage.output is not None else checkpointer.draws_path
+    path = storage.output
+    if path is None:  # on disk without `output`: a checkpointed run, whose store is its own
+        assert checkpointer is not None
+        path = checkpointer.draws_path
     if restored is not None:
         _check_same_store(restored[2], path, storage.checkpoint_dir)
     traces = programs.chunk.out_info().traces
