@@ -428,6 +428,6 @@ class Plan:
         """Every setting of every record, by name (what the run's identity records)."""
         out: dict[str, Any] = {"placement": self.placement}
         for record in self.records():
-            if record is not None and record is not self.placement:
+            if record is not None and record is not self.placement:  # placed whole, above
                 out |= fields.settings(record)
         return out
