@@ -520,7 +520,7 @@ def check_target_temperature(name: str, temperature: Any, target: Any) -> None:
     if not math.isclose(given, target, rel_tol=1e-6, abs_tol=0.0):
         raise ValueError(
             f"`temperature` of {name} must be the log posterior's temperature {target!r} (its "
-            f"`temperature` attribute: make_log_posterior(form='mean') divides by num_data), got "
+            f"`temperature` attribute, T/num_data for make_log_posterior(form='mean')), got "
             f"{how}; pass temperature=log_posterior.temperature, build a cold posterior with "
             f"make_log_posterior(..., temperature=T), or pass a plain function as the log "
             f"posterior to use this temperature as given"

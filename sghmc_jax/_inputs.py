@@ -40,6 +40,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from sghmc_jax import _checks
 from sghmc_jax._sampler import identity
 
 __all__: list[str] = []
@@ -132,21 +133,51 @@ def _one_chain(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
 
 
-def init_probe(transform: Any, is_transform: bool, key: Any, params: Any, stacked: bool) -> Callable[[], Inputs]:
+def _read_off(made: Any) -> Inputs | None:
+    """What `collect` would find, read off without tracing, for one of this library's transforms
+    as is (`made`: the transform, or the one its factory made) whose hyperparameters are all
+    numbers: its one lookup is of them. None otherwise (a wrapper, a schedule: trace). A wrong
+    answer here costs a sweep, never a number: the trace keeps constants where it finds other
+    values (`taking`)."""
+    values = getattr(made, "hyperparameters", None)
+    if getattr(made, "sampler", None) is None or not isinstance(values, dict):
+        return None
+    if any(callable(v) for v in values.values()):
+        return None
+    with jax.ensure_compile_time_eval():
+        return ({k: jnp.asarray(v) for k, v in values.items() if _is_number(v)},)
+
+
+def init_probe(
+    transform: Any, is_transform: bool, key: Any, params: Any, stacked: bool, made: Any = None
+) -> Callable[[], Inputs]:
     """`collect` for the initial-state program, tracing only what looks hyperparameters up in it:
-    one chain's `transform.init` (of the transform `transform(key)` makes, for a factory)."""
+    one chain's `transform.init` (of the transform `transform(key)` makes, for a factory); read
+    off `made` (`_read_off`) where it can be."""
     params = _one_chain(params) if stacked else params
     one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), (key, params))
-    return lambda: collect(lambda k, p: (transform if is_transform else transform(k)).init(p), one)
+    return lambda: _read_off(made) or collect(lambda k, p: (transform if is_transform else transform(k)).init(p), one)
 
 
-def update_probe(update: Callable[..., Any], state: Any, target_temperature: float | None) -> Callable[[], Inputs]:
+def update_probe(
+    update: Callable[..., Any], state: Any, target_temperature: float | None, made: Any = None
+) -> Callable[[], Inputs]:
     """`collect` for the chunk program, tracing only what looks hyperparameters up in it: one
     chain's `update` (which also checks the transform's temperature against `target_temperature`,
-    as the program's would)."""
+    as the program's would); read off `made` (`_read_off`) where it can be, with that check made
+    on its temperature."""
     extra = {} if target_temperature is None else {"target_temperature": target_temperature}
     one = _one_chain((state.params, state.transform_state, state.noise_key))
-    return lambda: collect(lambda p, s, k: update(p, s, p, key=k, **extra), one)
+
+    def probe() -> Inputs:
+        found = _read_off(made)
+        if found is None:
+            return collect(lambda p, s, k: update(p, s, p, key=k, **extra), one)
+        if "temperature" in made.hyperparameters:
+            _checks.check_target_temperature(made.sampler, made.hyperparameters["temperature"], target_temperature)
+        return found
+
+    return probe
 
 
 def taking(fn: Callable[..., Any], inputs: Inputs, complete: list[bool]) -> Callable[..., Any]:

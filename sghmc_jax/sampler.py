@@ -72,7 +72,8 @@ def sample(
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
     Args:
-        key: PRNG key (typed, raw or int seed) for everything random in the run.
+        key: PRNG key (typed, raw or int seed) for everything random in the run (not used with
+            `init_state`: a continuation draws from the state's own keys, as the run would have).
         log_posterior: `log_posterior(params, batch) -> (value, aux)`; `make_log_posterior`
             builds one from a per-example likelihood with the data-size scaling right, and the
             temperature it declares is checked against the transform's (a disagreement raises).
@@ -125,8 +126,10 @@ def sample(
         predict_fn: optional `predict_fn(params, predict_inputs)`; the sampler keeps a running
             mean of it over the kept draws without storing them.
         predict_inputs: the inputs for `predict_fn`.
-        init_state: a `SamplerState` to continue from (e.g. `result.final_state`); then
-            `init_params`, `stacked_init` and `num_chains` come from it.
+        init_state: a `SamplerState` to continue from (e.g. `result.final_state`), with the
+            transform that made it; then `init_params`, `stacked_init`, `num_chains` and the
+            chains' keys come from it (`num_chains` other than the default and the state's is an
+            error). The continuation equals the longer run it extends, bit for bit.
         checkpoint_dir: where to checkpoint the sampler state (orbax) every `checkpoint_every`
             steps (at chunk ends); if it holds a checkpoint of the same run, the run resumes from
             it and ends bit-identical to an uninterrupted run (or, when that run had finished,

@@ -78,6 +78,17 @@ class SamplerState(NamedTuple):
     diverged_in_params: jax.Array
     last_finite: Any = None
 
+    def __repr__(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        chains = int(self.noise_key.shape[0]) if hasattr(self.noise_key, "shape") else "?"
+        size = sum(int(np.prod(np.shape(x)[1:])) for x in leaves)
+        kind = type(self.transform_state).__name__
+        diverged = int(np.sum(np.asarray(self.diverged_at) >= 0)) if hasattr(self.diverged_at, "shape") else "?"
+        return (
+            f"SamplerState(step={np.asarray(self.step) if hasattr(self.step, 'shape') else self.step}, "
+            f"{chains} chains × {size} params in {len(leaves)} leaves, transform_state={kind}, {diverged} diverged)"
+        )
+
 
 class StoredArray:
     """A lazy view of an array in a run's draw store on disk (`sample(output=...)`: a leaf of

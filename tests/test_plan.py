@@ -260,3 +260,20 @@ def test_a_log_posterior_built_for_another_num_data_is_refused():
     with pytest.raises(ValueError, match=r"num_data=100.*`data` holds 200"):
         sghmc_jax.sample(0, lp, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=20,
                          data=data, batch_size=50, progress=False)
+
+
+def test_init_state_of_another_transform_or_chain_count_is_refused_before_compiling(monkeypatch):
+    """Continuing SGHMC's state with SGLD failed inside the compiled loop (a carry-structure
+    error naming neither argument); a num_chains that contradicts the state was ignored."""
+    lp = lambda p, b: (-0.5 * jnp.sum(p**2), None)  # noqa: E731
+    state = sghmc_jax.sample(0, lp, jnp.zeros(3), transform=lambda k: sghmc_jax.sghmc(1e-2, key=k), num_steps=5,
+                             progress=False).final_state
+    _no_compile(monkeypatch)
+    with pytest.raises(TypeError, match=r"`init_state` holds the state of another transform .*SGHMCTransformState "
+                                        r"against SGLDTransformState"):
+        sghmc_jax.sample(0, lp, None, transform=lambda k: sghmc_jax.sgld(1e-2, key=k), num_steps=5,
+                         progress=False, init_state=state)
+    with pytest.raises(ValueError, match=r"`num_chains` comes from `init_state`, which holds 4 chains, got num_chains=8"):
+        sghmc_jax.sample(0, lp, None, transform=lambda k: sghmc_jax.sghmc(1e-2, key=k), num_steps=5, num_chains=8,
+                         progress=False, init_state=state)
+    assert repr(state) == "SamplerState(step=5, 4 chains × 3 params in 1 leaves, transform_state=SGHMCTransformState, 0 diverged)"

@@ -167,3 +167,24 @@ def test_messages_of_a_returned_run_and_of_batches_that_run_out(tmp_path):
     with pytest.raises(ValueError, match=r"ran out.*\(7 more were needed to finish this chunk\)"):
         sghmc_jax.sample(0, log_posterior, jnp.zeros(3), transform=sghmc_jax.sghmc(1e-3, key=0), num_steps=30,
                          batches=batches, chunk_size=10, progress=False)
+
+
+@pytest.mark.parametrize("first, second", [("output", None), (None, "output")], ids=["output_dropped", "output_added"])
+def test_a_checkpoint_resumes_only_into_the_store_its_run_wrote(tmp_path, first, second):
+    """A killed run that wrote its draws to `output` (or to the checkpoint's own store) and is
+    rerun with its draws going elsewhere is refused, naming both paths: resumed into a new store,
+    the draws before the checkpoint would be missing (NaN, steps -1) with no error."""
+    log_posterior, data = helpers.regression(5)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(1e-3, key=k), num_steps=60, num_chains=2, data=data, batch_size=16,
+        chunk_size=10, progress=False, checkpoint_dir=str(tmp_path / "ckpt"),
+    )
+    paths = {"output": {"output": str(tmp_path / "draws")}, None: {}}
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), callback=helpers.interrupt_after(2), **kw, **paths[first])
+    with pytest.raises(ValueError, match=r"draws were written to .* but this call would write them to"):
+        sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw, **paths[second])
+    resumed = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **kw, **paths[first])
+    whole = sghmc_jax.sample(0, log_posterior, jnp.zeros(3), **{k: v for k, v in kw.items() if k != "checkpoint_dir"})
+    np.testing.assert_array_equal(np.asarray(resumed.samples), whole.samples)
+    assert (np.asarray(resumed.sample_steps) >= 0).all()

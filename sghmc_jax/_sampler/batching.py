@@ -129,8 +129,8 @@ class Batches:
         if data is not None and batches is not None:
             raise ValueError("pass either `data` (on the device) or `batches` (from the host), not both")
         if order not in ORDERS:
-            names = ", ".join(repr(o) for o in ORDERS)
-            raise ValueError(f"`batch_order` must be one of {names}, got batch_order={order!r}")
+            *rest, last = (repr(o) for o in ORDERS)
+            raise ValueError(f"`batch_order` must be {', '.join(rest)} or {last}, got batch_order={order!r}")
         if order != "shuffle" and data is None:
             raise ValueError(
                 f"`batch_order={order!r}` orders the minibatches `sample` draws from `data`; "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -116,8 +115,13 @@ class Program:
         return functools.partial(_call, self._executable, self._inputs)
 
     def digest(self) -> str:
-        """A digest of the program and the values of its hyperparameter inputs."""
-        return hashlib.sha256((self._key[1] + _inputs.digest(self._inputs)).encode()).hexdigest()
+        """A digest of what the program computes (its hyperparameters' values are inputs:
+        `inputs_digest`)."""
+        return self._key[1]
+
+    def inputs_digest(self) -> str:
+        """A digest of the values of the program's hyperparameter inputs."""
+        return _inputs.digest(self._inputs)
 
 
 def _call(executable: Any, inputs: Any, *args: Any) -> Any:

@@ -29,6 +29,7 @@ _WHAT = {
     "start step": "the step the call starts from",
     "state layout": "the shapes or dtypes of the params or the transform's state",
     "hyperparameters": "the transform's hyperparameters",
+    "hyperparameter values": "the values of the transforms' hyperparameters (inside `optax.chain` too)",
     "program": "the compiled step (the log posterior, the transform, its hyperparameters or "
     "schedules, `keep` or `predict_fn`)",
     "data": "the values of `data`",
@@ -116,8 +117,10 @@ def changes(saved: dict[str, Any] | None, parts: dict[str, Any]) -> str:
     said = []
     for name in sorted(set(saved) | set(parts)):
         old, new = saved.get(name), parts.get(name)
-        if old == new:
-            continue
+        if old == new or (
+            name == "hyperparameter values" and saved.get("hyperparameters") != parts.get("hyperparameters")
+        ):
+            continue  # (a transform's own hyperparameters are said by name, above)
         if isinstance(old, dict) and isinstance(new, dict):
             for k in sorted(set(old) | set(new)):
                 if old.get(k) != new.get(k):
@@ -191,6 +194,7 @@ def parts(plan: Any, programs: Any, step0: int, state: Any) -> dict[str, Any]:
         "state layout": [(np.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(state)],
         "hyperparameters": plan.model.hyperparameters,
         "program": [p.digest() for p in programs_run],
+        "hyperparameter values": [p.inputs_digest() for p in programs_run],
         "data": digest(plan.batches.user_data),
         "initial values": initial_values,
         "predict_inputs": digest(plan.predictive.inputs),

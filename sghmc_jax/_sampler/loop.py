@@ -4,13 +4,14 @@ continues past it)."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from sghmc_jax._sampler import batching, identity
-from sghmc_jax._sampler.checkpoint import Checkpointer
+from sghmc_jax._sampler.checkpoint import DRAWS, Checkpointer
 from sghmc_jax._sampler.draws import Chunk, MemorySink, StoreSink
 from sghmc_jax._sampler.placement import host
 from sghmc_jax._sampler.plan import Plan
@@ -50,9 +51,15 @@ def _open_disk(plan: Plan, programs: Programs, step0: int, state: SamplerState) 
     if storage.checkpoint_dir is not None:
         checkpointer = Checkpointer(storage.checkpoint_dir, fingerprint, parts)
         restored = checkpointer.load(state, (programs.pred_sum, programs.pred_count))
+    path = storage.output
+    if path is None:  # on disk without `output`: a checkpointed run, whose store is its own
+        assert checkpointer is not None
+        path = checkpointer.draws_path
+    if restored is not None:
+        _check_same_store(restored[2], path, storage.checkpoint_dir)
     traces = programs.chunk.out_info().traces
     store = DrawStore(
-        storage.output if storage.output is not None else checkpointer.draws_path,
+        path,
         params=state.params,
         num_chains=plan.start.num_chains,
         max_draws=sum(d for _, d, _ in plan.steps.chunks()),
@@ -71,6 +78,20 @@ def _open_disk(plan: Plan, programs: Programs, step0: int, state: SamplerState) 
     else:
         store.truncate(int(restored[2]["draws"]), int(restored[2]["steps"]))
     return _Disk(StoreSink(store, in_memory=storage.output is None), checkpointer, restored)
+
+
+def _check_same_store(meta: dict[str, Any], path: str, checkpoint_dir: Any) -> None:
+    """A checkpoint resumes only into the draw store its run was writing: elsewhere the draws
+    before it would be missing (a new store holds none of them)."""
+    saved, here = meta.get("store"), os.path.abspath(path)
+    if saved != here:
+        had = f"output={saved!r}" if saved != os.path.abspath(os.path.join(checkpoint_dir, DRAWS)) else "no `output`"
+        raise ValueError(
+            f"`checkpoint_dir` {checkpoint_dir!r} holds a checkpoint of this run whose draws were written "
+            f"to {saved!r}, but this call would write them to {here!r}: the draws taken before the "
+            f"checkpoint would be missing from the result. Pass {had}, as the run that wrote it did "
+            "(nothing was changed on disk)"
+        )
 
 
 class _Run:
@@ -97,7 +118,12 @@ class _Run:
         if step in self.saved:  # the last chunk's checkpoint is also the final one
             return
         store = self.disk.sink.store  # a checkpointed run writes its draws to its store
-        meta = {"next_chunk": next_chunk, "draws": store.draws_written, "steps": store.steps_written}
+        meta = {
+            "next_chunk": next_chunk,
+            "draws": store.draws_written,
+            "steps": store.steps_written,
+            "store": os.path.abspath(store.path),
+        }
         self.disk.checkpointer.save(step, self.state, (self.pred_sum, self.pred_count), meta)
         self.saved.add(step)
 

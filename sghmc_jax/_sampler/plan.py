@@ -104,6 +104,11 @@ class Start:
         if init_state is not None:
             if not isinstance(init_state, SamplerState):
                 raise TypeError(f"`init_state` must be a SamplerState, got {type(init_state).__name__}")
+            if num_chains not in (4, int(init_state.noise_key.shape[0])):  # 4: `sample`'s default
+                raise ValueError(
+                    f"`num_chains` comes from `init_state`, which holds {init_state.noise_key.shape[0]} chains, "
+                    f"got num_chains={num_chains!r}: leave num_chains out to continue them"
+                )
             num_chains = int(init_state.noise_key.shape[0])
         num_chains = _checks.check_int("num_chains", num_chains, 1)
         if init_state is None:
@@ -294,6 +299,7 @@ class Model:
             )
         check_not_functional("transform(key)", update_transform)
         one_params = start.one_params()
+        _check_state_fits(update_transform, start, one_params)
         # Trace log_posterior once (no compilation) so a wrong return type fails here, clearly.
         value, _ = _checks.check_log_posterior_output(jax.eval_shape(log_posterior, one_params, batches.example()))
         _warn_if_no_sampler(update_transform, one_params)
@@ -309,6 +315,33 @@ class Model:
         temperature = None if target is None else float(target)
         return cls(
             log_posterior, transform, keep, temperature, str(value.dtype), update_transform.update, update_transform
+        )
+
+
+def _names(tree: Any) -> str:
+    """A transform state's kind in words: its type's name, or those of a tuple's members."""
+    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
+        return "(" + ", ".join(_names(x) for x in tree) + ")"
+    return type(tree).__name__
+
+
+def _check_state_fits(update_transform: Any, start: Start, one_params: Any) -> None:
+    """`init_state` continues with `transform` only if it holds the state that transform makes
+    (another sampler's state would fail deep inside the compiled loop)."""
+    if start.init_state is None:
+        return
+    made = jax.eval_shape(update_transform.init, one_params)
+    have = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), start.init_state.transform_state)
+    same = jax.tree.structure(made) == jax.tree.structure(have) and all(
+        (a.shape, a.dtype) == (b.shape, b.dtype)
+        for a, b in zip(jax.tree.leaves(made), jax.tree.leaves(have), strict=True)
+    )
+    if not same:
+        raise TypeError(
+            f"`init_state` holds the state of another transform than `transform` makes: "
+            f"{_names(start.init_state.transform_state)} against {_names(made)}; continue with the "
+            "transform that made it, or start the new one where the chains are: "
+            "init_params=result.final_state.params, stacked_init=True"
         )
 
 
@@ -395,6 +428,6 @@ class Plan:
         """Every setting of every record, by name (what the run's identity records)."""
         out: dict[str, Any] = {"placement": self.placement}
         for record in self.records():
-            if record is not None and record is not self.placement:
+            if record is not None and record is not self.placement:  # placed whole, above
                 out |= fields.settings(record)
         return out

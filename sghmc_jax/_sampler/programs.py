@@ -53,7 +53,9 @@ class Programs:
             ),
             donate_argnums=(0,),
             functions=sum((fields.functions(r) for r in records), ()),
-            probe=_inputs.update_probe(plan.model.update, state_shape, plan.model.target_temperature),
+            probe=_inputs.update_probe(
+                plan.model.update, state_shape, plan.model.target_temperature, plan.model.update_transform
+            ),
         )
         if self.needs_compiling:  # a cache hit is not compilation
             self.compile_time += time.perf_counter() - t0
@@ -70,7 +72,12 @@ class Programs:
             cache.abstract((start.key, start.init_params)),
             functions=(plan.model.transform,),
             probe=_inputs.init_probe(
-                plan.model.transform, not plan.model.is_factory, start.key, start.init_params, start.stacked_init
+                plan.model.transform,
+                not plan.model.is_factory,
+                start.key,
+                start.init_params,
+                start.stacked_init,
+                plan.model.update_transform,
             ),
         )
         if plan.placement is not None:
