@@ -32,14 +32,20 @@ candidate with C chains runs each for epochs / C epochs. Adam and the ensemble's
 with minibatches of the same size.
 
 Tuning protocol (the same for all): each candidate's learning rate is chosen from its own small
-geometric grid by the mean held-out log predictive density on the validation split, after a run
-at the full budget on the train split with the first seed; the chosen rate then runs for every
-seed. The reference is never used to tune. Underdamped samplers (SGHMC, SGNHT, BAOA, UBU, pSGHMC,
+geometric grid by the kernel Stein discrepancy of its draws against the posterior (`ksd_score`:
+IMQ kernel with the prior's variances as fixed length scales, full-data scores on the train
+split; Gorham and Mackey 2017 propose the KSD for choosing SG-MCMC step sizes), after a run at
+the full budget on the train split with the first seed; the chosen rate then runs for every
+seed. The reference is never used to tune. `--tune-by val_lpd` scores by the mean held-out log
+predictive density on the validation split instead (it favours runs collapsed near the mode:
+see benchmarks/README.md); both scores are recorded for every lr of the grid. Underdamped
+samplers (SGHMC, SGNHT, BAOA, UBU, pSGHMC,
 cyclical SGHMC) take friction α = 0.1 / lr (momentum decay ε·α = 0.1 per step, the common 0.9 of
 SGD with momentum); pSGLD and pSGHMC adapt their preconditioner during burn-in and freeze it after
 (decay 0.99, then 1: no bias from a moving preconditioner). On the logistic regressions SGLD and
 SGHMC also run with control variates (`sgld_cv`, `sghmc_cv`), their L-BFGS set-up charged to the
-budget. Log posteriors are in the mean form
+budget. BlackJAX's own SGLD and SGHMC (`blackjax_sgld`, `blackjax_sghmc`: `run_blackjax`) run
+with their lr mapped onto the same dynamics. budget. Log posteriors are in the mean form
 (`make_log_posterior(..., form="mean")`), so learning rates are comparable across data sizes.
 
     python benchmarks/fidelity.py                         # every task, every candidate, 3 seeds
@@ -453,7 +459,7 @@ class Candidate:
     (logistic regressions only)."""
 
     name: str
-    family: str  # "sgmcmc", "adam" or "ensemble"
+    family: str  # "sgmcmc", "blackjax", "adam" or "ensemble"
     grid: tuple[float, ...]
     build: Callable[[float, int, int, float], Callable[[jax.Array], Any]] | None = None
     cycles: int = 0
@@ -467,6 +473,7 @@ def _frozen_decay(burn_in: int) -> Any:
 
 CYCLES, EXPLORATION = 4, 0.5  # cyclical SGHMC: cycles per chain, exploration fraction β
 _HMC_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+_SGLD_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 CANDIDATES = {
     c.name: c
@@ -474,7 +481,7 @@ CANDIDATES = {
         Candidate(
             "sgld",
             "sgmcmc",
-            (0.003, 0.01, 0.03, 0.1, 0.3),
+            _SGLD_GRID,
             lambda lr, n, b, t: lambda k: sghmc_jax.sgld(lr, temperature=t, key=k),
         ),
         Candidate(
@@ -532,7 +539,7 @@ CANDIDATES = {
         Candidate(
             "sgld_cv",
             "sgmcmc",
-            (0.003, 0.01, 0.03, 0.1, 0.3),
+            _SGLD_GRID,
             lambda lr, n, b, t: lambda k: sghmc_jax.sgld(lr, temperature=t, key=k),
             control_variate=True,
         ),
@@ -543,6 +550,8 @@ CANDIDATES = {
             lambda lr, n, b, t: lambda k: sghmc_jax.sghmc(lr, alpha=0.1 / lr, temperature=t, key=k),
             control_variate=True,
         ),
+        Candidate("blackjax_sgld", "blackjax", _SGLD_GRID),
+        Candidate("blackjax_sghmc", "blackjax", _HMC_GRID),
         Candidate("adam", "adam", (1e-3, 3e-3, 1e-2, 3e-2)),
         Candidate("deep_ensemble", "ensemble", (1e-3, 3e-3, 1e-2, 3e-2)),
     )
@@ -695,9 +704,72 @@ def train_adam(task: Task, split: Split, lr: float, seed: int, epochs: float, me
     )
 
 
+BLACKJAX_SGHMC_STEPS = 10  # BlackJAX's default integration steps per SGHMC step (one minibatch each)
+
+
+def run_blackjax(
+    task: Task, split: Split, cand: Candidate, lr: float, seed: int, epochs: float, chains: int
+) -> Approximation:
+    """BlackJAX's own SGLD or SGHMC (`blackjax.sgld`, `blackjax.sghmc` with its default
+    `num_integration_steps`, every integration step a gradient on the step's one minibatch and
+    the momentum redrawn each step), on the full-data log density its `grad_estimator` builds.
+    The lr is put in this benchmark's units: the same dynamics as this library's sampler at that
+    lr on the mean-form log posterior (SGLD step size lr / N; SGHMC step size lr / √N and
+    friction 0.1 / step size, i.e. momentum 0.9 per step). Chains, burn-in (half), thinning and
+    budget as `run_sgmcmc`; minibatches walk a fresh permutation each epoch."""
+    import blackjax
+
+    n, b = len(split.x_train), task.batch_size
+    inner = BLACKJAX_SGHMC_STEPS if cand.name == "blackjax_sghmc" else 1
+    steps = max(2, round(epochs * n / (b * chains * inner)))
+    burn_in = steps // 2
+    thin = max(1, (steps - burn_in) // DRAWS_PER_CHAIN)
+    num_draws = (steps - burn_in) // thin
+    estimator = blackjax.sgmcmc.gradients.grad_estimator(
+        functools.partial(log_prior, task),
+        lambda params, ex: log_likelihood(task, params, jax.tree.map(lambda a: a[None], ex))[0],
+        n,
+    )
+    if inner > 1:
+        h = lr / math.sqrt(n)
+        algo = blackjax.sghmc(estimator, num_integration_steps=inner, alpha=0.1 / h)
+    else:
+        h = lr / n
+        algo = blackjax.sgld(estimator)
+    per_epoch = max(1, n // b)
+    x, y = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
+
+    def chain(params, key):
+        def one(params, t):
+            perm = jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
+            idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * b,), (b,))
+            return algo.step(
+                jax.random.fold_in(jax.random.fold_in(key, 1 << 20), t), params, {"x": x[idx], "y": y[idx]}, h
+            ), None
+
+        params = jax.lax.scan(one, params, jnp.arange(burn_in))[0]
+
+        def draw(params, k):
+            params = jax.lax.scan(one, params, burn_in + k * thin + jnp.arange(thin))[0]
+            return params, params
+
+        return jax.lax.scan(draw, params, jnp.arange(num_draws))[1]
+
+    key_init, key_run = jax.random.split(jax.random.key(seed))
+    t0 = time.perf_counter()
+    out = jax.jit(jax.vmap(chain))(_init(task, split, key_init, chains), jax.random.split(key_run, chains))
+    draws = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), jax.block_until_ready(out))
+    wall = time.perf_counter() - t0
+    finite = np.all(np.stack([np.isfinite(a.reshape(len(a), -1)).all(1) for a in jax.tree.leaves(draws)]), axis=0)
+    bad_chains = int(np.sum(~finite.reshape(chains, num_draws).all(1)))
+    return Approximation(jax.tree.map(lambda a: a[finite], draws), steps * chains * inner * b / n, wall, bad_chains)
+
+
 def run_candidate(task: Task, split: Split, cand: Candidate, lr: float, seed: int, epochs: float) -> Approximation:
     if cand.family == "sgmcmc":
         return run_sgmcmc(task, split, cand, lr, seed, epochs, task.chains)
+    if cand.family == "blackjax":
+        return run_blackjax(task, split, cand, lr, seed, epochs, task.chains)
     return train_adam(task, split, lr, seed, epochs, ENSEMBLE_MEMBERS if cand.family == "ensemble" else 1)
 
 
@@ -710,20 +782,78 @@ def _finite_draws(approx: Approximation) -> int:
     return len(leaves[0]) if leaves else 0
 
 
-def tune(task: Task, split: Split, cand: Candidate, grid: Sequence[float], seed: int, epochs: float):
-    """Runs every lr of the grid at the full budget on the train split and scores each by the mean
-    held-out log predictive density on the validation split (−inf without finite draws). Returns
-    the best lr, the scores by lr, and the best lr's run (it serves as the first seed's run)."""
-    scores: dict[float, float] = {}
+def prior_variances(task: Task, dim: int) -> dict[str, np.ndarray]:
+    """The prior's variance of every coordinate, as a pytree like the params: the fixed length
+    scales of the tuning score's kernel (known before any run, the same for every candidate)."""
+    like = init_params(task, dim, jax.random.key(0))
+    var = {k: np.full(np.shape(v), task.prior_sd**2, np.float32) for k, v in like.items()}
+    for name in ("w1", "w2"):
+        if name in var:
+            var[name] = var[name] / var[name].shape[0]
+    if "log_noise" in var:
+        var["log_noise"] = np.ones((), np.float32)
+    return var
+
+
+KSD_DRAWS = 200  # draws (evenly spaced over all chains' draws) the tuning score looks at
+
+
+def ksd_score(task: Task, split: Split, approx: Approximation) -> float:
+    """The tuning score: the kernel Stein discrepancy (`sghmc_jax.stein.ksd`, the V-statistic,
+    IMQ kernel c = 1, β = −1/2) of at most `KSD_DRAWS` of the candidate's draws against the
+    posterior on the train split, with full-data scores and the prior's variances as the
+    kernel's fixed length scales. Gorham and Mackey (2017) propose it for exactly this: choosing
+    an SG-MCMC step size without knowing the posterior. It needs no held-out data and no
+    reference; lower is better, and a draw set collapsed onto the mode scores badly (its score
+    term vanishes but the kernel's trace term does not), where the held-out log density can
+    prefer it."""
+    n = _finite_draws(approx)
+    index = np.unique(np.linspace(0, n - 1, min(n, KSD_DRAWS)).round().astype(int))
+    draws = jax.tree.map(lambda a: jnp.asarray(a[index]), approx.draws)
+    batch = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
+    scores = sghmc_jax.stein.scores_from(_log_posterior_cached(task, split), draws, batch)
+    scale = jax.tree.map(jnp.asarray, prior_variances(task, split.x_train.shape[1]))
+    return float(sghmc_jax.stein.ksd(draws, scores, scale=scale, statistic="v"))
+
+
+_SCORE_LOG_POSTERIORS: dict[tuple[Task, int], tuple[Split, sghmc_jax.ScaledLogPosterior]] = {}
+
+
+def _log_posterior_cached(task: Task, split: Split) -> sghmc_jax.ScaledLogPosterior:
+    # `scores_from` compiles once per log posterior object: one per task and split, not one per
+    # score (the split is kept with it, so that its id stays its own).
+    key = (task, id(split))
+    if key not in _SCORE_LOG_POSTERIORS:
+        _SCORE_LOG_POSTERIORS[key] = (split, _log_posterior(task, split))
+    return _SCORE_LOG_POSTERIORS[key][1]
+
+
+TUNING_SCORES = ("ksd", "val_lpd")
+
+
+def tuning_score(task: Task, split: Split, approx: Approximation, by: str) -> float:
+    """Higher is better: −KSD (`ksd_score`) or the validation split's mean held-out log predictive
+    density; −inf for a run without finite draws or with a non-finite score."""
+    if _finite_draws(approx) == 0:
+        return -np.inf
+    if by == "ksd":
+        score = -ksd_score(task, split, approx)
+    else:
+        score = held_out_log_density(task, predictive(task, approx.draws, split.x_val), split.y_val)
+    return score if np.isfinite(score) else -np.inf
+
+
+def tune(task: Task, split: Split, cand: Candidate, grid: Sequence[float], seed: int, epochs: float, by: str = "ksd"):
+    """Runs every lr of the grid at the full budget on the train split and scores each by both
+    `tuning_score`s; the best by `by` ("ksd", the default, or "val_lpd") wins. Returns the best
+    lr, the scores by lr (both, for the record), and the best lr's run (it serves as the first
+    seed's run)."""
+    scores: dict[float, dict[str, float]] = {}
     runs: dict[float, Approximation] = {}
     for lr in grid:
         runs[lr] = run_candidate(task, split, cand, lr, seed, epochs)
-        ok = _finite_draws(runs[lr]) > 0
-        score = (
-            held_out_log_density(task, predictive(task, runs[lr].draws, split.x_val), split.y_val) if ok else -np.inf
-        )
-        scores[lr] = score if np.isfinite(score) else -np.inf
-    best = max(grid, key=lambda lr: scores[lr])
+        scores[lr] = {score: tuning_score(task, split, runs[lr], score) for score in TUNING_SCORES}
+    best = max(grid, key=lambda lr: scores[lr][by])
     return best, scores, runs[best]
 
 
@@ -752,9 +882,14 @@ FAST_EPOCHS, FAST_CHAINS = 4, 2
 
 
 def run_task(
-    task: Task, candidates: Sequence[str], seeds: Sequence[int], fast: bool, reference_dir: str = REFERENCE_DIR
+    task: Task,
+    candidates: Sequence[str],
+    seeds: Sequence[int],
+    fast: bool,
+    reference_dir: str = REFERENCE_DIR,
+    tune_by: str = "ksd",
 ) -> dict:
-    """Every candidate on one task: tuned with the first seed, then run for every seed."""
+    """Every candidate on one task: tuned with the first seed (by `tune_by`), then run for every seed."""
     split = task_data(task.name)
     if fast:
         task = dataclasses.replace(task, epochs=min(task.epochs, FAST_EPOCHS), chains=min(task.chains, FAST_CHAINS))
@@ -770,6 +905,7 @@ def run_task(
         "test": len(split.x_test),
         "reference": None if ref is None else ref["meta"],
         "floor": None if ref is None else floor(task, ref),
+        "tuned_by": tune_by,
         "candidates": {},
     }
     for name in candidates:
@@ -777,7 +913,7 @@ def run_task(
         if cand.control_variate and task.kind != "logistic":
             continue  # a mode-centred control variate is a unimodal posterior's tool
         grid = cand.grid[len(cand.grid) // 2 : len(cand.grid) // 2 + 1] if fast else cand.grid
-        lr, scores, first = tune(task, split, cand, grid, seeds[0], task.epochs)
+        lr, scores, first = tune(task, split, cand, grid, seeds[0], task.epochs, tune_by)
         runs = [dict(seed=seeds[0], **evaluate(task, split, first, ref, seeds[0]))]
         for seed in seeds[1:]:
             runs.append(
@@ -789,7 +925,7 @@ def run_task(
         out["candidates"][name] = {
             "lr": lr,
             "lr_at_grid_edge": len(grid) > 1 and lr in (grid[0], grid[-1]),  # then the grid wants widening
-            "val_lpd_by_lr": {str(k): v for k, v in scores.items()},
+            "scores_by_lr": {str(k): v for k, v in scores.items()},
             "runs": runs,
         }
         print(f"  {task.name} / {name}: lr {lr:g}; {_brief(runs)}", flush=True)
@@ -871,6 +1007,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--chains", type=int, default=None, help="chains per sampler (default: the task's)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: 0 1 2 (fast: 0)")
     parser.add_argument("--references", default=REFERENCE_DIR, help="folder of the references")
+    parser.add_argument(
+        "--tune-by", default="ksd", choices=TUNING_SCORES, help="the lr grid's score (default: ksd; see `tune`)"
+    )
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/fidelity_results[_fast].json)")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.fast else [0, 1, 2])
@@ -886,7 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(f"{name}: skipped ({task.needs} is not installed; `pip install -e .[bench]`)")
             continue
         t0 = time.perf_counter()
-        report["tasks"][name] = run_task(task, args.candidates, seeds, args.fast, args.references)
+        report["tasks"][name] = run_task(task, args.candidates, seeds, args.fast, args.references, args.tune_by)
         report["tasks"][name]["total_s"] = time.perf_counter() - t0
         print(f"\n{name} ({report['tasks'][name]['total_s']:.0f} s)\n{table(report['tasks'][name])}\n", flush=True)
         with open(out, "w") as f:  # after every task, so that a stopped run keeps what it measured
