@@ -1024,10 +1024,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if not available(task):
             print(f"{name}: skipped ({task.needs} is not installed; `pip install -e .[bench]`)")
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report["tasks"][name] = run_task(task, args.candidates, seeds, args.fast, args.references, args.tune_by)
+        # Wall time, and the CPU time of all this process's threads (less sensitive to other load).
         report["tasks"][name]["total_s"] = time.perf_counter() - t0
-        print(f"\n{name} ({report['tasks'][name]['total_s']:.0f} s)\n{table(report['tasks'][name])}\n", flush=True)
+        report["tasks"][name]["cpu_s"] = time.process_time() - c0
+        report["tasks"][name]["load_average_after"] = os.getloadavg()[0]
+        took = f"{report['tasks'][name]['total_s']:.0f} s, CPU {report['tasks'][name]['cpu_s']:.0f} s"
+        print(f"\n{name} ({took})\n{table(report['tasks'][name])}\n", flush=True)
         with open(out, "w") as f:  # after every task, so that a stopped run keeps what it measured
             json.dump(report, f, indent=1)
     return report

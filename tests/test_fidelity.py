@@ -110,6 +110,30 @@ def test_split_is_disjoint_and_standardised_on_train():
     assert not any(r.tobytes() in rows for r in split.x_test)
 
 
+# Every task's data, from the packages alone (no download): sizes, classes, disjoint splits.
+TASK_SHAPES = {  # name: (examples in all, features incl. intercept, classes or 0 for regression)
+    "breast_cancer": (569, 31, 2),
+    "pima": (532, 8, 2),
+    "diabetes_mlp": (442, 10, 0),
+    "digits_mlp": (1797, 64, 10),
+    "mnist1d_mlp": (5000, 40, 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASK_SHAPES))
+def test_every_task_loads_offline_with_its_sizes(name):
+    total, features, classes = TASK_SHAPES[name]
+    split = fidelity.TASKS[name].load(fidelity.TASKS[name].seed)
+    parts = [(split.x_train, split.y_train), (split.x_val, split.y_val), (split.x_test, split.y_test)]
+    assert sum(len(x) for x, _ in parts) == total and all(len(x) == len(y) for x, y in parts)
+    assert all(x.shape[1] == features and x.dtype == np.float32 for x, _ in parts)
+    if classes:
+        assert set(np.unique(split.y_train)) == set(range(classes))
+    else:
+        assert abs(float(split.y_train.mean())) < 1e-5  # targets standardised on the train split
+    assert np.all(np.isfinite(split.x_train)) and np.all(np.isfinite(split.x_test))
+
+
 def test_pipeline_fast_mode_end_to_end(tmp_path):
     """A tiny reference (2 NUTS chains), then the CLI in fast mode with a sampler, the cyclical
     sampler and the ensemble over two seeds: the JSON has every metric, and every candidate spent
