@@ -809,6 +809,8 @@ def ksd_score(task: Task, split: Split, approx: Approximation) -> float:
     prefer it."""
     n = _finite_draws(approx)
     index = np.unique(np.linspace(0, n - 1, min(n, KSD_DRAWS)).round().astype(int))
+    if len(index) == 1:  # a point estimate: the V-statistic of one draw, k₀(x, x), from two copies
+        index = np.repeat(index, 2)
     draws = jax.tree.map(lambda a: jnp.asarray(a[index]), approx.draws)
     batch = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
     scores = sghmc_jax.stein.scores_from(_log_posterior_cached(task, split), draws, batch)

@@ -242,6 +242,8 @@ def test_ksd_score_prefers_the_posterior_to_its_mode_and_to_a_wider_spread():
     assert exact < 0.5 * score(np.broadcast_to(mean, draws.shape).copy())
     assert exact < 0.5 * score(mean + 2.0 * (draws - mean))
     assert fidelity.tuning_score(task, split, fidelity.Approximation({}, 0.0, 0.0), "ksd") == -np.inf
+    # A point estimate (Adam) is scored by k₀(x, x): lowest at the mode, where the score vanishes.
+    assert score(mean[None]) < score(mean[None] + 0.5)
 
 
 def test_blackjax_candidates_take_this_librarys_lr_units():
