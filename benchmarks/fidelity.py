@@ -472,8 +472,8 @@ def _frozen_decay(burn_in: int) -> Any:
 
 
 CYCLES, EXPLORATION = 4, 0.5  # cyclical SGHMC: cycles per chain, exploration fraction β
-_HMC_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
-_SGLD_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+_HMC_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+_SGLD_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 CANDIDATES = {
     c.name: c
@@ -511,13 +511,13 @@ CANDIDATES = {
         Candidate(
             "psgld",
             "sgmcmc",
-            (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+            (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
             lambda lr, n, b, t: lambda k: sghmc_jax.psgld(lr, decay=_frozen_decay(b), temperature=t, key=k),
         ),
         Candidate(
             "psghmc",
             "sgmcmc",
-            (1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+            (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3),
             lambda lr, n, b, t: (
                 lambda k: sghmc_jax.psghmc(lr, alpha=0.1 / lr, decay=_frozen_decay(b), temperature=t, key=k)
             ),
@@ -552,8 +552,8 @@ CANDIDATES = {
         ),
         Candidate("blackjax_sgld", "blackjax", _SGLD_GRID),
         Candidate("blackjax_sghmc", "blackjax", _HMC_GRID),
-        Candidate("adam", "adam", (1e-3, 3e-3, 1e-2, 3e-2)),
-        Candidate("deep_ensemble", "ensemble", (1e-3, 3e-3, 1e-2, 3e-2)),
+        Candidate("adam", "adam", (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)),
+        Candidate("deep_ensemble", "ensemble", (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1)),
     )
 }
 ENSEMBLE_MEMBERS = 5
