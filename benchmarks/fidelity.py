@@ -939,38 +939,48 @@ def _brief(runs: list[dict]) -> str:
     return ", ".join(f"{k} {np.mean([r[k] for r in runs]):.4g}" for k in keys)
 
 
+_COLUMNS = {  # metric: header (↑ higher is closer or better, ↓ lower)
+    "agreement": "agreement ↑",
+    "tv": "TV ↓",
+    "w2": "W2 ↓",
+    "max_mean_error_sd": "max mean error (sd) ↓",
+    "min_sd_ratio": "sd ratio min",
+    "max_sd_ratio": "sd ratio max",
+    "test_lpd": "test log density ↑",
+    "test_accuracy": "accuracy",
+    "epochs": "epochs",
+    "wall_s": "time (s)",
+}
+
+
+def _cell(k: str, v: list[float]) -> str:
+    if not v:
+        return "—"  # e.g. a point estimate's sd ratio
+    if k == "epochs":  # the budget, equal for all up to a step per chain: no spread to show
+        return f"{np.mean(v):.1f}"
+    if len(v) == 1:
+        return f"{v[0]:.3g}"
+    sd = np.std(v, ddof=1)
+    return f"{np.mean(v):.3g} ± {sd:.2g}" if sd > 1e-9 * abs(np.mean(v)) else f"{np.mean(v):.3g} ± 0"
+
+
 def table(result: dict) -> str:
-    """A markdown table of one task: each metric as mean ± sd over seeds."""
-    metrics = [
-        k
-        for k in (
-            "agreement",
-            "tv",
-            "w2",
-            "max_mean_error_sd",
-            "min_sd_ratio",
-            "max_sd_ratio",
-            "test_lpd",
-            "test_accuracy",
-            "epochs",
-            "wall_s",
-        )
-        if any(k in r for c in result["candidates"].values() for r in c["runs"])
+    """A markdown table of one task: each metric as mean ± sd over seeds, the tuned lr (marked
+    where it is an end of its grid), and the reference's floor."""
+    metrics = [k for k in _COLUMNS if any(k in r for c in result["candidates"].values() for r in c["runs"])]
+    lines = [
+        "| candidate | lr | " + " | ".join(_COLUMNS[k] for k in metrics) + " |",
+        "| --- " * (len(metrics) + 2) + "|",
     ]
-    lines = ["| candidate | lr | " + " | ".join(metrics) + " |", "| --- " * (len(metrics) + 2) + "|"]
     for name, c in result["candidates"].items():
-        cells = []
-        for k in metrics:
-            v = [r[k] for r in c["runs"] if k in r and np.isfinite(r[k])]  # a point estimate has no sd
-            cells.append(
-                "—" if not v else f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" if len(v) > 1 else f"{v[0]:.4g}"
-            )
+        # A point estimate has no sd ratio (NaN): left out of its cell.
+        cells = [_cell(k, [r[k] for r in c["runs"] if k in r and np.isfinite(r[k])]) for k in metrics]
         edge = " (grid edge)" if c.get("lr_at_grid_edge") else ""
-        lines.append(f"| {name} | {c['lr']:g}{edge} | " + " | ".join(cells) + " |")
+        lines.append(f"| `{name}` | {c['lr']:g}{edge} | " + " | ".join(cells) + " |")
     if result["floor"]:
         lines.append(
             "| reference floor (half vs half) | | "
-            + " | ".join(f"{result['floor'][k]:.4g}" if k in result["floor"] else "" for k in metrics)
+            + " | ".join(f"{result['floor'][k]:.3g}" if k in result["floor"] else "" for k in metrics)
             + " |"
         )
     return "\n".join(lines)
@@ -1013,7 +1023,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--tune-by", default="ksd", choices=TUNING_SCORES, help="the lr grid's score (default: ksd; see `tune`)"
     )
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/fidelity_results[_fast].json)")
+    parser.add_argument(
+        "--tables", metavar="RESULTS", default=None, help="print the tables of a results JSON; run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.tables:
+        with open(args.tables) as f:
+            saved = json.load(f)
+        for name, result in saved["tasks"].items():
+            print(f"{name}\n\n{table(result)}\n")
+        return saved
     seeds = args.seeds or ([0] if args.fast else [0, 1, 2])
     out = args.out or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), f"fidelity_results{'_fast' if args.fast else ''}.json"
