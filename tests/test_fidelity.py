@@ -178,7 +178,7 @@ def test_pipeline_fast_mode_end_to_end(tmp_path):
             assert r["max_mean_error_sd"] >= 0 and r["min_sd_ratio"] <= r["max_sd_ratio"], (name, r)
             assert abs(r["epochs"] - fidelity.FAST_EPOCHS) <= slack, (name, r["epochs"])
             assert r["draws"] > 0, (name, r)
-    assert "| deep_ensemble |" in fidelity.table(result)
+    assert "| `deep_ensemble` |" in fidelity.table(result)
 
 
 def test_reference_moments_pool_the_chains():
