@@ -986,6 +986,35 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def grid_report(task: Task, candidates: Sequence[str], reference_dir: str = REFERENCE_DIR) -> str:
+    """How the two tuning scores rank each lr of each candidate's grid against the reference's
+    metrics (seed 0): the evidence for the tuning protocol's choice of score. The reference is
+    read here only to report; `tune` never reads it. Returns a markdown table."""
+    split, ref = task_data(task.name), load_reference(task, reference_dir)
+    if ref is None:
+        raise SystemExit(f"{task.name}: no reference in {reference_dir}")
+    keys = [k for k in ("agreement", "tv", "w2", "max_mean_error_sd", "min_sd_ratio") if k in _COLUMNS]
+    lines: list[str] = []
+    for name in candidates:
+        cand = CANDIDATES[name]
+        rows = []
+        for lr in cand.grid:
+            approx = run_candidate(task, split, cand, lr, 0, task.epochs)
+            scores = {by: tuning_score(task, split, approx, by) for by in TUNING_SCORES}
+            rows.append((lr, scores, evaluate(task, split, approx, ref, 0)))
+        chosen = {by: max(rows, key=lambda r: r[1][by])[0] for by in TUNING_SCORES}
+        shown = [k for k in keys if k in rows[0][2]]
+        if not lines:
+            header = ["candidate", "lr", "KSD ↓", "val log density ↑"] + [_COLUMNS[k] for k in shown]
+            lines += ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+        for lr, scores, metrics in rows:
+            marks = "".join(m for by, m in (("ksd", " K"), ("val_lpd", " V")) if chosen[by] == lr)
+            cells = [f"{-scores['ksd']:.3g}", f"{scores['val_lpd']:.4g}"]
+            cells += [f"{metrics[k]:.3g}" if k in metrics else "—" for k in shown]
+            lines.append(f"| `{name}` | {lr:g}{marks} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def environment() -> dict:
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -1026,7 +1055,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--tables", metavar="RESULTS", default=None, help="print the tables of a results JSON; run nothing"
     )
+    parser.add_argument(
+        "--grid-report",
+        action="store_true",
+        help="every lr of each candidate's grid (seed 0): both tuning scores beside the metrics against the reference",
+    )
     args = parser.parse_args(argv)
+    if args.grid_report:
+        for name in args.task:
+            report = grid_report(TASKS[name], args.candidates, args.references)
+            print(f"{name} (K: the KSD's choice, V: the held-out density's)\n\n{report}\n")
+        return {}
     if args.tables:
         with open(args.tables) as f:
             saved = json.load(f)

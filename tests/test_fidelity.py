@@ -261,3 +261,17 @@ def test_blackjax_candidates_take_this_librarys_lr_units():
     for name in ("sgld", "blackjax_sgld"):
         assert spread[name, 0.003] < 0.6 * spread[name, 0.3], spread
     assert 0.7 < spread["sgld", 0.3] / spread["blackjax_sgld", 0.3] < 1.4, spread
+
+
+def test_readme_tables_are_the_committed_results():
+    """benchmarks/README.md's fidelity tables are exactly those `fidelity.py --tables` renders
+    from the committed results (benchmarks/results/fidelity.json): no figure there is typed by
+    hand, and a new run that changes the results must change the README with them."""
+    with open(os.path.join(BENCHMARKS, "results", "fidelity.json")) as f:
+        saved = json.load(f)
+    with open(os.path.join(BENCHMARKS, "README.md")) as f:
+        readme = f.read()
+    assert not saved["fast"] and len(saved["seeds"]) >= 3, (saved["fast"], saved["seeds"])
+    assert saved["tasks"], "no task in the committed results"
+    for name, result in saved["tasks"].items():
+        assert fidelity.table(result) in readme, f"benchmarks/README.md lacks {name}'s table as rendered from the results"
