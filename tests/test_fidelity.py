@@ -275,3 +275,17 @@ def test_readme_tables_are_the_committed_results():
     assert saved["tasks"], "no task in the committed results"
     for name, result in saved["tasks"].items():
         assert fidelity.table(result) in readme, f"benchmarks/README.md lacks {name}'s table as rendered from the results"
+
+
+def test_grid_report_marks_each_scores_choice_once():
+    """--grid-report: a row per lr of the grid, the KSD's choice marked K and the held-out
+    density's V, once each (a short budget: the report's shape, not its figures)."""
+    import dataclasses
+
+    task = dataclasses.replace(fidelity.TASKS["pima"], epochs=4, chains=2)
+    report = fidelity.grid_report(task, ["psgld"])
+    rows = [line for line in report.splitlines() if line.startswith("| `psgld`")]
+    assert len(rows) == len(fidelity.CANDIDATES["psgld"].grid)
+    lr_cells = [row.split("|")[2] for row in rows]
+    assert sum(" K" in c for c in lr_cells) == 1 and sum(" V" in c for c in lr_cells) == 1, lr_cells
+    assert "agreement" in report.splitlines()[0] and "TV" in report.splitlines()[0]
