@@ -180,6 +180,28 @@ def test_internal_links_and_anchors_resolve_and_no_asset_is_remote(site):
     assert mathjax and (site / "guides" / urllib.parse.urlsplit(mathjax[0]).path).resolve().is_file(), mathjax
 
 
+def test_names_of_jax_optax_numpy_and_python_link_to_their_docs(site):
+    """Intersphinx from the inventories shipped in docs/_inventories/ (no network): names of JAX,
+    optax, NumPy and Python in signatures and docstrings render as links to those projects'
+    pages, at the object's own anchor (a private home such as `jax.jaxlib._jax.Array` links
+    as its public name)."""
+    wanted = {
+        "https://docs.jax.dev/en/latest/": ["jax.Array", "jax.random.key", "jax.sharding.Mesh"],
+        "https://optax.readthedocs.io/en/latest/": ["optax.GradientTransformationExtraArgs", "optax.chain"],
+        "https://numpy.org/doc/stable/": ["numpy.ndarray"],
+        "https://docs.python.org/3/": ["collections.abc.Callable"],
+    }
+    for inventory in ("jax", "optax", "numpy", "python"):
+        assert (DOCS / "_inventories" / f"{inventory}.inv").is_file(), inventory
+    pages = [p for p in site.rglob("*.html") if not {"_sources", "_modules", "_static"} & set(p.parts)]
+    external = {href for page in pages for href in _parse(page).links if href.startswith("https://")}
+    for prefix, names in wanted.items():
+        for name in names:
+            assert any(h.startswith(prefix) and h.endswith(f"#{name}") for h in external), (prefix, name)
+    private = [h for h in external if "._" in h.partition("#")[2]]
+    assert not private, private[:10]
+
+
 def test_every_page_of_the_site_is_built(site):
     """The pages issue 21 asks for: the getting started, the guides, the 8 notebooks (rendered
     with their committed outputs), an API page per module and per functional face, the
