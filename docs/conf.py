@@ -183,6 +183,9 @@ def _resolve_external(env, node, contnode, python: bool):
     if not name:
         return None
     original = node["reftarget"]
+    if name != original and contnode.astext() == original and len(contnode.children) == 1:
+        contnode = contnode.deepcopy()  # a field's type spelled out: show the public name
+        contnode.replace(contnode.children[0], nodes.Text(name))
     node["reftarget"] = name
     try:
         return resolve_reference_in_inventory(env, inventory, node, contnode)
@@ -224,6 +227,74 @@ def _resolve_code_or_xref(app, env, node, contnode):
     return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, found)
 
 
+# The type aliases of `sghmc_jax.types`, longest first (one's expansion can hold another's), and
+# the private homes of public types that annotations evaluate to.
+_ALIASES = ("ScalarOrSchedule", "LogProbFn", "Schedule", "ArrayTree")
+_PRIVATE_HOMES = {"jax.jaxlib._jax.Array": "jax.Array"}
+
+
+def _spelled_as(mode: str) -> list[tuple[str, str]]:
+    """(expansion, name) pairs: each alias's value and each private type as autodoc writes them
+    in `mode` ("smart" in signatures, "fully-qualified-except-typing" in napoleon's types)."""
+    from sphinx.util.typing import stringify_annotation
+
+    from sghmc_jax import types
+
+    tilde = "~" if mode == "smart" else ""
+    pairs = []
+    for alias in _ALIASES:
+        expansion, name = stringify_annotation(getattr(types, alias), mode), f"{tilde}sghmc_jax.types.{alias}"
+        # A recursive alias in a union is expanded one level further (`ArrayTree | None` holds
+        # `Iterable[<ArrayTree's expansion>]`): once that inner one is named, the outer reads so.
+        pairs += [(expansion, name), (expansion.replace(f"{alias}]", f"{name}]"), name)]
+    return pairs + [(tilde + private, tilde + public) for private, public in _PRIVATE_HOMES.items()]
+
+
+def _name_aliases(text: str, mode: str) -> str:
+    """`text` with every alias's expansion replaced by the alias (`ArrayTree`, not `Array |
+    ndarray | bool | number | Iterable[ArrayTree] | Mapping[Any, ArrayTree]`) and every private
+    home by the public name (`jax.Array`, not `jax.jaxlib._jax.Array`)."""
+    for expansion, name in _spelled_as(mode):
+        text = text.replace(expansion, name)
+    return text
+
+
+def _signature_with_aliases(app, what, name, obj, options, signature, return_annotation):
+    """Signatures name the type aliases instead of expanding them (`_name_aliases`)."""
+    if signature is None and return_annotation is None:
+        return None
+    return (
+        signature and _name_aliases(signature, "smart"),
+        return_annotation and _name_aliases(return_annotation, "smart"),
+    )
+
+
+def _types_with_aliases(app, what, name, obj, options, lines):
+    """The `:type:` and `:rtype:` lines napoleon writes name the type aliases too (the aliases'
+    own entries keep their "alias of" expansion)."""
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith((":type", ":rtype")):
+            lines[i] = _name_aliases(line, "fully-qualified-except-typing")
+
+
+def _values_with_aliases(app, doctree) -> None:
+    """An alias's value shown in a signature (`ScalarOrSchedule: TypeAlias = ...`, autodoc's
+    repr of it) names the other aliases and public types (`float | jax.Array |
+    sghmc_jax.types.Schedule`)."""
+    from sghmc_jax import types
+
+    for signature in doctree.findall(addnodes.desc_signature):
+        own = f"{signature.get('module')}.{signature.get('fullname')}"
+        pairs = [(repr(getattr(types, a)), f"sghmc_jax.types.{a}") for a in _ALIASES if f"sghmc_jax.types.{a}" != own]
+        pairs += list(_PRIVATE_HOMES.items())
+        for text in list(signature.findall(nodes.Text)):
+            new = str(text)
+            for expansion, name in pairs:
+                new = new.replace(expansion, name)
+            if new != str(text):
+                text.parent.replace(text, nodes.Text(new))
+
+
 def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     """A NamedTuple's fields are described by its docstring's "Attributes:"; the generated
     "Alias for field number N" entries would repeat them."""
@@ -237,3 +308,6 @@ def setup(app):
     app.connect("builder-inited", _functional_face_pages)
     app.connect("missing-reference", _resolve_code_or_xref)
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("autodoc-process-signature", _signature_with_aliases)
+    app.connect("autodoc-process-docstring", _types_with_aliases, priority=600)  # after napoleon
+    app.connect("doctree-read", _values_with_aliases)

@@ -202,6 +202,25 @@ def test_names_of_jax_optax_numpy_and_python_link_to_their_docs(site):
     assert not private, private[:10]
 
 
+def test_signatures_name_the_type_aliases_and_public_types(site):
+    """Signatures and field types read `ArrayTree` (not its expansion `Array | ndarray | bool |
+    number | Iterable[ArrayTree] | Mapping[Any, ArrayTree]`, which only the alias's own entry
+    shows) and `jax.Array` (not its private home `jax.jaxlib._jax.Array`)."""
+
+    def text(page: pathlib.Path) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+
+    api = {p.relative_to(site).as_posix(): text(p) for p in (site / "api").rglob("*.html")}
+    assert "predictive_mean: ArrayTree | None" in api["api/sghmc_jax.html"]
+    assert "momenta: ArrayTree" in api["api/sghmc_jax.html"]
+    assert "ScalarOrSchedule: TypeAlias = float | jax.Array | sghmc_jax.types.Schedule" in api["api/types.html"]
+    expanded = [p for p, t in api.items() if "Iterable[ArrayTree]" in t and p != "api/types.html"]
+    assert not expanded, expanded
+    assert api["api/types.html"].count("Iterable[ArrayTree]") == 2  # ArrayTree's and LogProbFn's "alias of"
+    private = [p for p, t in api.items() if "jax.jaxlib" in t or "TypeAliasForwardRef" in t]
+    assert not private, private
+
+
 def test_every_page_of_the_site_is_built(site):
     """The pages issue 21 asks for: the getting started, the guides, the 8 notebooks (rendered
     with their committed outputs), an API page per module and per functional face, the
