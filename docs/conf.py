@@ -186,11 +186,13 @@ def _resolve_external(env, node, contnode, python: bool):
     if name != original and contnode.astext() == original and len(contnode.children) == 1:
         contnode = contnode.deepcopy()  # a field's type spelled out: show the public name
         contnode.replace(contnode.children[0], nodes.Text(name))
-    node["reftarget"] = name
+    # The role may not match the inventory's type (an annotation is a :py:class: reference even
+    # to a py:data such as `jax.typing.ArrayLike`); the name was found, so any type will do.
+    reftype, node["reftarget"], node["reftype"] = node["reftype"], name, "obj"
     try:
         return resolve_reference_in_inventory(env, inventory, node, contnode)
     finally:
-        node["reftarget"] = original
+        node["reftarget"], node["reftype"] = original, reftype
 
 
 def _resolve_code_or_xref(app, env, node, contnode):
@@ -227,9 +229,11 @@ def _resolve_code_or_xref(app, env, node, contnode):
     return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, found)
 
 
-# The type aliases of `sghmc_jax.types`, longest first (one's expansion can hold another's), and
-# the private homes of public types that annotations evaluate to.
+# The type aliases of `sghmc_jax.types`, longest first (one's expansion can hold another's), then
+# JAX's (named after ours, which can hold them), and the private homes of public types that
+# annotations evaluate to.
 _ALIASES = ("ScalarOrSchedule", "LogProbFn", "Schedule", "ArrayTree")
+_LIBRARY_ALIASES = ("jax.typing.ArrayLike",)
 _PRIVATE_HOMES = {"jax.jaxlib._jax.Array": "jax.Array"}
 
 
@@ -247,7 +251,16 @@ def _spelled_as(mode: str) -> list[tuple[str, str]]:
         # A recursive alias in a union is expanded one level further (`ArrayTree | None` holds
         # `Iterable[<ArrayTree's expansion>]`): once that inner one is named, the outer reads so.
         pairs += [(expansion, name), (expansion.replace(f"{alias}]", f"{name}]"), name)]
+    pairs += [(stringify_annotation(_library_alias(alias), mode), tilde + alias) for alias in _LIBRARY_ALIASES]
     return pairs + [(tilde + private, tilde + public) for private, public in _PRIVATE_HOMES.items()]
+
+
+def _library_alias(name: str):
+    """The object a dotted name such as `jax.typing.ArrayLike` names."""
+    import importlib
+
+    module, _, attribute = name.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _name_aliases(text: str, mode: str) -> str:
@@ -286,6 +299,7 @@ def _values_with_aliases(app, doctree) -> None:
     for signature in doctree.findall(addnodes.desc_signature):
         own = f"{signature.get('module')}.{signature.get('fullname')}"
         pairs = [(repr(getattr(types, a)), f"sghmc_jax.types.{a}") for a in _ALIASES if f"sghmc_jax.types.{a}" != own]
+        pairs += [(repr(_library_alias(alias)), alias) for alias in _LIBRARY_ALIASES]
         pairs += list(_PRIVATE_HOMES.items())
         for text in list(signature.findall(nodes.Text)):
             new = str(text)

@@ -186,7 +186,7 @@ def test_names_of_jax_optax_numpy_and_python_link_to_their_docs(site):
     pages, at the object's own anchor (a private home such as `jax.jaxlib._jax.Array` links
     as its public name)."""
     wanted = {
-        "https://docs.jax.dev/en/latest/": ["jax.Array", "jax.random.key", "jax.sharding.Mesh"],
+        "https://docs.jax.dev/en/latest/": ["jax.Array", "jax.random.key", "jax.sharding.Mesh", "jax.typing.ArrayLike"],
         "https://optax.readthedocs.io/en/latest/": ["optax.GradientTransformationExtraArgs", "optax.chain"],
         "https://numpy.org/doc/stable/": ["numpy.ndarray"],
         "https://docs.python.org/3/": ["collections.abc.Callable"],
@@ -205,14 +205,16 @@ def test_names_of_jax_optax_numpy_and_python_link_to_their_docs(site):
 def test_signatures_name_the_type_aliases_and_public_types(site):
     """Signatures and field types read `ArrayTree` (not its expansion `Array | ndarray | bool |
     number | Iterable[ArrayTree] | Mapping[Any, ArrayTree]`, which only the alias's own entry
-    shows) and `jax.Array` (not its private home `jax.jaxlib._jax.Array`)."""
+    shows), `ArrayLike` (not `Array | ndarray | bool | number | bool | int | float | complex`)
+    and `jax.Array` (not its private home `jax.jaxlib._jax.Array`)."""
 
     def text(page: pathlib.Path) -> str:
         return html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
 
     api = {p.relative_to(site).as_posix(): text(p) for p in (site / "api").rglob("*.html")}
     assert "predictive_mean: ArrayTree | None" in api["api/sghmc_jax.html"]
-    assert "momenta: ArrayTree" in api["api/sghmc_jax.html"]
+    assert "alpha: ArrayLike = 0.01" in api["api/sghmc_jax.html"]
+    assert "momenta: ArrayTree | float | None = None" in api["api/sghmc_jax.html"]
     assert "ScalarOrSchedule: TypeAlias = float | jax.Array | sghmc_jax.types.Schedule" in api["api/types.html"]
     expanded = [p for p, t in api.items() if "Iterable[ArrayTree]" in t and p != "api/types.html"]
     assert not expanded, expanded
