@@ -19,14 +19,14 @@ chunking, checkpoints or continuation.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import optax
 
 from sghmc_jax._sampler import identity, loop, result
-from sghmc_jax._sampler.plan import Monitor, Plan, Predictive, Start, Steps, Storage
+from sghmc_jax._sampler.plan import Ladder, Monitor, Plan, Predictive, Start, Steps, Storage
 from sghmc_jax._sampler.programs import Programs
 from sghmc_jax._sampler.result import DivergenceError, SampleResult
 from sghmc_jax.types import ArrayTree, LogProbFn, SamplerState
@@ -68,6 +68,9 @@ def sample(
     chain_axis: str | None = None,
     data_axis: str | None = None,
     output: str | os.PathLike | None = None,
+    temperatures: int | Sequence[float] | None = None,
+    swap_every: int = 1,
+    swaps: str = "deo",
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -167,15 +170,18 @@ def sample(
         DivergenceError: if a chain diverges with `on_divergence="raise"`.
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
+    ladder = Ladder.build(temperatures, swap_every, swaps)
+    rungs = 1 if ladder is None else ladder.rungs
     plan = Plan.build(
         steps=Steps.build(num_steps, burn_in, thin, chunk_size, on_divergence),
-        start=Start.build(key, init_params, stacked_init, num_chains, init_state),
+        start=Start.build(key, init_params, stacked_init, num_chains, init_state, rungs),
         mesh=(mesh, chain_axis, data_axis),
         batches=(data, batch_size, batch_order, batches),
         predictive=Predictive.build(predict_fn, predict_inputs),
         model=(log_posterior, transform, keep),
         storage=Storage.build(checkpoint_dir, checkpoint_every, output),
         monitor=Monitor.build(progress, callback),
+        ladder=ladder,
     )
     identity.check_processes_agree(plan)
     programs = Programs(plan)
