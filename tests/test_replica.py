@@ -1,0 +1,227 @@
+"""Replica exchange in `sample()` (`temperatures=`): argument checks, the target rung's mode
+weights on a bimodal mixture that a single temperature cannot cross, the minibatch swap's bias
+correction, DEO against random swaps, and exact continuation and resume."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sghmc_jax
+from sghmc_jax import diagnostics
+from sghmc_jax._sampler import replicas
+from tests import helpers
+
+# A 1-D mixture 0.25·N(−3, 0.5²) + 0.75·N(3, 0.5²): the log density at the barrier (x = 0) is
+# ~18 below the modes', so a chain at temperature 1 started in the minor mode stays there.
+MU, S, W = 3.0, 0.5, 0.75
+LADDER = tuple(float(t) for t in np.geomspace(1.0, 40.0, 8))
+
+
+def log_mixture(x):
+    minor = jnp.log(1 - W) - 0.5 * ((x + MU) / S) ** 2
+    major = jnp.log(W) - 0.5 * ((x - MU) / S) ** 2
+    return jnp.logaddexp(minor, major)
+
+
+def log_posterior(x, batch):
+    return jnp.sum(log_mixture(x)), None
+
+
+def exact_major_weight() -> float:
+    """P(x > 0) under the mixture, by quadrature on a fine grid."""
+    grid = np.linspace(-12.0, 12.0, 200_001)
+    density = np.exp(np.asarray(jax.jit(log_mixture)(jnp.asarray(grid, jnp.float32)), np.float64))
+    return float(density[grid > 0].sum() / density.sum())
+
+
+def major_weight(result) -> tuple[float, float]:
+    """Rung 0's fraction of draws in the major mode and its Monte Carlo standard error (ESS-based)."""
+    above = (np.asarray(result.samples)[..., 0] > 0).astype(np.float64)
+    return float(above.mean()), float(diagnostics.mcse_mean(above))
+
+
+def transform(key):
+    return sghmc_jax.sghmc(0.1, alpha=1.0, key=key)
+
+
+def run_mixture(temperatures, swaps="deo", **kw):
+    kw = dict(num_steps=8000, burn_in=3000, num_chains=64, progress=False) | kw
+    start = jnp.full((1,), -MU)  # every chain starts in the minor mode
+    return sghmc_jax.sample(0, log_posterior, start, transform=transform, temperatures=temperatures, swaps=swaps, **kw)
+
+
+@pytest.fixture(scope="module")
+def deo_run():
+    return run_mixture(LADDER, "deo")
+
+
+def quadratic(x, batch):
+    return -0.5 * jnp.sum(x**2), None
+
+
+def small(**kw):
+    kw = dict(transform=transform, num_steps=20, num_chains=2, progress=False) | kw
+    return sghmc_jax.sample(0, quadratic, jnp.zeros(2), **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        (dict(temperatures=1), ValueError, r"`temperatures` must be an int >= 2, got temperatures=1"),
+        (dict(temperatures=(1.0,)), ValueError, r"at least 2 rungs, the first exactly 1.0 .*got \(1.0,\)"),
+        (dict(temperatures=(2.0, 4.0)), ValueError, r"the first exactly 1.0 .*got \(2.0, 4.0\)"),
+        (dict(temperatures=(1.0, 3.0, 2.0)), ValueError, r"strictly increasing, got \(1.0, 3.0, 2.0\)"),
+        (dict(temperatures=(1.0, float("inf"))), ValueError, r"finite and strictly increasing, got \(1.0, inf\)"),
+        (dict(temperatures="hot"), TypeError, r"`temperatures` must be an int .* got str: 'hot'"),
+        (dict(temperatures=True), TypeError, r"`temperatures` must be an int .* got bool: True"),
+        (dict(temperatures=3, swap_every=0), ValueError, r"`swap_every` must be an int >= 1, got swap_every=0"),
+        (
+            dict(temperatures=3, swaps="sometimes"),
+            ValueError,
+            r"`swaps` must be 'deo' or 'random', got swaps='sometimes'",
+        ),
+        (
+            dict(temperatures=3, on_divergence="continue"),
+            ValueError,
+            r"does not yet run with `on_divergence='continue'`",
+        ),
+        (
+            dict(temperatures=3, predict_fn=lambda p, x: p, predict_inputs=0.0),
+            ValueError,
+            r"does not yet run with `predict_fn`",
+        ),
+        (dict(temperatures=3, batches=iter([None] * 20)), ValueError, r"does not yet run with `batches`"),
+        (
+            dict(
+                temperatures=3,
+                transform=lambda k: sghmc_jax.sghmc(0.1, temperature=optax.constant_schedule(1.0), key=k),
+            ),
+            ValueError,
+            r"needs the run's temperature as a constant, which is a schedule",
+        ),
+        (
+            dict(temperatures=3, transform=lambda k: sghmc_jax.sghmc(0.1, temperature=0.0, key=k)),
+            ValueError,
+            r"needs the run's temperature > 0, got temperature=0.0",
+        ),
+        (
+            dict(temperatures=3, transform=optax.chain(optax.clip(1.0), sghmc_jax.sghmc(0.1, key=0))),
+            ValueError,
+            r"needs the run's temperature as a constant, which is not known",
+        ),
+    ],
+)
+def test_arguments_are_checked_before_anything_compiles(kw, error, match):
+    with pytest.raises(error, match=match):
+        small(**kw)
+
+
+def test_a_geometric_ladder_of_r_rungs_runs_from_1_to_the_default_top():
+    result = small(temperatures=4)
+    np.testing.assert_allclose(result.temperatures, np.geomspace(1.0, 10.0, 4), rtol=1e-12)
+    assert result.swap_acceptance.shape == (3,) and result.round_trips.shape == (2,)
+    assert jax.tree.leaves(result.samples)[0].shape == (2, 20, 2)
+    assert result.log_posterior.shape == (2, 20)
+
+
+def test_init_state_must_hold_the_ladder_the_call_asks_for():
+    plain = small()
+    with pytest.raises(ValueError, match=r"`init_state` holds no ladder, but `temperatures` asks for 3 rungs"):
+        small(temperatures=3, init_state=plain.final_state)
+    laddered = small(temperatures=3)
+    with pytest.raises(ValueError, match=r"`init_state` holds ladders of 3 rungs, but `temperatures` asks for none"):
+        small(init_state=laddered.final_state)
+    with pytest.raises(ValueError, match=r"ladders of 3 rungs, but `temperatures` asks for 4 rungs"):
+        small(temperatures=4, init_state=laddered.final_state)
+
+
+def test_rung_zero_finds_the_mode_weights_a_single_temperature_cannot(deo_run):
+    exact = exact_major_weight()
+    assert abs(exact - W) < 1e-6
+    weight, mcse = major_weight(deo_run)
+    assert abs(weight - exact) < 4 * mcse, (weight, mcse, exact, "seed 0")
+    single = run_mixture(None, num_steps=2000, burn_in=500)
+    stuck, _ = major_weight(single)
+    assert stuck < 0.05, (stuck, "seed 0: a single temperature should not cross the barrier")
+
+
+def test_deo_makes_more_round_trips_than_random_swaps(deo_run):
+    """Syed et al.: deterministic even/odd swaps move a replica through the ladder ballistically,
+    random-parity swaps diffusively; with 8 rungs that is a factor measured at ~3.2 here."""
+    random_run = run_mixture(LADDER, "random")
+    deo, rnd = int(deo_run.round_trips.sum()), int(random_run.round_trips.sum())
+    assert deo > 2 * rnd, (deo, rnd, "seed 0")
+    # Random swaps attempt each pair on about half the rounds, DEO on exactly half.
+    np.testing.assert_allclose(deo_run.swap_acceptance, random_run.swap_acceptance, atol=0.02)
+
+
+def test_the_swap_is_the_exact_metropolis_rule():
+    """One round by hand: rungs (1, 2) at T = 1, energies chosen so that log A is known."""
+    ladder = type("L", (), dict(rungs=2, temperatures=(1.0, 2.0), base_temperature=1.0, swap_every=1, swaps="deo"))
+    state = replicas.initial(ladder, jax.random.key(3), 4000, "float32")
+    # Replica 0 (rung 0, β = 1) at log p = −3, replica 1 (rung 1, β = ½) at log p = −1:
+    # log A = (1 − ½)·(−1 − (−3)) = 1 -> always accepted; reversed, log A = −1 -> e^{−1}.
+    value = jnp.tile(jnp.asarray([-3.0, -1.0]), 4000)
+    up = replicas.swap(ladder, state, value, None, jnp.int32(0))
+    assert int(up.accepts.sum()) == 4000
+    down = replicas.swap(ladder, state, jnp.tile(jnp.asarray([-1.0, -3.0]), 4000), None, jnp.int32(0))
+    rate = float(down.accepts.mean())
+    assert abs(rate - np.exp(-1.0)) < 4 * np.sqrt(np.exp(-1.0) * (1 - np.exp(-1.0)) / 4000), rate
+    np.testing.assert_array_equal(down.rung.sum(axis=1), 1)  # each ladder still holds rungs 0 and 1
+    # Odd rounds try only odd pairs: none with 2 rungs.
+    assert int(replicas.swap(ladder, state, value, None, jnp.int32(1)).attempts.sum()) == 0
+
+
+def test_two_calls_equal_one_bit_for_bit():
+    log_posterior_mb, data = helpers.regression(4)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k),
+        num_chains=2,
+        data=data,
+        batch_size=8,
+        temperatures=3,
+        swap_every=2,
+        progress=False,
+        chunk_size=7,
+    )
+    one = sghmc_jax.sample(5, log_posterior_mb, jnp.zeros(3), num_steps=40, **kw)
+    first = sghmc_jax.sample(5, log_posterior_mb, jnp.zeros(3), num_steps=17, **kw)
+    second = sghmc_jax.sample(5, log_posterior_mb, jnp.zeros(3), num_steps=23, init_state=first.final_state, **kw)
+    both = np.concatenate([first.samples, second.samples], axis=1)
+    np.testing.assert_array_equal(both, one.samples)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        one.final_state.replicas._replace(swap_key=0),
+        second.final_state.replicas._replace(swap_key=0),
+    )
+    assert int(one.final_state.replicas.attempts.sum()) == 2 * 20  # 20 rounds, one pair each
+    assert float(one.final_state.replicas.variance.min()) > 0  # minibatch energies: estimated
+
+
+def test_a_killed_run_resumes_bit_for_bit(tmp_path):
+    log_posterior_mb, data = helpers.regression(4)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k),
+        num_steps=60,
+        num_chains=2,
+        data=data,
+        batch_size=8,
+        temperatures=(1.0, 2.0, 5.0),
+        burn_in=10,
+        chunk_size=12,
+        progress=False,
+    )
+    clean = sghmc_jax.sample(7, log_posterior_mb, jnp.zeros(3), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        sghmc_jax.sample(
+            7, log_posterior_mb, jnp.zeros(3), checkpoint_dir=tmp_path, callback=helpers.interrupt_after(3), **kw
+        )
+    resumed = sghmc_jax.sample(7, log_posterior_mb, jnp.zeros(3), checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_array_equal(resumed.samples, clean.samples)
+    np.testing.assert_array_equal(resumed.log_posterior, clean.log_posterior)
+    np.testing.assert_array_equal(resumed.swap_acceptance, clean.swap_acceptance)
+    np.testing.assert_array_equal(resumed.round_trips, clean.round_trips)
