@@ -162,6 +162,32 @@ def sample(
             equal shards of examples (N and `batch_size` multiples of its size), each device
             draws its part of every minibatch from its own shard (a per-chain permutation of
             each shard per epoch), and the gradient is reduced across the axis in the step.
+        temperatures: replica exchange (parallel tempering): None for none; an int R >= 2 for a
+            geometric ladder of R rungs from 1 to 10; or the rungs' temperature factors, 1.0
+            first, strictly increasing. Each of the `num_chains` chains becomes a ladder of R
+            replicas (the state's chain axis holds num_chains × R, chain-major); the replica on
+            rung r is fed β_r = 1/τ_r times the log posterior's gradient, so it targets
+            p(θ)^(1/(τ_r T)) with T the transform's temperature (a constant > 0): exact for
+            every sampler of this library, whose stationary momenta do not depend on the rung.
+            Replicas swap RUNGS (a small int array), never params: nothing moves between
+            devices but that array, which is what a mesh wants (`mesh=` itself is not yet
+            supported with a ladder). The draws, `log_posterior` and `kinetic` are those of
+            the replica holding rung 0, gathered at each draw; `result.swap_acceptance` and
+            `result.round_trips` say how the ladder mixes. Not yet with `mesh`, host
+            `batches`, `predict_fn` or `on_divergence="continue"`.
+        swap_every: steps between swap rounds: a round at every step t that is a multiple of
+            it, between the step's gradient and its update, Metropolis on adjacent rungs with
+            the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).
+            Exact with full-data energies (no `data`); with `data`, the minibatch energies'
+            noise is corrected as Deng et al. (ICML 2020) do, with the variance of each
+            replica's minibatch estimate taken from its batch's single-example values (this
+            assumes `make_log_posterior`'s form, a prior plus N/n times the batch's sum) and
+            smoothed over rounds. Its extra cost is one forward pass per example of the batch
+            at swap steps.
+        swaps: "deo" (deterministic even/odd: pairs (i, i + 1) with i even on even rounds, odd
+            on odd rounds; Syed et al., JRSS-B 2022), or "random" (all pairs of a parity drawn
+            uniformly each round: the reversible scheme, whose replicas cross the ladder
+            diffusively).
 
     Returns:
         A `SampleResult`.
