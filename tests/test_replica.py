@@ -261,3 +261,22 @@ def test_minibatch_swaps_keep_the_weights_only_with_the_correction(monkeypatch):
     assert float(plain.final_state.replicas.variance.max()) == 0.0
     biased, biased_mcse = major_weight(plain)
     assert W - biased > 4 * biased_mcse, (biased, biased_mcse, "seed 0")
+
+
+def test_diagnose_reports_each_rung_pair_and_the_round_trips():
+    def narrow(x, batch):  # sd 0.1: a replica at τ = 10⁴ drifts to where log p ≪ rung 1's
+        return -50.0 * jnp.sum(x**2), None
+
+    kw = dict(transform=transform, num_chains=2, progress=False, temperatures=(1.0, 2.0, 1e4))
+    result = sghmc_jax.sample(0, narrow, jnp.zeros(2), num_steps=400, **kw)
+    rows = {row.diagnostic: row for row in result.diagnose().rows}
+    near, far = rows["swap acceptance 0-1"], rows["swap acceptance 1-2"]
+    assert near.value == pytest.approx(result.swap_acceptance[0]) and near.verdict == "ok", near
+    assert far.value < 0.1 and far.verdict == "FLAG" and "add rungs between τ = 2 and 1e+04" in far.note, far
+    trips = rows["round trips"]
+    assert trips.value == result.round_trips.sum() and trips.verdict == ("ok" if trips.value else "FLAG")
+    # Two swap rounds (steps 0 and 10) cannot make a round trip over 3 rungs (it takes 4).
+    short = sghmc_jax.sample(0, narrow, jnp.zeros(2), num_steps=20, swap_every=10, **kw)
+    short_trips = {row.diagnostic: row for row in short.diagnose().rows}["round trips"]
+    assert short_trips.value == 0 and short_trips.verdict == "FLAG", short_trips
+    assert not any(r.diagnostic.startswith("swap") for r in small(num_steps=200).diagnose().rows)
