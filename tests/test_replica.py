@@ -280,3 +280,12 @@ def test_diagnose_reports_each_rung_pair_and_the_round_trips():
     short_trips = {row.diagnostic: row for row in short.diagnose().rows}["round trips"]
     assert short_trips.value == 0 and short_trips.verdict == "FLAG", short_trips
     assert not any(r.diagnostic.startswith("swap") for r in small(num_steps=200).diagnose().rows)
+
+
+def test_output_streams_rung_zero_draws_to_disk(tmp_path):
+    kw = dict(temperatures=3, num_steps=30, chunk_size=8)
+    in_memory = small(**kw)
+    on_disk = small(output=tmp_path / "draws", **kw)
+    np.testing.assert_array_equal(np.asarray(on_disk.samples), in_memory.samples)
+    np.testing.assert_array_equal(np.asarray(on_disk.log_posterior), in_memory.log_posterior)
+    np.testing.assert_array_equal(on_disk.swap_acceptance, in_memory.swap_acceptance)
