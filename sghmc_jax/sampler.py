@@ -71,6 +71,7 @@ def sample(
     temperatures: int | Sequence[float] | None = None,
     swap_every: int = 1,
     swaps: str = "deo",
+    adapt_ladder: int = 0,
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -188,6 +189,13 @@ def sample(
             on odd rounds; Syed et al., JRSS-B 2022), or "random" (all pairs of a parity drawn
             uniformly each round: the reversible scheme, whose replicas cross the ladder
             diffusively).
+        adapt_ladder: 0 keeps the ladder as given; A > 0 adapts each chain's ladder at steps
+            A/32, A/16, ..., A/2, A (rounds that double; A <= burn_in, counted from the run's
+            first step) as Syed et al. do: from each rung pair's rejection rate since the last
+            adaptation, the rungs' factors β = 1/τ are moved (rung 0 and the top kept) so that
+            every pair is expected to reject equally, then frozen. `swap_acceptance` then
+            counts the swaps since the last adaptation, and `temperatures` is each chain's
+            final ladder.
 
     Returns:
         A `SampleResult`.
@@ -196,7 +204,7 @@ def sample(
         DivergenceError: if a chain diverges with `on_divergence="raise"`.
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
-    ladder = Ladder.build(temperatures, swap_every, swaps)
+    ladder = Ladder.build(temperatures, swap_every, swaps, adapt_ladder)
     rungs = 1 if ladder is None else ladder.rungs
     plan = Plan.build(
         steps=Steps.build(num_steps, burn_in, thin, chunk_size, on_divergence),

@@ -55,9 +55,12 @@ class ReplicaState(NamedTuple):
 
     Attributes:
         rung: (chain, R) int32, the rung each replica holds (swaps exchange these, never params).
+        beta: (chain, R) each rung's factor β_r = 1/τ_r of the log posterior (β_0 = 1), fixed
+            unless the ladder adapts (`adapt_ladder`).
         swap_key: (chain,) key of the swaps (round at step t uses fold_in(swap_key, t)), apart
             from the transform's noise keys.
-        attempts: (chain, R − 1) int32, swaps attempted between rungs r and r + 1.
+        attempts: (chain, R − 1) int32, swaps attempted between rungs r and r + 1 (since the
+            ladder last adapted).
         accepts: (chain, R − 1) int32, of those, accepted.
         variance: (chain, R) the running estimate of the variance of each replica's minibatch
             log-posterior estimate (zeros with full-data energies).
@@ -67,6 +70,7 @@ class ReplicaState(NamedTuple):
     """
 
     rung: jax.Array
+    beta: jax.Array
     swap_key: jax.Array
     attempts: jax.Array
     accepts: jax.Array

@@ -308,7 +308,7 @@ def _ladder_rows(result: Any) -> list[Row]:
     no replica went from rung 0 to the top and back, so rung 0's draws have not been helped)."""
     if result.swap_acceptance is None:
         return []
-    rows, tau = [], result.temperatures
+    rows, tau = [], np.mean(result.temperatures, axis=0)
     for r, rate in enumerate(np.asarray(result.swap_acceptance, float)):
         if math.isnan(rate):
             verdict, note = "n/a", "no swap attempted between these rungs yet"

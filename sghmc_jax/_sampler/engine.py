@@ -120,14 +120,17 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
     )
     value = -neg_value
 
-    def swap_round() -> Any:
+    def swap_round(rs: Any) -> Any:
         variance = None
         if ladder.noisy_energies:
             one = functools.partial(replicas.minibatch_variance, model.log_posterior, batches=views.batches)
             variance = jax.vmap(one, (0, batch_axis))(state.params, batch)
-        return replicas.swap(ladder, ladder_state, value, variance, t)
+        return replicas.swap(ladder, rs, value, variance, t)
 
-    rs = jax.lax.cond(t % ladder.swap_every == 0, swap_round, lambda: ladder_state)
+    if ladder.adapt_at:  # adapt the ladder first, at the steps it adapts at (during burn-in)
+        at = jnp.any(t == jnp.asarray(ladder.adapt_at, t.dtype))
+        ladder_state = jax.lax.cond(at, replicas.adapt, lambda rs: rs, ladder_state)
+    rs = jax.lax.cond(t % ladder.swap_every == 0, swap_round, lambda rs: rs, ladder_state)
     beta = replicas.betas(ladder, rs)
     grads = jax.tree.map(lambda g: g * _per_chain(beta, g).astype(g.dtype), grads)
 

@@ -92,6 +92,7 @@ DEFAULT_TOP_TEMPERATURE = 10.0
 """The hottest rung's temperature factor of a ladder given as a number of rungs."""
 
 SWAPS = ("deo", "random")
+ADAPT_ROUNDS = 6  # the ladder adapts at adapt_ladder / 2^j, j = 5, ..., 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Ladder:
     temperatures: tuple[float, ...] = setting(compiled=True)
     swap_every: int = setting(compiled=True)
     swaps: str = setting(compiled=True)
+    adapt_steps: int = setting(compiled=True)
     base_temperature: float = setting(compiled=True)
     noisy_energies: bool = setting(compiled=True)
 
@@ -113,18 +115,37 @@ class Ladder:
     def rungs(self) -> int:
         return len(self.temperatures)
 
+    @property
+    def adapt_at(self) -> tuple[int, ...]:
+        """The steps at which the ladder adapts, in rounds that double: A/32, ..., A/2, A."""
+        return tuple(sorted({self.adapt_steps >> j for j in range(ADAPT_ROUNDS)} - {0}))
+
     @classmethod
-    def build(cls, temperatures: Any, swap_every: Any, swaps: Any) -> Ladder | None:
+    def build(cls, temperatures: Any, swap_every: Any, swaps: Any, adapt_ladder: Any) -> Ladder | None:
         swap_every = _checks.check_int("swap_every", swap_every, 1)
         if swaps not in SWAPS:
             raise ValueError(f"`swaps` must be 'deo' or 'random', got swaps={swaps!r}")
+        adapt_ladder = _checks.check_int("adapt_ladder", adapt_ladder, 0)
         if temperatures is None:
+            if adapt_ladder:
+                raise ValueError(
+                    f"`adapt_ladder` needs `temperatures` (a ladder to adapt), got adapt_ladder={adapt_ladder}"
+                )
             return None
-        return cls(_check_temperatures(temperatures), swap_every, swaps, 1.0, False)
+        return cls(_check_temperatures(temperatures), swap_every, swaps, adapt_ladder, 1.0, False)
 
-    def fit(self, model: Model, batches: Batches, steps: Steps, placement: Any, predictive: Predictive) -> Ladder:
+    def fit(
+        self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any, predictive: Predictive
+    ) -> Ladder:
         """The ladder with the run's temperature and energies, once the arguments it cannot run
         with yet are refused."""
+        first = 0 if start.init_state is None else int(np.asarray(jax.device_get(start.init_state.step)))
+        if first < self.adapt_steps > first + steps.burn_in:
+            raise ValueError(
+                f"`adapt_ladder` must be <= burn_in (the ladder is frozen before the first draw), got "
+                f"adapt_ladder={self.adapt_steps} and burn_in={steps.burn_in}"
+                + (f" from step {first}" if first else "")
+            )
         unsupported = {
             "mesh": placement is not None,
             "batches": batches.host_batches,
@@ -534,7 +555,7 @@ class Plan:
         model_record = Model.build(*model, start, batches_record)
         predictive.check_traces(start.one_params())
         if ladder is not None:
-            ladder = ladder.fit(model_record, batches_record, steps, placement, predictive)
+            ladder = ladder.fit(model_record, batches_record, steps, start, placement, predictive)
         return cls(steps, start, placement, batches_record, predictive, model_record, storage, monitor, ladder)
 
     def records(self) -> tuple[Any, ...]:

@@ -49,8 +49,10 @@ def initial(ladder: Any, key: jax.Array, num_chains: int, value_dtype: Any) -> R
     """Replica r of every chain starts on rung r, heading up from rung 0."""
     rungs = ladder.rungs
     rung = jnp.broadcast_to(jnp.arange(rungs, dtype=jnp.int32), (num_chains, rungs))
+    beta = jnp.asarray([1.0 / t for t in ladder.temperatures], jnp.float32)
     return ReplicaState(
         rung=rung,
+        beta=jnp.broadcast_to(beta, (num_chains, rungs)),
         swap_key=jax.random.split(key, num_chains),
         attempts=jnp.zeros((num_chains, rungs - 1), jnp.int32),
         accepts=jnp.zeros((num_chains, rungs - 1), jnp.int32),
@@ -62,8 +64,7 @@ def initial(ladder: Any, key: jax.Array, num_chains: int, value_dtype: Any) -> R
 
 def betas(ladder: Any, state: ReplicaState) -> jax.Array:
     """(chain·R,) each replica's tempering factor β = 1/τ of the rung it holds."""
-    inverse = jnp.asarray([1.0 / t for t in ladder.temperatures], jnp.float32)
-    return inverse[state.rung].reshape(-1)
+    return jnp.take_along_axis(state.beta, state.rung, axis=1).reshape(-1)
 
 
 def holders(state: ReplicaState) -> jax.Array:
@@ -104,8 +105,8 @@ def swap(ladder: Any, state: ReplicaState, value: jax.Array, variance: jax.Array
     holder = jnp.argsort(state.rung, axis=1)  # (chain, rung) the replica holding each rung
     at = lambda x: jnp.take_along_axis(x.reshape(chains, rungs), holder, axis=1)  # noqa: E731
     logp, sig2 = at(value).astype(var.dtype), at(var)
-    inverse = jnp.asarray([1.0 / (tau * ladder.base_temperature) for tau in ladder.temperatures], var.dtype)
-    delta = inverse[:-1] - inverse[1:]
+    inverse = state.beta.astype(var.dtype) / ladder.base_temperature
+    delta = inverse[:, :-1] - inverse[:, 1:]
     log_accept = delta * (logp[:, 1:] - logp[:, :-1]) - 0.5 * delta**2 * (sig2[:, :-1] + sig2[:, 1:])
     keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, t)))(state.swap_key)
     round_ = t // ladder.swap_every
@@ -131,3 +132,24 @@ def swap(ladder: Any, state: ReplicaState, value: jax.Array, variance: jax.Array
         heading=heading.astype(jnp.int32),
         round_trips=state.round_trips + jnp.sum(trip, axis=1, dtype=jnp.int32),
     )
+
+
+MIN_REJECTION = 1e-3  # keeps the communication barrier strictly increasing along the ladder
+
+
+def adapt(state: ReplicaState) -> ReplicaState:
+    """Syed et al.'s ladder update, per chain: the rejection rate r_i of each rung pair since the
+    last update, the communication barrier Λ (Λ(β_0) = 0, Λ(β_{i+1}) = Λ(β_i) + r_i, linear in
+    β between rungs), and new factors β'_k = Λ⁻¹(k·Λ(β_top)/(R − 1)) with β_0 = 1 and β_top
+    kept, so that every pair is expected to reject equally; the counts restart. A chain with a
+    pair not yet attempted keeps its ladder."""
+
+    def one(beta: jax.Array, attempts: jax.Array, accepts: jax.Array) -> jax.Array:
+        rejection = 1.0 - accepts / jnp.maximum(attempts, 1)
+        barrier = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.clip(rejection, MIN_REJECTION, 1.0))])
+        targets = jnp.linspace(0.0, 1.0, beta.shape[0]) * barrier[-1]
+        new = jnp.interp(targets, barrier, beta).at[0].set(beta[0]).at[-1].set(beta[-1])
+        return jnp.where(jnp.all(attempts > 0), new, beta).astype(beta.dtype)
+
+    beta = jax.vmap(one)(state.beta, state.attempts, state.accepts)
+    return state._replace(beta=beta, attempts=jnp.zeros_like(state.attempts), accepts=jnp.zeros_like(state.accepts))

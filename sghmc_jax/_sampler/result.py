@@ -53,11 +53,14 @@ class SampleResult:
             this library's transforms (or a factory of one), else None (e.g. inside
             `optax.chain`: `diagnose()` then takes the hyperparameters as arguments).
         hyperparameters: that transform's hyperparameters by name (numbers or schedules), or None.
-        temperatures: with replica exchange (`temperatures=`), the ladder's temperature factors
-            (rung 0 first, 1.0: the draws, `log_posterior` and `kinetic` are rung 0's); else None.
+        temperatures: with replica exchange (`temperatures=`), (chain, R) each chain's ladder of
+            temperature factors at the end of the run (rung 0 first, 1.0: the draws,
+            `log_posterior` and `kinetic` are rung 0's; the rows differ only when the ladder
+            adapted); else None.
         swap_acceptance: with replica exchange, (R − 1,) the fraction of the swaps attempted
             between rungs r and r + 1 that were accepted, over all chains and the whole run
-            (continuations included: the counts live in `final_state.replicas`); else None.
+            (continuations included: the counts live in `final_state.replicas`) since the
+            ladder last adapted; else None.
         round_trips: with replica exchange, (chain,) the round trips rung 0 -> top rung -> rung 0
             made by each chain's replicas over the whole run (continuations included); else None.
     """
@@ -74,7 +77,7 @@ class SampleResult:
     kinetic: Any = None
     sampler: str | None = None
     hyperparameters: dict[str, Any] | None = None
-    temperatures: tuple[float, ...] | None = None
+    temperatures: np.ndarray | None = None
     swap_acceptance: np.ndarray | None = None
     round_trips: np.ndarray | None = None
     # References (not copies) to what the run used, for `diagnose()`.
@@ -267,7 +270,10 @@ def _ladder_figures(plan: Plan, state: Any) -> dict[str, Any]:
     attempts, accepts = host(rs.attempts).sum(axis=0), host(rs.accepts).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.where(attempts > 0, accepts / attempts, np.nan)
-    return {"temperatures": plan.ladder.temperatures, "swap_acceptance": rates, "round_trips": host(rs.round_trips)}
+    temperatures = np.broadcast_to(np.asarray(plan.ladder.temperatures), rs.beta.shape)
+    if plan.ladder.adapt_steps:  # the state's (float32) factors; else the ladder exactly as given
+        temperatures = 1.0 / host(rs.beta).astype(np.float64)
+    return {"temperatures": temperatures, "swap_acceptance": rates, "round_trips": host(rs.round_trips)}
 
 
 def _divergence_error(result: SampleResult, outcome: Outcome) -> DivergenceError:
