@@ -170,12 +170,12 @@ def sample(
             rung r is fed β_r = 1/τ_r times the log posterior's gradient, so it targets
             p(θ)^(1/(τ_r T)) with T the transform's temperature (a constant > 0): exact for
             every sampler of this library, whose stationary momenta do not depend on the rung.
-            Replicas swap RUNGS (a small int array), never params: nothing moves between
-            devices but that array, which is what a mesh wants (`mesh=` itself is not yet
-            supported with a ladder). The draws, `log_posterior` and `kinetic` are those of
-            the replica holding rung 0, gathered at each draw; `result.swap_acceptance` and
-            `result.round_trips` say how the ladder mixes. Not yet with `mesh`, host
-            `batches`, `predict_fn` or `on_divergence="continue"`.
+            Replicas swap RUNGS (a small int array), never params, which is what a mesh
+            wants: with `chain_axis` each device holds whole ladders, and the swaps and the
+            gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic`
+            are those of the replica holding rung 0, gathered at each draw;
+            `result.swap_acceptance` and `result.round_trips` say how the ladder mixes. Not
+            yet with `data_axis`, host `batches`, `predict_fn` or `on_divergence="continue"`.
         swap_every: steps between swap rounds: a round at every step t that is a multiple of
             it, between the step's gradient and its update, Metropolis on adjacent rungs with
             the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).

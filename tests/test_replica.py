@@ -315,3 +315,36 @@ def test_an_adapted_ladder_equalises_the_swap_rates_then_stays_frozen():
         0, log_posterior, None, num_steps=100, adapt_ladder=3000, init_state=adapted.final_state, **kw
     )
     np.testing.assert_array_equal(more.temperatures, adapted.temperatures)
+
+
+def test_ladders_split_over_devices_give_the_one_device_draws():
+    """Chains over a mesh's chain axis hold whole ladders per device: the swaps and rung 0's
+    gather stay local (no collective in the chunk), and the draws equal the one-device run's."""
+    from tests.test_scaling import run as run_on_devices
+
+    out = run_on_devices(
+        """
+        log_posterior, params, data = problem()
+        tx = lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k)
+        kw = dict(transform=tx, num_steps=40, num_chains=4, thin=2, chunk_size=20, progress=False, data=data, batch_size=16,
+                  temperatures=3, swap_every=2)
+        plain = sghmc_jax.sample(0, log_posterior, params, **kw)
+        mesh = Mesh(np.array(jax.devices()), ("chains",))
+        cache.clear_cache()
+        sharded = sghmc_jax.sample(0, log_posterior, params, mesh=mesh, chain_axis="chains", **kw)
+        hlo = chunk_hlo()
+        state = sharded.final_state
+        dump(
+            same=bool(np.array_equal(plain.samples["w"], sharded.samples["w"])
+                      and np.array_equal(plain.log_posterior, sharded.log_posterior)
+                      and np.array_equal(plain.swap_acceptance, sharded.swap_acceptance)),
+            collectives=sorted(set(COLLECTIVES.findall(hlo))),
+            params_spec=spec(state.params["w"]),
+            rung_spec=spec(state.replicas.rung),
+        )
+        """,
+        devices=4,
+    )
+    assert out["same"], "the draws over 4 devices differ from the one-device run's"
+    assert out["params_spec"] == out["rung_spec"] == ["chains"]
+    assert out["collectives"] == [], f"the chunk program communicates: {out['collectives']}"

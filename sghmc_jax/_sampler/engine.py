@@ -140,6 +140,11 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
 
     with _noise.shared_zero(t):
         params, tx_state = jax.vmap(chain_update)(state.params, grads, state.transform_state, state.noise_key)
+    place = views.placement
+    if place is not None:  # each device holds whole ladders: the swap and the update stay local
+        params, tx_state = place.params(params), place.like_params(tx_state)
+        value = constrain(value, place.chains())
+        rs = jax.tree.map(lambda x: constrain(x, place.chains()), rs)
     return params, tx_state, value, rs
 
 
@@ -169,7 +174,7 @@ def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple
     traces = {tr.name: jnp.where(alive, tr.read(value, tx_state), jnp.nan) for tr in TRACES}
     if ladder:  # the traces of rung 0, the target's
         state = state._replace(replicas=ladder[0])
-        traces = replicas.take(traces, replicas.holders(ladder[0]))
+        traces = replicas.rung_zero(ladder[0], traces)
     new_state = state._replace(
         step=t + 1,
         params=params,
@@ -187,8 +192,8 @@ def _drawn(state: SamplerState) -> tuple[jax.Array, ArrayTree]:
     ladders of replicas the replica of each chain that holds rung 0 (gathered here only)."""
     if state.replicas is None:
         return state.diverged_at < 0, state.params
-    held = replicas.holders(state.replicas)
-    return replicas.take(state.diverged_at, held) < 0, replicas.take(state.params, held)
+    diverged_at, params = replicas.rung_zero(state.replicas, (state.diverged_at, state.params))
+    return diverged_at < 0, params
 
 
 def drawn_shape(state: SamplerState) -> ArrayTree:
@@ -301,6 +306,8 @@ def initial_state_program(
             # The swaps' keys come from the run's key by a path apart from the chains' split.
             swap_key = jax.random.fold_in(key, 0x5A4D)
             ladder_state = replicas.initial(ladder, swap_key, start.num_chains, model.value_dtype)
+            if placement is not None:
+                ladder_state = jax.tree.map(lambda x: constrain(x, placement.chains()), ladder_state)
         return SamplerState(
             replicas=ladder_state,
             step=jnp.zeros([], jnp.int32),

@@ -147,7 +147,7 @@ class Ladder:
                 + (f" from step {first}" if first else "")
             )
         unsupported = {
-            "mesh": placement is not None,
+            "data_axis": placement is not None and placement.data_axis is not None,
             "batches": batches.host_batches,
             "predict_fn": predictive.fn is not None,
             "on_divergence='continue'": steps.continue_on_divergence,

@@ -67,15 +67,19 @@ def betas(ladder: Any, state: ReplicaState) -> jax.Array:
     return jnp.take_along_axis(state.beta, state.rung, axis=1).reshape(-1)
 
 
-def holders(state: ReplicaState) -> jax.Array:
-    """(chain,) the index on the chain axis of the replica holding rung 0."""
+def rung_zero(state: ReplicaState, tree: Any) -> Any:
+    """Each chain's entry of the replica holding rung 0, from a tree whose leaves have a leading
+    replica axis (chain·R, ...): taken within each chain's ladder (reshaped (chain, R, ...)), so
+    a run whose chains are split over devices gathers nothing across them."""
     chains, rungs = state.rung.shape
-    return jnp.arange(chains) * rungs + jnp.argmin(state.rung, axis=1)
+    held = jnp.argmin(state.rung, axis=1)
 
+    def one(x: jax.Array) -> jax.Array:
+        ladders = x.reshape(chains, rungs, *x.shape[1:])
+        index = held.reshape((chains, 1) + (1,) * (x.ndim - 1))
+        return jnp.take_along_axis(ladders, index, axis=1)[:, 0]
 
-def take(tree: Any, index: jax.Array) -> Any:
-    """The entries `index` of a tree's leading (replica) axis."""
-    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), tree)
+    return jax.tree.map(one, tree)
 
 
 def minibatch_variance(log_posterior: Any, params: ArrayTree, batch: Any, batches: Any) -> jax.Array:
