@@ -134,7 +134,7 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
     beta = replicas.betas(ladder, rs)
     grads = jax.tree.map(lambda g: g * _per_chain(beta, g).astype(g.dtype), grads)
 
-    def chain_update(params, grads, tx_state, noise_key):
+    def chain_update(params: Any, grads: Any, tx_state: Any, noise_key: jax.Array) -> tuple[Any, Any]:
         updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
         return optax.apply_updates(params, updates), tx_state
 
@@ -307,7 +307,8 @@ def initial_state_program(
             swap_key = jax.random.fold_in(key, 0x5A4D)
             ladder_state = replicas.initial(ladder, swap_key, start.num_chains, model.value_dtype)
             if placement is not None:
-                ladder_state = jax.tree.map(lambda x: constrain(x, placement.chains()), ladder_state)
+                by_chain = placement.chains()
+                ladder_state = jax.tree.map(lambda x: constrain(x, by_chain), ladder_state)
         return SamplerState(
             replicas=ladder_state,
             step=jnp.zeros([], jnp.int32),
