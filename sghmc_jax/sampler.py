@@ -183,8 +183,10 @@ def sample(
             noise is corrected as Deng et al. (ICML 2020) do, with the variance of each
             replica's minibatch estimate taken from its batch's single-example values (this
             assumes `make_log_posterior`'s form, a prior plus N/n times the batch's sum) and
-            smoothed over rounds. Its extra cost is one forward pass per example of the batch
-            at swap steps.
+            smoothed over rounds; for a `control_variates.centre` log posterior the swap uses
+            its control-variate energies (Deng et al., ICLR 2021), whose variance is far
+            smaller. Its extra cost is one forward pass per example of the batch at swap steps
+            (two with a control variate).
         swaps: "deo" (deterministic even/odd: pairs (i, i + 1) with i even on even rounds, odd
             on odd rounds; Syed et al., JRSS-B 2022), or "random" (all pairs of a parity drawn
             uniformly each round: the reversible scheme, whose replicas cross the ladder

@@ -326,8 +326,8 @@ def test_ladders_split_over_devices_give_the_one_device_draws():
         """
         log_posterior, params, data = problem()
         tx = lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k)
-        kw = dict(transform=tx, num_steps=40, num_chains=4, thin=2, chunk_size=20, progress=False, data=data, batch_size=16,
-                  temperatures=3, swap_every=2)
+        kw = dict(transform=tx, num_steps=40, num_chains=4, thin=2, chunk_size=20, progress=False, data=data,
+                  batch_size=16, temperatures=3, swap_every=2)
         plain = sghmc_jax.sample(0, log_posterior, params, **kw)
         mesh = Mesh(np.array(jax.devices()), ("chains",))
         cache.clear_cache()
@@ -348,3 +348,38 @@ def test_ladders_split_over_devices_give_the_one_device_draws():
     assert out["same"], "the draws over 4 devices differ from the one-device run's"
     assert out["params_spec"] == out["rung_spec"] == ["chains"]
     assert out["collectives"] == [], f"the chunk program communicates: {out['collectives']}"
+
+
+def test_a_centred_log_posterior_swaps_on_control_variate_energies():
+    """Deng et al. (ICLR 2021): for a `control_variates.centre` log posterior the swap's energy is
+    the control-variate estimate, the same function of θ as the log posterior up to a constant
+    per batch, with a far smaller minibatch variance (measured ~100× smaller here), so the
+    corrected swaps are accepted where the plain energies' never are."""
+    from sghmc_jax import control_variates
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 3)).astype(np.float32)
+    data = {"x": x, "y": (x @ np.arange(1.0, 4.0) + rng.normal(size=1000)).astype(np.float32)}
+    ll = lambda w, b: -0.5 * (b["y"] - b["x"] @ w) ** 2  # noqa: E731
+    prior = lambda w: -0.5 * jnp.sum(w**2)  # noqa: E731
+    plain = sghmc_jax.make_log_posterior(ll, prior, num_data=1000)
+    w_hat = jnp.asarray(np.linalg.solve(x.T @ x + np.eye(3), x.T @ data["y"]), jnp.float32)
+    cv = control_variates.centre(ll, prior, data, w_hat)
+    batch = jax.tree.map(lambda a: a[:50], data)
+    w1, w2 = w_hat + 0.05, w_hat - jnp.asarray([0.02, 0.0, 0.04])
+    centred, value = replicas.energy_function(cv), replicas.energy_function(plain)
+    np.testing.assert_allclose(centred(w1, batch) - centred(w2, batch), value(w1, batch) - value(w2, batch), rtol=1e-4)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(3e-3, alpha=10.0, key=k),
+        num_steps=1000,
+        burn_in=200,
+        num_chains=8,
+        data=data,
+        batch_size=50,
+        temperatures=(1.0, 1.5, 2.25, 3.4),
+        progress=False,
+    )
+    runs = [sghmc_jax.sample(0, lp, w_hat, **kw) for lp in (plain, cv)]
+    plain_var, cv_var = (float(np.mean(r.final_state.replicas.variance)) for r in runs)
+    assert cv_var < plain_var / 10, (plain_var, cv_var, "seed 0")
+    assert np.all(runs[1].swap_acceptance > runs[0].swap_acceptance), [r.swap_acceptance for r in runs]

@@ -121,11 +121,14 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
     value = -neg_value
 
     def swap_round(rs: Any) -> Any:
-        variance = None
+        energy, variance = value, None
         if ladder.noisy_energies:
-            one = functools.partial(replicas.minibatch_variance, model.log_posterior, batches=views.batches)
+            estimate = replicas.energy_function(model.log_posterior)
+            if isinstance(model.log_posterior, replicas.ControlVariate):
+                energy = jax.vmap(estimate, (0, batch_axis))(state.params, batch)
+            one = functools.partial(replicas.minibatch_variance, estimate, batches=views.batches)
             variance = jax.vmap(one, (0, batch_axis))(state.params, batch)
-        return replicas.swap(ladder, rs, value, variance, t)
+        return replicas.swap(ladder, rs, energy, variance, t)
 
     if ladder.adapt_at:  # adapt the ladder first, at the steps it adapts at (during burn-in)
         at = jnp.any(t == jnp.asarray(ladder.adapt_at, t.dtype))

@@ -24,6 +24,8 @@ form), its single-example values e_i = log p̂(θ, {x_i}) have sample variance s
 estimate from the n examples of the batch is σ̃² = s²/n · (1 − n/N) (without replacement; no
 factor (1 − n/N) with `batch_order="with_replacement"`). It is smoothed per replica by stochastic
 approximation, σ̂²_k = (1 − γ_k) σ̂²_{k−1} + γ_k σ̃²_k, γ_k = 1/min(k, 10), k the swap round.
+For a `control_variates.centre` log posterior the swap's estimate (and σ̃², from its single-
+example values) is the control-variate one of Deng et al. (ICLR 2021): `energy_function`.
 
 Which adjacent pairs are tried: "deo" (Syed, Bouchard-Côté, Deligiannidis and Doucet, JRSS-B
 2022): pairs (i, i + 1) with i even on even rounds, odd on odd rounds; "random": all pairs of a
@@ -32,12 +34,14 @@ parity drawn uniformly each round (Syed et al.'s reversible "stochastic even-odd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from sghmc_jax import _checks
+from sghmc_jax.control_variates import ControlVariate
 from sghmc_jax.types import ArrayTree, ReplicaState
 
 __all__: list[str] = []
@@ -82,15 +86,35 @@ def rung_zero(state: ReplicaState, tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
-def minibatch_variance(log_posterior: Any, params: ArrayTree, batch: Any, batches: Any) -> jax.Array:
-    """σ̃² of one replica's minibatch log posterior (module docstring), from its batch's examples."""
+def energy_function(log_posterior: Any) -> Callable[[ArrayTree, Any], jax.Array]:
+    """The swap's minibatch log-posterior estimate: the log posterior's value, or, for a
+    `control_variates.centre` one, the control-variate estimate of Deng, Feng, Karagiannis, Lin
+    and Liang (ICLR 2021), log p₀(θ) + (N/n) Σ_S [log p(yᵢ|θ) − log p(yᵢ|θ̂)] (in the log
+    posterior's form): the full-data log likelihood at θ̂ it leaves out is the same constant for
+    every replica, so it cancels in the swap, and the estimate's variance is of order
+    N‖θ − θ̂‖²/n instead of N²/n."""
+    if isinstance(log_posterior, ControlVariate):
+        cv = log_posterior
+
+        def centred(params: ArrayTree, batch: Any) -> jax.Array:
+            diff = jnp.mean(cv.log_likelihood(params, batch) - cv.log_likelihood(cv.centre, batch))
+            if cv.form == "sum":
+                return cv.num_data * diff + cv.log_prior(params)
+            return diff + cv.log_prior(params) / cv.num_data
+
+        return centred
+
+    def value(params: ArrayTree, batch: Any) -> jax.Array:
+        return _checks.check_log_posterior_output(log_posterior(params, batch))[0]
+
+    return value
+
+
+def minibatch_variance(energy: Any, params: ArrayTree, batch: Any, batches: Any) -> jax.Array:
+    """σ̃² of one replica's minibatch `energy` (module docstring), from its batch's examples."""
     n = batches.batch_size
-
-    def one(example: Any) -> jax.Array:
-        value, _ = _checks.check_log_posterior_output(log_posterior(params, jax.tree.map(lambda x: x[None], example)))
-        return value
-
-    values = jax.vmap(one)(batch).astype(jnp.float32)
+    values = jax.vmap(lambda example: energy(params, jax.tree.map(lambda x: x[None], example)))(batch)
+    values = values.astype(jnp.float32)
     finite = 1.0 if batches.batch_order == "with_replacement" else 1.0 - n / batches.num_data
     return jnp.var(values, ddof=1) / n * finite if n > 1 else jnp.zeros((), jnp.float32)
 
