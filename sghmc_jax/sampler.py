@@ -72,6 +72,7 @@ def sample(
     swap_every: int = 1,
     swaps: str = "deo",
     adapt_ladder: int = 0,
+    keep_rungs: bool = False,
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -198,6 +199,9 @@ def sample(
             every pair is expected to reject equally, then frozen. `swap_acceptance` then
             counts the swaps since the last adaptation, and `temperatures` is each chain's
             final ladder.
+        keep_rungs: with a ladder, keep every rung's draws: `samples` leaves are then (chain,
+            draw, R, ...), rung r at index r of the third axis (rung 0 the target's), and
+            `summary()` treats each rung's coordinates as parameters of their own.
 
     Returns:
         A `SampleResult`.
@@ -206,7 +210,7 @@ def sample(
         DivergenceError: if a chain diverges with `on_divergence="raise"`.
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
-    ladder = Ladder.build(temperatures, swap_every, swaps, adapt_ladder)
+    ladder = Ladder.build(temperatures, swap_every, swaps, adapt_ladder, keep_rungs)
     rungs = 1 if ladder is None else ladder.rungs
     plan = Plan.build(
         steps=Steps.build(num_steps, burn_in, thin, chunk_size, on_divergence),

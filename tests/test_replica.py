@@ -383,3 +383,22 @@ def test_a_centred_log_posterior_swaps_on_control_variate_energies():
     plain_var, cv_var = (float(np.mean(r.final_state.replicas.variance)) for r in runs)
     assert cv_var < plain_var / 10, (plain_var, cv_var, "seed 0")
     assert np.all(runs[1].swap_acceptance > runs[0].swap_acceptance), [r.swap_acceptance for r in runs]
+
+
+def test_keep_rungs_keeps_every_rung_in_order_and_rung_zero_unchanged():
+    kw = dict(temperatures=(1.0, 4.0), num_steps=4000, burn_in=500, num_chains=16)
+    every = small(keep_rungs=True, **kw)
+    target = small(**kw)
+    assert every.samples.shape == (16, 3500, 2, 2)
+    np.testing.assert_array_equal(every.samples[:, :, 0], target.samples)
+    # Rung r of the unit Gaussian targets N(0, τ_r): E[x²] = τ_r per coordinate, up to the
+    # integrator's own bias at lr = 0.1 (the swaps use the exact energies, so the allowance is
+    # the gap between τ_r and the discrete chain's stationary variance, DESIGN.md's Lyapunov).
+    for rung, tau in enumerate((1.0, 4.0)):
+        h = helpers.Hyper(lr=0.1, alpha=1.0, sigma=1.0, temperature=1.0)
+        discrete = helpers.stationary_covariance(np.eye(1) / tau, h)[0, 0]
+        square = np.asarray(every.samples[:, :, rung, 0], np.float64) ** 2
+        mean, mcse = square.mean(), float(diagnostics.mcse_mean(square))
+        assert abs(mean - tau) < 4 * mcse + abs(discrete - tau), (rung, mean, mcse, discrete, "seed 0")
+    with pytest.raises(ValueError, match=r"`keep_rungs` needs `temperatures` \(a ladder\), got keep_rungs=True"):
+        small(keep_rungs=True)

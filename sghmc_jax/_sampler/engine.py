@@ -60,6 +60,11 @@ def _per_chain(mask: jax.Array, x: jax.Array) -> jax.Array:
     return mask.reshape((-1,) + (1,) * (jnp.ndim(x) - 1))
 
 
+def _leading(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """`mask` over the leading axes of `x`, broadcastable against it."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(x) - mask.ndim))
+
+
 def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Per chain: `on_true` where `mask`, else `on_false` (trees with a leading chain axis)."""
     return jax.tree.map(lambda a, b: jnp.where(_per_chain(mask, a), a, b), on_true, on_false)
@@ -190,26 +195,28 @@ def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple
     return new_state, traces
 
 
-def _drawn(state: SamplerState) -> tuple[jax.Array, ArrayTree]:
+def _drawn(state: SamplerState, keep_rungs: bool = False) -> tuple[jax.Array, ArrayTree]:
     """(whether alive, params) of the chains whose draws are recorded: every chain, or with
-    ladders of replicas the replica of each chain that holds rung 0 (gathered here only)."""
+    ladders of replicas the replica of each chain that holds rung 0 (gathered here only), or
+    with `keep_rungs` every replica in rung order (leaves (chain, R, ...), alive (chain, R))."""
     if state.replicas is None:
         return state.diverged_at < 0, state.params
-    diverged_at, params = replicas.rung_zero(state.replicas, (state.diverged_at, state.params))
+    pick = replicas.by_rung if keep_rungs else replicas.rung_zero
+    diverged_at, params = pick(state.replicas, (state.diverged_at, state.params))
     return diverged_at < 0, params
 
 
-def drawn_shape(state: SamplerState) -> ArrayTree:
+def drawn_shape(state: SamplerState, keep_rungs: bool = False) -> ArrayTree:
     """The abstract params of the chains whose draws are recorded (leading axis: the run's chains)."""
-    return jax.eval_shape(lambda s: _drawn(s)[1], state)
+    return jax.eval_shape(lambda s: _drawn(s, keep_rungs)[1], state)
 
 
 def _record(views: Views, k: jax.Array, state: SamplerState, buffers: tuple, predict_inputs: Any) -> tuple:
     """Writes draw `k` (the chains' params, NaN for a diverged chain), its step and `keep`, and
     adds the kept draws' predictions to the running sums."""
     draws, draw_steps, keeps, pred_sum, pred_count = buffers
-    alive, params = _drawn(state)
-    sample = jax.tree.map(lambda p: jnp.where(_per_chain(alive, p), p, jnp.nan), params)
+    alive, params = _drawn(state, views.ladder is not None and views.ladder.keep_rungs)
+    sample = jax.tree.map(lambda p: jnp.where(_leading(alive, p), p, jnp.nan), params)
     draws = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample)
     # The update that produced this draw ran at step index state.step − 1, where its schedules
     # were evaluated: `keep` sees that index, like a schedule.
@@ -244,7 +251,8 @@ def chunk_program(views: Views) -> Callable[..., ChunkOutput]:
             )
             for tr in TRACES
         }
-        draws = jax.tree.map(lambda p: jnp.zeros((steps.max_draws, *p.shape), p.dtype), drawn_shape(state))
+        keep_rungs = views.ladder is not None and views.ladder.keep_rungs
+        draws = jax.tree.map(lambda p: jnp.zeros((steps.max_draws, *p.shape), p.dtype), drawn_shape(state, keep_rungs))
         draw_steps = jnp.zeros((steps.max_draws,), jnp.int32)
         keeps = jnp.zeros((steps.max_draws,), bool)
 

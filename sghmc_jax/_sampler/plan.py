@@ -108,6 +108,7 @@ class Ladder:
     swap_every: int = setting(compiled=True)
     swaps: str = setting(compiled=True)
     adapt_steps: int = setting(compiled=True)
+    keep_rungs: bool = setting(compiled=True)
     base_temperature: float = setting(compiled=True)
     noisy_energies: bool = setting(compiled=True)
 
@@ -121,18 +122,20 @@ class Ladder:
         return tuple(sorted({self.adapt_steps >> j for j in range(ADAPT_ROUNDS)} - {0}))
 
     @classmethod
-    def build(cls, temperatures: Any, swap_every: Any, swaps: Any, adapt_ladder: Any) -> Ladder | None:
+    def build(cls, temperatures: Any, swap_every: Any, swaps: Any, adapt_ladder: Any, keep_rungs: Any) -> Ladder | None:
         swap_every = _checks.check_int("swap_every", swap_every, 1)
         if swaps not in SWAPS:
             raise ValueError(f"`swaps` must be 'deo' or 'random', got swaps={swaps!r}")
         adapt_ladder = _checks.check_int("adapt_ladder", adapt_ladder, 0)
+        if not isinstance(keep_rungs, (bool, np.bool_)):
+            raise TypeError(f"`keep_rungs` must be a bool, got {type(keep_rungs).__name__}: {keep_rungs!r}")
         if temperatures is None:
-            if adapt_ladder:
-                raise ValueError(
-                    f"`adapt_ladder` needs `temperatures` (a ladder to adapt), got adapt_ladder={adapt_ladder}"
-                )
+            if adapt_ladder or keep_rungs:
+                given = f"adapt_ladder={adapt_ladder}" if adapt_ladder else "keep_rungs=True"
+                raise ValueError(f"`{given.split('=')[0]}` needs `temperatures` (a ladder), got {given}")
             return None
-        return cls(_check_temperatures(temperatures), swap_every, swaps, adapt_ladder, 1.0, False)
+        ladder = _check_temperatures(temperatures)
+        return cls(ladder, swap_every, swaps, adapt_ladder, bool(keep_rungs), 1.0, False)
 
     def fit(
         self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any, predictive: Predictive

@@ -110,6 +110,19 @@ def energy_function(log_posterior: Any) -> Callable[[ArrayTree, Any], jax.Array]
     return value
 
 
+def by_rung(state: ReplicaState, tree: Any) -> Any:
+    """Every chain's replicas in rung order, leaves (chain, R, ...), from a tree whose leaves
+    have a leading replica axis (chain·R, ...), taken within each chain's ladder."""
+    chains, rungs = state.rung.shape
+    holder = jnp.argsort(state.rung, axis=1)
+
+    def one(x: jax.Array) -> jax.Array:
+        ladders = x.reshape(chains, rungs, *x.shape[1:])
+        return jnp.take_along_axis(ladders, holder.reshape((chains, rungs) + (1,) * (x.ndim - 1)), axis=1)
+
+    return jax.tree.map(one, tree)
+
+
 def minibatch_variance(energy: Any, params: ArrayTree, batch: Any, batches: Any) -> jax.Array:
     """σ̃² of one replica's minibatch `energy` (module docstring), from its batch's examples."""
     n = batches.batch_size

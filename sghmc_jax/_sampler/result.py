@@ -224,7 +224,8 @@ def make(plan: Plan, programs: Programs, outcome: Outcome) -> SampleResult:
     """The call's `SampleResult`; raises `DivergenceError` (holding it, cut before the
     divergence) when the run stopped at one."""
     state = outcome.state
-    out = outcome.sink.result(engine.drawn_shape(state), plan.start.num_chains)
+    keep_rungs = plan.ladder is not None and plan.ladder.keep_rungs
+    out = outcome.sink.result(engine.drawn_shape(state, keep_rungs), plan.start.num_chains)
     diverged_at = _per_chain_divergence(host(state.diverged_at), plan.start.num_chains)
     wall = outcome.wall_time
     result = SampleResult(
