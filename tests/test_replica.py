@@ -96,11 +96,6 @@ def small(**kw):
             ValueError,
             r"does not yet run with `on_divergence='continue'`",
         ),
-        (
-            dict(temperatures=3, predict_fn=lambda p, x: p, predict_inputs=0.0),
-            ValueError,
-            r"does not yet run with `predict_fn`",
-        ),
         (dict(temperatures=3, batches=iter([None] * 20)), ValueError, r"does not yet run with `batches`"),
         (
             dict(
@@ -402,3 +397,12 @@ def test_keep_rungs_keeps_every_rung_in_order_and_rung_zero_unchanged():
         assert abs(mean - tau) < 4 * mcse + abs(discrete - tau), (rung, mean, mcse, discrete, "seed 0")
     with pytest.raises(ValueError, match=r"`keep_rungs` needs `temperatures` \(a ladder\), got keep_rungs=True"):
         small(keep_rungs=True)
+
+
+@pytest.mark.parametrize("keep_rungs", [False, True])
+def test_predict_fn_averages_rung_zero(keep_rungs):
+    result = small(
+        temperatures=3, keep_rungs=keep_rungs, burn_in=5, predict_fn=lambda p, x: jnp.sum(p * x), predict_inputs=2.0
+    )
+    rung_zero = np.asarray(result.samples)[:, :, 0] if keep_rungs else np.asarray(result.samples)
+    np.testing.assert_allclose(result.predictive_mean, (2.0 * rung_zero.sum(-1)).mean(axis=1), rtol=1e-5)

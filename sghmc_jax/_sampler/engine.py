@@ -224,6 +224,8 @@ def _record(views: Views, k: jax.Array, state: SamplerState, buffers: tuple, pre
     draw_steps = draw_steps.at[k].set(state.step)
     keeps = keeps.at[k].set(keep)
     if views.predictive.fn is not None:
+        if alive.ndim > 1:  # every rung kept: the predictions are rung 0's
+            alive, params = alive[:, 0], jax.tree.map(lambda p: p[:, 0], params)
         preds = jax.vmap(views.predictive.fn, in_axes=(0, None))(params, predict_inputs)
         w = keep & alive
         pred_sum = jax.tree.map(lambda s, p: s + jnp.where(_per_chain(w, p), p, 0).astype(s.dtype), pred_sum, preds)

@@ -137,9 +137,7 @@ class Ladder:
         ladder = _check_temperatures(temperatures)
         return cls(ladder, swap_every, swaps, adapt_ladder, bool(keep_rungs), 1.0, False)
 
-    def fit(
-        self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any, predictive: Predictive
-    ) -> Ladder:
+    def fit(self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any) -> Ladder:
         """The ladder with the run's temperature and energies, once the arguments it cannot run
         with yet are refused."""
         first = 0 if start.init_state is None else int(np.asarray(jax.device_get(start.init_state.step)))
@@ -152,7 +150,6 @@ class Ladder:
         unsupported = {
             "data_axis": placement is not None and placement.data_axis is not None,
             "batches": batches.host_batches,
-            "predict_fn": predictive.fn is not None,
             "on_divergence='continue'": steps.continue_on_divergence,
         }
         for name, given in unsupported.items():
@@ -558,7 +555,7 @@ class Plan:
         model_record = Model.build(*model, start, batches_record)
         predictive.check_traces(start.one_params())
         if ladder is not None:
-            ladder = ladder.fit(model_record, batches_record, steps, start, placement, predictive)
+            ladder = ladder.fit(model_record, batches_record, steps, start, placement)
         return cls(steps, start, placement, batches_record, predictive, model_record, storage, monitor, ladder)
 
     def records(self) -> tuple[Any, ...]:

@@ -109,8 +109,8 @@ class Programs:
         plan = self.plan
         if plan.predictive.fn is None:
             return None, None
-        pred_shape = jax.eval_shape(
-            jax.vmap(plan.predictive.fn, in_axes=(0, None)), state_shape.params, plan.predictive.inputs
+        pred_shape = jax.eval_shape(  # of the chains' draws (rung 0's with a ladder)
+            jax.vmap(plan.predictive.fn, in_axes=(0, None)), engine.drawn_shape(state_shape), plan.predictive.inputs
         )
         sharding = None if plan.placement is None else plan.placement.chains()
         pred_sum = jax.tree.map(
