@@ -64,8 +64,8 @@ def quadratic(x, batch):
 
 
 def small(**kw):
-    kw = dict(transform=transform, num_steps=20, num_chains=2, progress=False) | kw
-    return sghmc_jax.sample(0, quadratic, jnp.zeros(2), **kw)
+    kw = dict(transform=transform, num_steps=20, num_chains=2, progress=False, init_params=jnp.zeros(2)) | kw
+    return sghmc_jax.sample(0, quadratic, **kw)
 
 
 @pytest.mark.parametrize(
@@ -406,3 +406,10 @@ def test_predict_fn_averages_rung_zero(keep_rungs):
     )
     rung_zero = np.asarray(result.samples)[:, :, 0] if keep_rungs else np.asarray(result.samples)
     np.testing.assert_allclose(result.predictive_mean, (2.0 * rung_zero.sum(-1)).mean(axis=1), rtol=1e-5)
+
+
+def test_stacked_init_starts_every_replica_of_a_chain_at_its_params():
+    start = jnp.asarray([[-100.0, 0.0], [100.0, 0.0]])  # far apart: one step moves a replica by ~1
+    result = small(temperatures=3, stacked_init=True, init_params=start, num_steps=1)
+    assert result.final_state.params.shape == (6, 2)
+    np.testing.assert_allclose(np.asarray(result.final_state.params)[:, 0], [-100] * 3 + [100] * 3, atol=2)
