@@ -176,8 +176,10 @@ def sample(
             gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic`
             are those of the replica holding rung 0, gathered at each draw;
             `result.swap_acceptance` and `result.round_trips` say how the ladder mixes. Not
-            yet with `data_axis`, host `batches` or `on_divergence="continue"`; `predict_fn`
-            averages rung 0's predictions.
+            yet with `data_axis` or host `batches`; `predict_fn` averages rung 0's predictions. A
+            chain diverges when any of its replicas does (`diverged_at` is the first); with
+            `on_divergence="continue"` that replica is held, its non-finite energy rejects
+            every swap with it, and the chain's draws from then on are missing.
         swap_every: steps between swap rounds: a round at every step t that is a multiple of
             it, between the step's gradient and its update, Metropolis on adjacent rungs with
             the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).

@@ -91,11 +91,6 @@ def small(**kw):
             ValueError,
             r"`swaps` must be 'deo' or 'random', got swaps='sometimes'",
         ),
-        (
-            dict(temperatures=3, on_divergence="continue"),
-            ValueError,
-            r"does not yet run with `on_divergence='continue'`",
-        ),
         (dict(temperatures=3, batches=iter([None] * 20)), ValueError, r"does not yet run with `batches`"),
         (
             dict(
@@ -413,3 +408,22 @@ def test_stacked_init_starts_every_replica_of_a_chain_at_its_params():
     result = small(temperatures=3, stacked_init=True, init_params=start, num_steps=1)
     assert result.final_state.params.shape == (6, 2)
     np.testing.assert_allclose(np.asarray(result.final_state.params)[:, 0], [-100] * 3 + [100] * 3, atol=2)
+
+
+def test_a_diverged_replica_is_held_and_its_chain_marked_from_then_on():
+    """With on_divergence="continue", a replica whose log posterior turns non-finite is held where
+    it was (its NaN energy rejects every swap with it), the other chains run on, and its chain's
+    draws from that step on are missing, as a diverged chain's are."""
+
+    def walled(x, batch):  # finite only inside |x| < 3: the hot rung wanders out, rung 0 does not
+        return jnp.where(jnp.all(jnp.abs(x) < 3.0), -0.5 * jnp.sum(x**2), jnp.nan), None
+
+    kw = dict(transform=transform, num_chains=4, progress=False, temperatures=(1.0, 1000.0), num_steps=300)
+    result = sghmc_jax.sample(0, walled, jnp.zeros(1), on_divergence="continue", **kw)
+    assert np.all(result.diverged_at > 0), result.diverged_at
+    samples = np.asarray(result.samples)[..., 0]
+    for chain, step in enumerate(result.diverged_at):
+        assert np.all(np.isfinite(samples[chain, result.sample_steps < step]))
+        assert np.all(np.isnan(samples[chain, result.sample_steps >= step]))
+    with pytest.raises(sghmc_jax.DivergenceError, match=r"chain \d diverged"):
+        sghmc_jax.sample(0, walled, jnp.zeros(1), **kw)

@@ -150,7 +150,6 @@ class Ladder:
         unsupported = {
             "data_axis": placement is not None and placement.data_axis is not None,
             "batches": batches.host_batches,
-            "on_divergence='continue'": steps.continue_on_divergence,
         }
         for name, given in unsupported.items():
             if given:
