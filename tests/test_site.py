@@ -224,11 +224,11 @@ def test_signatures_name_the_type_aliases_and_public_types(site):
 
 
 def test_every_page_of_the_site_is_built(site):
-    """The pages issue 21 asks for: the getting started, the guides, the 8 notebooks (rendered
+    """The pages issue 21 asks for: the getting started, the guides, the 9 notebooks (rendered
     with their committed outputs), an API page per module and per functional face, the
     developer page."""
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 8, notebooks
+    assert len(notebooks) == 9, notebooks
     for nb in notebooks:
         page = (site / "notebooks" / f"{nb}.html").read_text()
         assert "<img" in page or "cell_output" in page, f"{nb}: no output rendered"
