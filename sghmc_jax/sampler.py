@@ -19,14 +19,14 @@ chunking, checkpoints or continuation.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import optax
 
 from sghmc_jax._sampler import identity, loop, result
-from sghmc_jax._sampler.plan import Monitor, Plan, Predictive, Start, Steps, Storage
+from sghmc_jax._sampler.plan import Ladder, Monitor, Plan, Predictive, Start, Steps, Storage
 from sghmc_jax._sampler.programs import Programs
 from sghmc_jax._sampler.result import DivergenceError, SampleResult
 from sghmc_jax.types import ArrayTree, LogProbFn, SamplerState
@@ -68,6 +68,11 @@ def sample(
     chain_axis: str | None = None,
     data_axis: str | None = None,
     output: str | os.PathLike | None = None,
+    temperatures: int | Sequence[float] | None = None,
+    swap_every: int = 1,
+    swaps: str = "deo",
+    adapt_ladder: int = 0,
+    keep_rungs: bool = False,
 ) -> SampleResult:
     """Runs `num_chains` chains of a transform for `num_steps` steps and returns the draws.
 
@@ -159,6 +164,47 @@ def sample(
             equal shards of examples (N and `batch_size` multiples of its size), each device
             draws its part of every minibatch from its own shard (a per-chain permutation of
             each shard per epoch), and the gradient is reduced across the axis in the step.
+        temperatures: replica exchange (parallel tempering): None for none; an int R >= 2 for a
+            geometric ladder of R rungs from 1 to 10; or the rungs' temperature factors, 1.0
+            first, strictly increasing. Each of the `num_chains` chains becomes a ladder of R
+            replicas (the state's chain axis holds num_chains × R, chain-major); the replica on
+            rung r is fed β_r = 1/τ_r times the log posterior's gradient, so it targets
+            p(θ)^(1/(τ_r T)) with T the transform's temperature (a constant > 0): exact for
+            every sampler of this library, whose stationary momenta do not depend on the rung.
+            Replicas swap RUNGS (a small int array), never params, which is what a mesh
+            wants: with `chain_axis` each device holds whole ladders, and the swaps and the
+            gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic`
+            are those of the replica holding rung 0, gathered at each draw;
+            `result.swap_acceptance` and `result.round_trips` say how the ladder mixes. Not
+            yet with `data_axis` or host `batches`; `predict_fn` averages rung 0's predictions. A
+            chain diverges when any of its replicas does (`diverged_at` is the first); with
+            `on_divergence="continue"` that replica is held, its non-finite energy rejects
+            every swap with it, and the chain's draws from then on are missing.
+        swap_every: steps between swap rounds: a round at every step t that is a multiple of
+            it, between the step's gradient and its update, Metropolis on adjacent rungs with
+            the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).
+            Exact with full-data energies (no `data`); with `data`, the minibatch energies'
+            noise is corrected as Deng et al. (ICML 2020) do, with the variance of each
+            replica's minibatch estimate taken from its batch's single-example values (this
+            assumes `make_log_posterior`'s form, a prior plus N/n times the batch's sum) and
+            smoothed over rounds; for a `control_variates.centre` log posterior the swap uses
+            its control-variate energies (Deng et al., ICLR 2021), whose variance is far
+            smaller. Its extra cost is one forward pass per example of the batch at swap steps
+            (two with a control variate).
+        swaps: "deo" (deterministic even/odd: pairs (i, i + 1) with i even on even rounds, odd
+            on odd rounds; Syed et al., JRSS-B 2022), or "random" (all pairs of a parity drawn
+            uniformly each round: the reversible scheme, whose replicas cross the ladder
+            diffusively).
+        adapt_ladder: 0 keeps the ladder as given; A > 0 adapts each chain's ladder at steps
+            A/32, A/16, ..., A/2, A (rounds that double; A <= burn_in, counted from the run's
+            first step) as Syed et al. do: from each rung pair's rejection rate since the last
+            adaptation, the rungs' factors β = 1/τ are moved (rung 0 and the top kept) so that
+            every pair is expected to reject equally, then frozen. `swap_acceptance` then
+            counts the swaps since the last adaptation, and `temperatures` is each chain's
+            final ladder.
+        keep_rungs: with a ladder, keep every rung's draws: `samples` leaves are then (chain,
+            draw, R, ...), rung r at index r of the third axis (rung 0 the target's), and
+            `summary()` treats each rung's coordinates as parameters of their own.
 
     Returns:
         A `SampleResult`.
@@ -167,15 +213,18 @@ def sample(
         DivergenceError: if a chain diverges with `on_divergence="raise"`.
         ValueError, TypeError: for bad arguments, before anything is compiled.
     """
+    ladder = Ladder.build(temperatures, swap_every, swaps, adapt_ladder, keep_rungs)
+    rungs = 1 if ladder is None else ladder.rungs
     plan = Plan.build(
         steps=Steps.build(num_steps, burn_in, thin, chunk_size, on_divergence),
-        start=Start.build(key, init_params, stacked_init, num_chains, init_state),
+        start=Start.build(key, init_params, stacked_init, num_chains, init_state, rungs),
         mesh=(mesh, chain_axis, data_axis),
         batches=(data, batch_size, batch_order, batches),
         predictive=Predictive.build(predict_fn, predict_inputs),
         model=(log_posterior, transform, keep),
         storage=Storage.build(checkpoint_dir, checkpoint_every, output),
         monitor=Monitor.build(progress, callback),
+        ladder=ladder,
     )
     identity.check_processes_agree(plan)
     programs = Programs(plan)

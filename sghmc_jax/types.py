@@ -14,6 +14,7 @@ __all__ = [
     "ArrayTree",
     "Hyperparameter",
     "LogProbFn",
+    "ReplicaState",
     "SamplerState",
     "ScalarOrSchedule",
     "Schedule",
@@ -47,6 +48,37 @@ class Transform(NamedTuple):
     update: Callable[..., Any]
 
 
+class ReplicaState(NamedTuple):
+    """Replica exchange's bookkeeping (`sample(..., temperatures=...)`), every array with a
+    leading axis of the run's chains, each a ladder of R replicas (replica r of chain c is entry
+    c·R + r of the state's chain axis).
+
+    Attributes:
+        rung: (chain, R) int32, the rung each replica holds (swaps exchange these, never params).
+        beta: (chain, R) each rung's factor β_r = 1/τ_r of the log posterior (β_0 = 1), fixed
+            unless the ladder adapts (`adapt_ladder`).
+        swap_key: (chain,) key of the swaps (round at step t uses fold_in(swap_key, t)), apart
+            from the transform's noise keys.
+        attempts: (chain, R − 1) int32, swaps attempted between rungs r and r + 1 (since the
+            ladder last adapted).
+        accepts: (chain, R − 1) int32, of those, accepted.
+        variance: (chain, R) the running estimate of the variance of each replica's minibatch
+            log-posterior estimate (zeros with full-data energies).
+        heading: (chain, R) int32, per replica: 1 if it reached the top rung since it last held
+            rung 0, 0 if it has held rung 0 since, −1 if it has never held rung 0.
+        round_trips: (chain,) int32, trips rung 0 -> top rung -> rung 0 made by the chain's replicas.
+    """
+
+    rung: jax.Array
+    beta: jax.Array
+    swap_key: jax.Array
+    attempts: jax.Array
+    accepts: jax.Array
+    variance: jax.Array
+    heading: jax.Array
+    round_trips: jax.Array
+
+
 class SamplerState(NamedTuple):
     """Everything needed to continue a run exactly (all arrays have a leading chain axis except
     `step`).
@@ -66,6 +98,8 @@ class SamplerState(NamedTuple):
         last_finite: with `on_divergence="continue"`, each chain's last `(params,
             transform_state)` whose params and log posterior were finite (where a diverged
             chain is held); None otherwise.
+        replicas: with `temperatures` (replica exchange), the ladders' `ReplicaState`, and the
+            other fields' chain axis holds every replica (chain-major); None otherwise.
     """
 
     step: jax.Array
@@ -77,6 +111,7 @@ class SamplerState(NamedTuple):
     diverged_at: jax.Array
     diverged_in_params: jax.Array
     last_finite: Any = None
+    replicas: ReplicaState | None = None
 
     def __repr__(self) -> str:
         leaves = jax.tree.leaves(self.params)

@@ -292,10 +292,37 @@ def diagnose(
         result, chains, run.burn_in, thresholds["rhat_threshold"], thresholds["min_ess"], max_params
     )
     rows += convergence
+    rows += _ladder_rows(result)
     rows += _kinetic_rows(result, run, thresholds["kinetic_threshold"])
     rows += _noise_rows(result, run, thresholds["noise_threshold"], num_points, num_batches, seed)
     rows += _ksd_rows(result, run, ksd_draws, ess_per_chain)
     return Diagnosis(tuple(rows))
+
+
+SWAP_TOO_RARE = 0.1  # a rung pair whose swaps are accepted less often is flagged
+
+
+def _ladder_rows(result: Any) -> list[Row]:
+    """With replica exchange: each rung pair's swap acceptance (flagged below SWAP_TOO_RARE: the
+    rungs are too far apart for replicas to pass), and the ladder's round trips (flagged at none:
+    no replica went from rung 0 to the top and back, so rung 0's draws have not been helped)."""
+    if result.swap_acceptance is None:
+        return []
+    rows, tau = [], np.mean(result.temperatures, axis=0)
+    for r, rate in enumerate(np.asarray(result.swap_acceptance, float)):
+        if math.isnan(rate):
+            verdict, note = "n/a", "no swap attempted between these rungs yet"
+        elif rate < SWAP_TOO_RARE:
+            verdict, note = "FLAG", f"add rungs between τ = {tau[r]:.3g} and {tau[r + 1]:.3g}"
+        else:
+            verdict, note = "ok", ""
+        rows.append(
+            Row(f"swap acceptance {r}-{r + 1}", None, float(rate), math.nan, f">= {SWAP_TOO_RARE}", verdict, note)
+        )
+    trips = int(np.sum(result.round_trips))
+    note = "" if trips else "no replica crossed the ladder and back: run longer, or raise the top temperature"
+    rows.append(Row("round trips", None, float(trips), math.nan, "> 0", "ok" if trips else "FLAG", note))
+    return rows
 
 
 class _Run(NamedTuple):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from sghmc_jax import _checks, _noise
-from sghmc_jax._sampler import batching
+from sghmc_jax._sampler import batching, replicas
 from sghmc_jax._sampler.placement import Placement, constrain
 from sghmc_jax._sampler.traces import TRACES
 from sghmc_jax.types import ArrayTree, SamplerState
@@ -43,6 +43,7 @@ class Views(NamedTuple):
     model: Any
     predictive: Any
     placement: Placement | None
+    ladder: Any = None  # replica exchange's (`plan.Ladder`), or None
 
 
 class ChunkOutput(NamedTuple):
@@ -59,6 +60,11 @@ def _per_chain(mask: jax.Array, x: jax.Array) -> jax.Array:
     return mask.reshape((-1,) + (1,) * (jnp.ndim(x) - 1))
 
 
+def _leading(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """`mask` over the leading axes of `x`, broadcastable against it."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(x) - mask.ndim))
+
+
 def _select(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Per chain: `on_true` where `mask`, else `on_false` (trees with a leading chain axis)."""
     return jax.tree.map(lambda a, b: jnp.where(_per_chain(mask, a), a, b), on_true, on_false)
@@ -71,15 +77,22 @@ def _all_finite(tree: ArrayTree) -> jax.Array:
     return functools.reduce(jnp.logical_and, ok)
 
 
-def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, Any, jax.Array]:
-    """Every chain's gradient at its params and the transform's update: (params, transform
-    states, the (chain,) log posterior at the old params)."""
-    model, t = views.model, state.step
-    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
-
+def _neg_log_posterior(model: Any) -> Callable[[ArrayTree, Any], tuple[jax.Array, Any]]:
     def neg_log_posterior(params: ArrayTree, batch: Any) -> tuple[jax.Array, Any]:
         value, aux = _checks.check_log_posterior_output(model.log_posterior(params, batch))
         return -value, aux
+
+    return neg_log_posterior
+
+
+def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, ...]:
+    """Every chain's gradient at its params and the transform's update: (params, transform
+    states, the (chain,) log posterior at the old params)."""
+    if views.ladder is not None:
+        return _tempered_update(views, state, batch, batch_axis)
+    model, t = views.model, state.step
+    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
+    neg_log_posterior = _neg_log_posterior(model)
 
     def chain_step(params, tx_state, noise_key, batch):
         (neg_value, _), grads = jax.value_and_grad(neg_log_posterior, has_aux=True)(params, batch)
@@ -99,6 +112,50 @@ def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> t
     return params, tx_state, value
 
 
+def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, ...]:
+    """`_update` for ladders of replicas (`replicas.py`): every replica's gradient, then the swap
+    round when one is due (from the untempered log posteriors), then each replica's update fed
+    β·(its gradient), β of the rung it holds after the swap. Returns the new replica state too,
+    as a fourth element."""
+    model, ladder, t, ladder_state = views.model, views.ladder, state.step, state.replicas
+    assert ladder_state is not None
+    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
+    (neg_value, _), grads = jax.vmap(jax.value_and_grad(_neg_log_posterior(model), has_aux=True), (0, batch_axis))(
+        state.params, batch
+    )
+    value = -neg_value
+
+    def swap_round(rs: Any) -> Any:
+        energy, variance = value, None
+        if ladder.noisy_energies:
+            estimate = replicas.energy_function(model.log_posterior)
+            if isinstance(model.log_posterior, replicas.ControlVariate):
+                energy = jax.vmap(estimate, (0, batch_axis))(state.params, batch)
+            one = functools.partial(replicas.minibatch_variance, estimate, batches=views.batches)
+            variance = jax.vmap(one, (0, batch_axis))(state.params, batch)
+        return replicas.swap(ladder, rs, energy, variance, t)
+
+    if ladder.adapt_at:  # adapt the ladder first, at the steps it adapts at (during burn-in)
+        at = jnp.any(t == jnp.asarray(ladder.adapt_at, t.dtype))
+        ladder_state = jax.lax.cond(at, replicas.adapt, lambda rs: rs, ladder_state)
+    rs = jax.lax.cond(t % ladder.swap_every == 0, swap_round, lambda rs: rs, ladder_state)
+    beta = replicas.betas(ladder, rs)
+    grads = jax.tree.map(lambda g: g * _per_chain(beta, g).astype(g.dtype), grads)
+
+    def chain_update(params: Any, grads: Any, tx_state: Any, noise_key: jax.Array) -> tuple[Any, Any]:
+        updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
+        return optax.apply_updates(params, updates), tx_state
+
+    with _noise.shared_zero(t):
+        params, tx_state = jax.vmap(chain_update)(state.params, grads, state.transform_state, state.noise_key)
+    place = views.placement
+    if place is not None:  # each device holds whole ladders: the swap and the update stay local
+        params, tx_state = place.params(params), place.like_params(tx_state)
+        value = constrain(value, place.chains())
+        rs = jax.tree.map(lambda x: constrain(x, place.chains()), rs)
+    return params, tx_state, value, rs
+
+
 def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple[SamplerState, dict[str, jax.Array]]:
     """One step of every chain; returns the new state and the step's traces by name."""
     t, perm, place = state.step, state.perm, views.placement
@@ -109,7 +166,7 @@ def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple
         batch_axis = 0
     else:
         batch, batch_axis = host_batch, None
-    params, tx_state, value = _update(views, state, batch, batch_axis)
+    params, tx_state, value, *ladder = _update(views, state, batch, batch_axis)
     alive = state.diverged_at < 0
     value_ok = jnp.isfinite(value)
     newly = alive & ~(value_ok & _all_finite(params))
@@ -123,6 +180,9 @@ def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple
     value = jnp.where(alive, value, jnp.nan)
     # Read off the state the step made, after its numbers are fixed: the chain does not change.
     traces = {tr.name: jnp.where(alive, tr.read(value, tx_state), jnp.nan) for tr in TRACES}
+    if ladder:  # the traces of rung 0, the target's
+        state = state._replace(replicas=ladder[0])
+        traces = replicas.rung_zero(ladder[0], traces)
     new_state = state._replace(
         step=t + 1,
         params=params,
@@ -135,12 +195,28 @@ def step(views: Views, state: SamplerState, host_batch: Any, data: Any) -> tuple
     return new_state, traces
 
 
+def _drawn(state: SamplerState, keep_rungs: bool = False) -> tuple[jax.Array, ArrayTree]:
+    """(whether alive, params) of the chains whose draws are recorded: every chain, or with
+    ladders of replicas the replica of each chain that holds rung 0 (gathered here only), or
+    with `keep_rungs` every replica in rung order (leaves (chain, R, ...), alive (chain, R))."""
+    if state.replicas is None:
+        return state.diverged_at < 0, state.params
+    pick = replicas.by_rung if keep_rungs else replicas.rung_zero
+    diverged_at, params = pick(state.replicas, (state.diverged_at, state.params))
+    return diverged_at < 0, params
+
+
+def drawn_shape(state: SamplerState, keep_rungs: bool = False) -> ArrayTree:
+    """The abstract params of the chains whose draws are recorded (leading axis: the run's chains)."""
+    return jax.eval_shape(lambda s: _drawn(s, keep_rungs)[1], state)
+
+
 def _record(views: Views, k: jax.Array, state: SamplerState, buffers: tuple, predict_inputs: Any) -> tuple:
     """Writes draw `k` (the chains' params, NaN for a diverged chain), its step and `keep`, and
     adds the kept draws' predictions to the running sums."""
     draws, draw_steps, keeps, pred_sum, pred_count = buffers
-    alive = state.diverged_at < 0
-    sample = jax.tree.map(lambda p: jnp.where(_per_chain(alive, p), p, jnp.nan), state.params)
+    alive, params = _drawn(state, views.ladder is not None and views.ladder.keep_rungs)
+    sample = jax.tree.map(lambda p: jnp.where(_leading(alive, p), p, jnp.nan), params)
     draws = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, k, 0), draws, sample)
     # The update that produced this draw ran at step index state.step − 1, where its schedules
     # were evaluated: `keep` sees that index, like a schedule.
@@ -148,7 +224,9 @@ def _record(views: Views, k: jax.Array, state: SamplerState, buffers: tuple, pre
     draw_steps = draw_steps.at[k].set(state.step)
     keeps = keeps.at[k].set(keep)
     if views.predictive.fn is not None:
-        preds = jax.vmap(views.predictive.fn, in_axes=(0, None))(state.params, predict_inputs)
+        if alive.ndim > 1:  # every rung kept: the predictions are rung 0's
+            alive, params = alive[:, 0], jax.tree.map(lambda p: p[:, 0], params)
+        preds = jax.vmap(views.predictive.fn, in_axes=(0, None))(params, predict_inputs)
         w = keep & alive
         pred_sum = jax.tree.map(lambda s, p: s + jnp.where(_per_chain(w, p), p, 0).astype(s.dtype), pred_sum, preds)
         pred_count = pred_count + w.astype(pred_count.dtype)
@@ -168,14 +246,15 @@ def chunk_program(views: Views) -> Callable[..., ChunkOutput]:
     def run(state, xs, pred_sum, pred_count, data, predict_inputs, counts):
         n_before, n_draws, n_after = counts[0], counts[1], counts[2]
         n_steps = n_before + n_draws * steps.thin + n_after
-        chains = state.diverged_at.shape[0]
+        chains = state.diverged_at.shape[0] if state.replicas is None else state.replicas.rung.shape[0]
         traces = {
             tr.name: jnp.full(
                 (steps.capacity, chains), jnp.nan, tr.dtype(state.transform_state, views.model.value_dtype)
             )
             for tr in TRACES
         }
-        draws = jax.tree.map(lambda p: jnp.zeros((steps.max_draws, *p.shape), p.dtype), state.params)
+        keep_rungs = views.ladder is not None and views.ladder.keep_rungs
+        draws = jax.tree.map(lambda p: jnp.zeros((steps.max_draws, *p.shape), p.dtype), drawn_shape(state, keep_rungs))
         draw_steps = jnp.zeros((steps.max_draws,), jnp.int32)
         keeps = jnp.zeros((steps.max_draws,), bool)
 
@@ -201,13 +280,15 @@ def chunk_program(views: Views) -> Callable[..., ChunkOutput]:
 
 
 def initial_state_program(
-    model: Any, start: Any, batches: Any, placement: Placement | None
+    model: Any, start: Any, batches: Any, placement: Placement | None, ladder: Any = None
 ) -> Callable[[jax.Array, ArrayTree], SamplerState]:
     """(the run's key, the user's initial params) -> the chains' initial `SamplerState` (no
     `last_finite`), from the program views of the records. The params are broadcast to every
     chain (or taken per chain when stacked) into new buffers: the chunks donate their state,
-    never the caller's arrays."""
-    num_chains = start.num_chains
+    never the caller's arrays. With a `ladder`, every chain is R replicas (chain-major) that
+    start from the chain's params, each with keys of its own, and a `ReplicaState`."""
+    rungs = 1 if ladder is None else ladder.rungs
+    num_chains = start.num_chains * rungs
 
     def init_one(chain_key: jax.Array, params: ArrayTree) -> tuple[Any, jax.Array, jax.Array]:
         init_key, noise_key, data_key = jax.random.split(chain_key, 3)
@@ -217,6 +298,8 @@ def initial_state_program(
     def init(key: jax.Array, params: ArrayTree) -> SamplerState:
         if not start.stacked_init:
             params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))), params)
+        elif rungs > 1:
+            params = jax.tree.map(lambda x: jnp.repeat(x, rungs, axis=0), params)
         if placement is not None:
             params = placement.params(params)
         # The initial momenta's noise bins take a zero from the run's key, which every chain shares.
@@ -231,7 +314,16 @@ def initial_state_program(
                 constrain(x, placement.chains()) for x in (noise_key, data_key, diverged_at, diverged_in_params)
             )
             perm = constrain(perm, placement.chains(placement.data_axis))
+        ladder_state = None
+        if ladder is not None:
+            # The swaps' keys come from the run's key by a path apart from the chains' split.
+            swap_key = jax.random.fold_in(key, 0x5A4D)
+            ladder_state = replicas.initial(ladder, swap_key, start.num_chains, model.value_dtype)
+            if placement is not None:
+                by_chain = placement.chains()
+                ladder_state = jax.tree.map(lambda x: constrain(x, by_chain), ladder_state)
         return SamplerState(
+            replicas=ladder_state,
             step=jnp.zeros([], jnp.int32),
             params=params,
             transform_state=tx_state,

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sghmc_jax._sampler import batching, identity
+from sghmc_jax._sampler import batching, engine, identity
 from sghmc_jax._sampler.checkpoint import DRAWS, Checkpointer
 from sghmc_jax._sampler.draws import Chunk, MemorySink, StoreSink
 from sghmc_jax._sampler.placement import host
@@ -60,7 +60,7 @@ def _open_disk(plan: Plan, programs: Programs, step0: int, state: SamplerState) 
     traces = programs.chunk.out_info().traces
     store = DrawStore(
         path,
-        params=state.params,
+        params=engine.drawn_shape(state, plan.ladder is not None and plan.ladder.keep_rungs),
         num_chains=plan.start.num_chains,
         max_draws=sum(d for _, d, _ in plan.steps.chunks()),
         max_steps=plan.steps.num_steps,

@@ -88,6 +88,121 @@ class Steps:
         return plan
 
 
+DEFAULT_TOP_TEMPERATURE = 10.0
+"""The hottest rung's temperature factor of a ladder given as a number of rungs."""
+
+SWAPS = ("deo", "random")
+ADAPT_ROUNDS = 6  # the ladder adapts at adapt_ladder / 2^j, j = 5, ..., 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Ladder:
+    """Replica exchange (`temperatures=`): each chain is a ladder of replicas, one per rung,
+    which swap rungs (temperatures, not states) every `swap_every` steps (`_sampler/replicas.py`).
+
+    `base_temperature`, the run's own temperature T (rung r targets exp(log p / (τ_r T))), and
+    `noisy_energies` (minibatch energies from `data=`, which need the swap's bias correction) are
+    filled in by `Plan.build` from the model and the batches."""
+
+    temperatures: tuple[float, ...] = setting(compiled=True)
+    swap_every: int = setting(compiled=True)
+    swaps: str = setting(compiled=True)
+    adapt_steps: int = setting(compiled=True)
+    keep_rungs: bool = setting(compiled=True)
+    base_temperature: float = setting(compiled=True)
+    noisy_energies: bool = setting(compiled=True)
+
+    @property
+    def rungs(self) -> int:
+        return len(self.temperatures)
+
+    @property
+    def adapt_at(self) -> tuple[int, ...]:
+        """The steps at which the ladder adapts, in rounds that double: A/32, ..., A/2, A."""
+        return tuple(sorted({self.adapt_steps >> j for j in range(ADAPT_ROUNDS)} - {0}))
+
+    @classmethod
+    def build(cls, temperatures: Any, swap_every: Any, swaps: Any, adapt_ladder: Any, keep_rungs: Any) -> Ladder | None:
+        swap_every = _checks.check_int("swap_every", swap_every, 1)
+        if swaps not in SWAPS:
+            raise ValueError(f"`swaps` must be 'deo' or 'random', got swaps={swaps!r}")
+        adapt_ladder = _checks.check_int("adapt_ladder", adapt_ladder, 0)
+        if not isinstance(keep_rungs, (bool, np.bool_)):
+            raise TypeError(f"`keep_rungs` must be a bool, got {type(keep_rungs).__name__}: {keep_rungs!r}")
+        if temperatures is None:
+            if adapt_ladder or keep_rungs:
+                given = f"adapt_ladder={adapt_ladder}" if adapt_ladder else "keep_rungs=True"
+                raise ValueError(f"`{given.split('=')[0]}` needs `temperatures` (a ladder), got {given}")
+            return None
+        ladder = _check_temperatures(temperatures)
+        return cls(ladder, swap_every, swaps, adapt_ladder, bool(keep_rungs), 1.0, False)
+
+    def fit(self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any) -> Ladder:
+        """The ladder with the run's temperature and energies, once the arguments it cannot run
+        with yet are refused."""
+        first = 0 if start.init_state is None else int(np.asarray(jax.device_get(start.init_state.step)))
+        if first < self.adapt_steps > first + steps.burn_in:
+            raise ValueError(
+                f"`adapt_ladder` must be <= burn_in (the ladder is frozen before the first draw), got "
+                f"adapt_ladder={self.adapt_steps} and burn_in={steps.burn_in}"
+                + (f" from step {first}" if first else "")
+            )
+        unsupported = {
+            "data_axis": placement is not None and placement.data_axis is not None,
+            "batches": batches.host_batches,
+        }
+        for name, given in unsupported.items():
+            if given:
+                raise ValueError(
+                    f"`temperatures` (replica exchange) does not yet run with `{name}`, got both; "
+                    f"leave one out (temperatures={self.temperatures})"
+                )
+        return dataclasses.replace(
+            self, base_temperature=_base_temperature(model), noisy_energies=batches.num_data is not None
+        )
+
+
+def _check_temperatures(temperatures: Any) -> tuple[float, ...]:
+    """A ladder: an int R >= 2 (geometric from 1 to DEFAULT_TOP_TEMPERATURE), or the rungs'
+    temperature factors, 1.0 first, strictly increasing and finite."""
+    if isinstance(temperatures, (bool, np.bool_, str)):
+        raise TypeError(
+            "`temperatures` must be an int (the number of rungs) or a sequence of temperature "
+            f"factors, got {type(temperatures).__name__}: {temperatures!r}"
+        )
+    if isinstance(temperatures, (int, np.integer)):
+        rungs = _checks.check_int("temperatures", temperatures, 2)
+        return tuple(float(DEFAULT_TOP_TEMPERATURE ** (r / (rungs - 1))) for r in range(rungs))
+    try:
+        ladder = tuple(float(t) for t in temperatures)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            "`temperatures` must be an int (the number of rungs) or a sequence of temperature "
+            f"factors, got {type(temperatures).__name__}: {temperatures!r}"
+        ) from err
+    if len(ladder) < 2 or ladder[0] != 1.0:
+        raise ValueError(f"`temperatures` must hold at least 2 rungs, the first exactly 1.0 (the target), got {ladder}")
+    if not all(np.isfinite(ladder)) or bool(np.any(np.diff(ladder) <= 0)):
+        raise ValueError(f"`temperatures` must be finite and strictly increasing, got {ladder}")
+    return ladder
+
+
+def _base_temperature(model: Model) -> float:
+    """The run's temperature T: the transform's (a constant > 0), else the log posterior's declared one."""
+    declared = (model.hyperparameters or {}).get("temperature", model.target_temperature)
+    if declared is None or callable(declared):
+        what = "a schedule" if callable(declared) else "not known"
+        raise ValueError(
+            f"`temperatures` needs the run's temperature as a constant, which is {what} here: pass one of "
+            "this library's transforms with a constant `temperature` (or a log posterior that declares "
+            "its temperature, from make_log_posterior)"
+        )
+    declared = float(declared)
+    if not declared > 0:
+        raise ValueError(f"`temperatures` needs the run's temperature > 0, got temperature={declared}")
+    return declared
+
+
 @dataclasses.dataclass(frozen=True)
 class Start:
     """Where the chains start: the run's key and initial params, or a state to continue."""
@@ -99,17 +214,22 @@ class Start:
     init_state: SamplerState | None = value()
 
     @classmethod
-    def build(cls, key: Any, init_params: Any, stacked_init: Any, num_chains: Any, init_state: Any) -> Start:
+    def build(
+        cls, key: Any, init_params: Any, stacked_init: Any, num_chains: Any, init_state: Any, rungs: int = 1
+    ) -> Start:
+        """`rungs`: the replicas per chain (replica exchange's ladder; 1 without it)."""
         key = _checks.canonical_key(key)
         if init_state is not None:
             if not isinstance(init_state, SamplerState):
                 raise TypeError(f"`init_state` must be a SamplerState, got {type(init_state).__name__}")
-            if num_chains not in (4, int(init_state.noise_key.shape[0])):  # 4: `sample`'s default
+            _check_state_rungs(init_state, rungs)
+            held = int(init_state.noise_key.shape[0]) // rungs
+            if num_chains not in (4, held):  # 4: `sample`'s default
                 raise ValueError(
-                    f"`num_chains` comes from `init_state`, which holds {init_state.noise_key.shape[0]} chains, "
+                    f"`num_chains` comes from `init_state`, which holds {held} chains, "
                     f"got num_chains={num_chains!r}: leave num_chains out to continue them"
                 )
-            num_chains = int(init_state.noise_key.shape[0])
+            num_chains = held
         num_chains = _checks.check_int("num_chains", num_chains, 1)
         if init_state is None:
             init_params = _check_init_params(init_params, stacked_init, num_chains)
@@ -140,6 +260,18 @@ class Start:
         if params is not None:
             params = jax.tree.map(lambda x: placing.onto_mesh(x, placement), params)
         return dataclasses.replace(self, key=placing.key_onto_mesh(self.key, placement), init_params=params)
+
+
+def _check_state_rungs(init_state: SamplerState, rungs: int) -> None:
+    """`init_state` holds ladders of `rungs` replicas exactly when the call has `temperatures`."""
+    held = None if init_state.replicas is None else int(init_state.replicas.rung.shape[1])
+    if (held or 1) != rungs:
+        said = "no ladder" if held is None else f"ladders of {held} rungs"
+        asked = "none" if rungs == 1 else f"{rungs} rungs"
+        raise ValueError(
+            f"`init_state` holds {said}, but `temperatures` asks for {asked}: continue a run with "
+            "the `temperatures` it was started with"
+        )
 
 
 def _check_init_params(init_params: ArrayTree, stacked_init: bool, num_chains: int) -> ArrayTree:
@@ -396,6 +528,7 @@ class Plan:
     model: Model
     storage: Storage
     monitor: Monitor
+    ladder: Ladder | None = None
 
     @classmethod
     def build(
@@ -409,6 +542,7 @@ class Plan:
         model: tuple[Any, Any, Any],
         storage: Storage,
         monitor: Monitor,
+        ladder: Ladder | None = None,
     ) -> Plan:
         """The plan from the records `sample()` built from its own arguments, and the arguments
         of the records that need others: the placement (`mesh`, `chain_axis`, `data_axis`) needs
@@ -419,7 +553,9 @@ class Plan:
         batches_record = Batches.build(*batches, placement)
         model_record = Model.build(*model, start, batches_record)
         predictive.check_traces(start.one_params())
-        return cls(steps, start, placement, batches_record, predictive, model_record, storage, monitor)
+        if ladder is not None:
+            ladder = ladder.fit(model_record, batches_record, steps, start, placement)
+        return cls(steps, start, placement, batches_record, predictive, model_record, storage, monitor, ladder)
 
     def records(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))

@@ -31,6 +31,7 @@ class Programs:
             program_view(plan.model),
             program_view(plan.predictive),
             plan.placement,
+            program_view(plan.ladder),
         )
         self.init_program: cache.Program | None = None
         # Trace both programs now, so that errors in the user's functions (and a temperature
@@ -38,7 +39,7 @@ class Programs:
         t0 = time.perf_counter()
         state_shape = self._initial_state_shape()
         self.pred_sum, self.pred_count = self._predictive_buffers(state_shape)
-        records = (plan.steps, plan.batches, plan.model, plan.predictive)
+        records = (plan.steps, plan.batches, plan.model, plan.predictive, plan.ladder)
         self.chunk = cache.Program(
             ("chunk", *(fields.cache_key(r) for r in records), plan.placement),
             engine.chunk_program(self.views),
@@ -52,7 +53,7 @@ class Programs:
                 jax.ShapeDtypeStruct((3,), jnp.int32),
             ),
             donate_argnums=(0,),
-            functions=sum((fields.functions(r) for r in records), ()),
+            functions=sum((fields.functions(r) for r in records if r is not None), ()),
             probe=_inputs.update_probe(
                 plan.model.update, state_shape, plan.model.target_temperature, plan.model.update_transform
             ),
@@ -65,9 +66,14 @@ class Programs:
         if plan.start.init_state is not None:
             return self._for_mode(cache.abstract(plan.start.init_state))
         start = plan.start
-        views = (program_view(plan.model), program_view(start), self.views.batches, plan.placement)
+        views = (program_view(plan.model), program_view(start), self.views.batches, plan.placement, self.views.ladder)
         self.init_program = cache.Program(
-            ("init", plan.model.is_factory, *(fields.cache_key(r) for r in (start, plan.batches)), plan.placement),
+            (
+                "init",
+                plan.model.is_factory,
+                *(fields.cache_key(r) for r in (start, plan.batches, plan.ladder)),
+                plan.placement,
+            ),
             engine.initial_state_program(*views),
             cache.abstract((start.key, start.init_params)),
             functions=(plan.model.transform,),
@@ -103,8 +109,8 @@ class Programs:
         plan = self.plan
         if plan.predictive.fn is None:
             return None, None
-        pred_shape = jax.eval_shape(
-            jax.vmap(plan.predictive.fn, in_axes=(0, None)), state_shape.params, plan.predictive.inputs
+        pred_shape = jax.eval_shape(  # of the chains' draws (rung 0's with a ladder)
+            jax.vmap(plan.predictive.fn, in_axes=(0, None)), engine.drawn_shape(state_shape), plan.predictive.inputs
         )
         sharding = None if plan.placement is None else plan.placement.chains()
         pred_sum = jax.tree.map(

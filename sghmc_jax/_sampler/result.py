@@ -11,6 +11,7 @@ import numpy as np
 
 from sghmc_jax import diagnostics
 from sghmc_jax._sampler import diagnose as _diagnose
+from sghmc_jax._sampler import engine
 from sghmc_jax._sampler.draws import StoreSink
 from sghmc_jax._sampler.loop import Outcome
 from sghmc_jax._sampler.placement import host
@@ -52,6 +53,16 @@ class SampleResult:
             this library's transforms (or a factory of one), else None (e.g. inside
             `optax.chain`: `diagnose()` then takes the hyperparameters as arguments).
         hyperparameters: that transform's hyperparameters by name (numbers or schedules), or None.
+        temperatures: with replica exchange (`temperatures=`), (chain, R) each chain's ladder of
+            temperature factors at the end of the run (rung 0 first, 1.0: the draws,
+            `log_posterior` and `kinetic` are rung 0's; the rows differ only when the ladder
+            adapted); else None.
+        swap_acceptance: with replica exchange, (R − 1,) the fraction of the swaps attempted
+            between rungs r and r + 1 that were accepted, over all chains and the whole run
+            (continuations included: the counts live in `final_state.replicas`) since the
+            ladder last adapted; else None.
+        round_trips: with replica exchange, (chain,) the round trips rung 0 -> top rung -> rung 0
+            made by each chain's replicas over the whole run (continuations included); else None.
     """
 
     samples: ArrayTree
@@ -66,6 +77,9 @@ class SampleResult:
     kinetic: Any = None
     sampler: str | None = None
     hyperparameters: dict[str, Any] | None = None
+    temperatures: np.ndarray | None = None
+    swap_acceptance: np.ndarray | None = None
+    round_trips: np.ndarray | None = None
     # References (not copies) to what the run used, for `diagnose()`.
     _source: _diagnose.RunSource | None = dataclasses.field(default=None, repr=False)
 
@@ -210,8 +224,9 @@ def make(plan: Plan, programs: Programs, outcome: Outcome) -> SampleResult:
     """The call's `SampleResult`; raises `DivergenceError` (holding it, cut before the
     divergence) when the run stopped at one."""
     state = outcome.state
-    out = outcome.sink.result(state.params, plan.start.num_chains)
-    diverged_at = host(state.diverged_at)
+    keep_rungs = plan.ladder is not None and plan.ladder.keep_rungs
+    out = outcome.sink.result(engine.drawn_shape(state, keep_rungs), plan.start.num_chains)
+    diverged_at = _per_chain_divergence(host(state.diverged_at), plan.start.num_chains)
     wall = outcome.wall_time
     result = SampleResult(
         samples=_missing_as_nan(outcome, out.samples, out.sample_steps, diverged_at),
@@ -232,16 +247,42 @@ def make(plan: Plan, programs: Programs, outcome: Outcome) -> SampleResult:
             host_batches=plan.batches.host_batches,
         ),
         **out.traces,
+        **_ladder_figures(plan, state),
     )
     if outcome.divergence is not None:
         raise _divergence_error(result, outcome)
     return result
 
 
+def _per_chain_divergence(diverged_at: np.ndarray, num_chains: int) -> np.ndarray:
+    """(chain,) where each chain first diverged: with ladders of replicas, its first replica to."""
+    if diverged_at.shape[0] == num_chains:
+        return diverged_at
+    ladders = diverged_at.reshape(num_chains, -1)
+    first = np.where(ladders >= 0, ladders, np.iinfo(np.int32).max).min(axis=1)
+    return np.where(first == np.iinfo(np.int32).max, -1, first).astype(diverged_at.dtype)
+
+
+def _ladder_figures(plan: Plan, state: Any) -> dict[str, Any]:
+    """The result's replica-exchange attributes (none without a ladder)."""
+    if plan.ladder is None:
+        return {}
+    rs = state.replicas
+    attempts, accepts = host(rs.attempts).sum(axis=0), host(rs.accepts).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(attempts > 0, accepts / attempts, np.nan)
+    temperatures = np.broadcast_to(np.asarray(plan.ladder.temperatures), rs.beta.shape)
+    if plan.ladder.adapt_steps:  # the state's (float32) factors; else the ladder exactly as given
+        temperatures = 1.0 / host(rs.beta).astype(np.float64)
+    return {"temperatures": temperatures, "swap_acceptance": rates, "round_trips": host(rs.round_trips)}
+
+
 def _divergence_error(result: SampleResult, outcome: Outcome) -> DivergenceError:
-    chain, step = outcome.divergence
+    assert outcome.divergence is not None
+    replica, step = outcome.divergence
+    chain = replica * result.num_chains // int(host(outcome.state.diverged_at).shape[0])
     local = step - outcome.step0  # index of that step in this call's traces
-    if bool(host(outcome.state.diverged_in_params)[chain]):
+    if bool(host(outcome.state.diverged_in_params)[replica]):
         cause = "its params were non-finite"
     else:
         cause = "its log posterior was non-finite at the params"
