@@ -289,3 +289,44 @@ def test_grid_report_marks_each_scores_choice_once():
     lr_cells = [row.split("|")[2] for row in rows]
     assert sum(" K" in c for c in lr_cells) == 1 and sum(" V" in c for c in lr_cells) == 1, lr_cells
     assert "agreement" in report.splitlines()[0] and "TV" in report.splitlines()[0]
+
+
+# The top-level README's "How close to the posterior" figures: (task, candidate, metric).
+README_FIGURES = [
+    ("digits_mlp", "ubu", "tv"),
+    ("digits_mlp", "deep_ensemble", "tv"),
+    ("diabetes_mlp", "psghmc", "w2"),
+    ("diabetes_mlp", "deep_ensemble", "w2"),
+    ("mnist1d_mlp", "psgld", "tv"),
+    ("mnist1d_mlp", "deep_ensemble", "tv"),
+    ("mnist1d_mlp", "adam", "tv"),
+    ("breast_cancer", "sgnht", "tv"),
+    ("pima", "sgnht", "tv"),
+    ("breast_cancer", "adam", "tv"),
+    ("pima", "adam", "tv"),
+    ("breast_cancer", "deep_ensemble", "tv"),
+    ("pima", "deep_ensemble", "tv"),
+]
+
+
+def test_readme_headline_figures_are_the_committed_results():
+    """Each figure the README's "How close to the posterior" states is the committed results'
+    mean over seeds, to two significant digits; and the best sampler it names is the best."""
+    with open(os.path.join(BENCHMARKS, "results", "fidelity.json")) as f:
+        tasks = json.load(f)["tasks"]
+    with open(os.path.join(os.path.dirname(BENCHMARKS), "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## How close to the posterior") :]
+    section = " ".join(section[: section.index("\n## ")].split())
+
+    def mean(task: str, cand: str, metric: str) -> float:
+        return float(np.mean([r[metric] for r in tasks[task]["candidates"][cand]["runs"]]))
+
+    for task, cand, metric in README_FIGURES:
+        figure = f"{mean(task, cand, metric):#.2g}"
+        assert figure in section, (task, cand, metric, figure)
+    samplers = [c for c, v in tasks["digits_mlp"]["candidates"].items() if c not in ("adam", "deep_ensemble")]
+    assert min(samplers, key=lambda c: mean("digits_mlp", c, "tv")) in ("ubu", "baoa", "sghmc", "sgnht")
+    for task in ("breast_cancer", "pima"):
+        samplers = [c for c in tasks[task]["candidates"] if c not in ("adam", "deep_ensemble")]
+        assert min(samplers, key=lambda c: mean(task, c, "tv")) == "sgnht", task
