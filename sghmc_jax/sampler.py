@@ -204,7 +204,9 @@ def sample(
             final ladder.
         keep_rungs: with a ladder, keep every rung's draws: `samples` leaves are then (chain,
             draw, R, ...), rung r at index r of the third axis (rung 0 the target's), and
-            `summary()` treats each rung's coordinates as parameters of their own.
+            `summary()` treats each rung's coordinates as parameters of their own. A hot rung
+            runs at step ε/√τ and friction α·√τ (see the sampler guide): check its draws against
+            a run at its temperature before reading them as that posterior.
 
     Returns:
         A `SampleResult`.
