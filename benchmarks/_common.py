@@ -27,6 +27,7 @@ __all__ = [
     "compile_seconds",
     "environment",
     "interleaved",
+    "lbfgs_mode",
     "load_average",
     "print_table",
     "xla_peak_bytes",
@@ -235,3 +236,43 @@ def run_python(
 
 def skip(name: str, why: str) -> None:
     print(f"SKIPPED {name}: {why}", flush=True)
+
+
+def lbfgs_mode(
+    loss: Callable[[Any], Any], params: Any, num_data: int, tol: float, max_iter: int
+) -> tuple[Any, int, int]:
+    """Minimises a mean-form full-data `loss` by optax's L-BFGS from `params`, stopped when the
+    largest entry of the sum-form gradient (`num_data` times the loss's, at the previous iterate)
+    is below `tol`. Returns the minimiser, the full-data evaluations of the loss (counted as they
+    run, L-BFGS's line search included) and the iterations."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    evaluations = [0]
+
+    def count() -> None:
+        evaluations[0] += 1
+
+    def counted(params: Any) -> Any:
+        jax.debug.callback(count)  # once per evaluation, inside the line search too
+        return loss(params)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(counted)
+
+    @jax.jit
+    def iterate(params: Any, state: Any) -> tuple[Any, Any, Any]:
+        value, grad = value_and_grad(params, state=state)
+        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=counted)
+        return optax.apply_updates(params, updates), state, grad
+
+    state, iterations = opt.init(params), 0
+    while iterations < max_iter:
+        params, state, grad = iterate(params, state)
+        iterations += 1
+        jax.effects_barrier()
+        if max(float(jnp.max(jnp.abs(num_data * g))) for g in jax.tree.leaves(grad)) < tol:
+            break
+    jax.effects_barrier()
+    return params, evaluations[0], iterations

@@ -39,6 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import scipy.linalg  # noqa: E402
+from _common import lbfgs_mode  # noqa: E402
 
 import sghmc_jax  # noqa: E402
 from sghmc_jax.control_variates import centre  # noqa: E402
@@ -97,33 +98,11 @@ def find_centre(data: dict, tol: float, max_iter: int = 200) -> tuple[jax.Array,
     evaluations (counted as they run, line-search included) and the iterations."""
     xj, yj = jnp.asarray(data["x"]), jnp.asarray(data["y"])
     n_data = xj.shape[0]
-    evaluations = [0]
-
-    def count() -> None:
-        evaluations[0] += 1
 
     def loss(w):
-        jax.debug.callback(count)  # once per evaluation, inside L-BFGS's line search too
         return -(jnp.mean(log_likelihood(w, {"x": xj, "y": yj})) + log_prior(w) / n_data)
 
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    @jax.jit
-    def iterate(w, state):
-        value, grad = value_and_grad(w, state=state)
-        updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(w, updates), state, grad
-
-    w = jnp.zeros(xj.shape[1], jnp.float32)
-    state = opt.init(w)
-    for it in range(1, max_iter + 1):
-        w, state, grad = iterate(w, state)
-        jax.effects_barrier()
-        if float(jnp.max(jnp.abs(n_data * grad))) < tol:  # the gradient at the previous iterate
-            break
-    jax.effects_barrier()
-    return w, evaluations[0], it
+    return lbfgs_mode(loss, jnp.zeros(xj.shape[1], jnp.float32), n_data, tol, max_iter)
 
 
 def variance_table(data: dict, cv, plain, theta_hat: jax.Array, draws: np.ndarray, num_batches: int, seed: int):

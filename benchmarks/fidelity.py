@@ -75,6 +75,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import lbfgs_mode
 
 import sghmc_jax
 
@@ -643,33 +644,9 @@ def find_mode(task: Task, split: Split, tol: float = 0.1, max_iter: int = 100) -
     (counted as they run, line searches included)."""
     lp = _log_posterior(task, split)
     batch = {"x": jnp.asarray(split.x_train), "y": jnp.asarray(split.y_train)}
-    evaluations = [0]
-
-    def count() -> None:
-        evaluations[0] += 1
-
-    def loss(params):
-        jax.debug.callback(count)
-        return -lp(params, batch)[0]
-
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    @jax.jit
-    def iterate(params, state):
-        value, grad = value_and_grad(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(params, updates), state, grad
-
-    params = init_params(task, split.x_train.shape[1], jax.random.key(0))
-    state = opt.init(params)
-    for _ in range(max_iter):
-        params, state, grad = iterate(params, state)
-        jax.effects_barrier()
-        if max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad)) * len(split.x_train) < tol:
-            break
-    jax.effects_barrier()
-    return params, evaluations[0]
+    start = init_params(task, split.x_train.shape[1], jax.random.key(0))
+    params, evaluations, _ = lbfgs_mode(lambda p: -lp(p, batch)[0], start, len(split.x_train), tol, max_iter)
+    return params, evaluations
 
 
 def train_adam(task: Task, split: Split, lr: float, seed: int, epochs: float, members: int) -> Approximation:
