@@ -327,6 +327,42 @@ def resolve_momenta(
     return jax.tree.map(lambda m, p: jnp.array(m, jnp.result_type(p), copy=True), momenta, params)
 
 
+def temper(fields: Mapping[str, Any], ratio: jax.typing.ArrayLike, hyper: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule's state carried from temperature T to T·ratio with its stationary law (replica
+    exchange, when a replica changes rung).
+
+    The momenta's law N(0, σ²T) becomes N(0, σ²T·ratio) by m → √ratio·m, and the SGNHT
+    thermostat's N(α, σ²T/d) by ξ → α + √ratio·(ξ − α); the preconditioner's V (a running mean of
+    squared gradients, the same at every temperature) is kept. When two replicas exchange
+    temperatures T_i and T_j these maps scale one by √(T_j/T_i) and the other by √(T_i/T_j), so
+    their Jacobians cancel and the kinetic energies over temperature are unchanged: the swap's
+    acceptance is that of the positions alone. Where `ratio` is 1 the state is returned as is,
+    bit for bit.
+
+    Args:
+        fields: the rule's state fields by name (`Rule.fields`).
+        ratio: the new temperature over the old, > 0.
+        hyper: the hyperparameters' values at this step (`alpha`, for ξ).
+
+    Returns:
+        The fields at the new temperature, in their dtypes.
+    """
+    ratio = jnp.asarray(ratio)
+    same = ratio == 1
+
+    def scaled(x: jax.Array, centre: Any = 0.0) -> jax.Array:
+        cdt = _compute_dtype(x.dtype)
+        new = centre + jnp.sqrt(ratio).astype(cdt) * (x.astype(cdt) - centre)
+        return jnp.where(same, x, new.astype(x.dtype))
+
+    out = dict(fields)
+    if "momenta" in out:
+        out["momenta"] = jax.tree.map(scaled, out["momenta"])
+    if "xi" in out:
+        out["xi"] = scaled(out["xi"], jnp.asarray(hyper["alpha"]).astype(_compute_dtype(out["xi"].dtype)))
+    return out
+
+
 def resolve_preconditioner(initial_scale: ArrayTree | float, params: ArrayTree) -> ArrayTree:
     """The initial RMS accumulator V: filled when a scalar, checked and copied when a tree."""
     if _checks.is_scalar_like(initial_scale):

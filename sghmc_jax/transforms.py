@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checks, _inputs, _noise, kernels
+from sghmc_jax import _checks, _inputs, _noise, _tempering, kernels
 from sghmc_jax.types import ArrayTree, ScalarOrSchedule
 
 __all__ = [
@@ -72,7 +72,8 @@ def _transform(
     The incoming updates are loss gradients; the rule gets their negation, the gradient of the
     log posterior, and the increment it returns is the update.
     """
-    if rule.integrate is not None:
+    step = rule.step
+    if rule.integrate is not None or step is None:
         raise TypeError(
             f"{rule.name} takes more than one gradient per step, so it has no optax face (an "
             "optax update receives one gradient, at the current params): use its functional face"
@@ -88,6 +89,10 @@ def _transform(
         else:
             init_key, state_key = None, base_key
         start = {k: _checks.schedule_value(v) for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()}
+        rung = _tempering.active()
+        if rung is not None:  # a replica of a ladder: its momenta are drawn at its temperature
+            rung.seen.append((rule.name, hyperparameters["temperature"]))
+            start["temperature"] = start["temperature"] * rung.factor
         start |= settings
         fields = rule.init(params, init_key, start)
         return state_type(step=jnp.zeros([], jnp.int32), key=state_key, **fields)
@@ -113,14 +118,41 @@ def _transform(
             k: _checks.schedule_value(v, state.step)
             for k, v in _inputs.resolve(hyperparameters, hyperparameters).items()
         }
+        fields = {f: getattr(state, f) for f in rule.fields}
+        rung = _tempering.active()
+        if rung is not None:  # a replica of a ladder (`_tempering`): at its rung's temperature
+            _check_tempered(rule, hyperparameters, rung)
+            fields = kernels.temper(fields, rung.ratio, now)
+            now["temperature"] = now["temperature"] * rung.factor
         grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
-        increment, fields = rule.step({f: getattr(state, f) for f in rule.fields}, grad_log_posterior, step_key, now)
+        increment, fields = step(fields, grad_log_posterior, step_key, now)
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
 
     transform = SamplerTransform(init_fn, update_fn)
     transform.sampler = rule.name
     transform.hyperparameters = dict(hyperparameters)
     return transform
+
+
+def _check_tempered(rule: kernels.Rule, hyperparameters: dict[str, Any], rung: _tempering.Rung) -> None:
+    """A replica of a ladder runs at T·τ: its temperature must be a number, and the rule's
+    checks must hold at the ladder's top factor (the noise rule 2α − εβT >= 0 tightens with T)."""
+    rung.seen.append((rule.name, hyperparameters["temperature"]))
+    with _inputs.paused():
+        temperature = hyperparameters["temperature"]
+        if callable(temperature):
+            raise ValueError(
+                f"`temperatures` (replica exchange) runs each rung at its own multiple of the run's temperature, "
+                f"which must be a constant: {rule.name}'s `temperature` is a schedule, {temperature!r}"
+            )
+        hot = {**hyperparameters, "temperature": temperature * rung.top}
+        try:
+            _checks.check_hyperparameters(rule, hot, lr_name="learning_rate")
+        except ValueError as err:
+            raise ValueError(
+                f"at the ladder's top rung ({rule.name} at temperature {temperature!r} * {rung.top!r} = "
+                f"{hot['temperature']!r}): {err}"
+            ) from None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sghmc_jax import _checks, _noise
+from sghmc_jax import _checks, _noise, _tempering
 from sghmc_jax._sampler import batching, replicas
 from sghmc_jax._sampler.placement import Placement, constrain
 from sghmc_jax._sampler.traces import TRACES
@@ -85,23 +85,32 @@ def _neg_log_posterior(model: Any) -> Callable[[ArrayTree, Any], tuple[jax.Array
     return neg_log_posterior
 
 
+def _chain_update(model: Any, t: jax.Array) -> Callable[..., tuple[Any, Any]]:
+    """One chain's transform update at step t from its gradient of the log posterior: (params, state)."""
+    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
+
+    def chain_update(params: Any, grads: Any, tx_state: Any, noise_key: jax.Array) -> tuple[Any, Any]:
+        updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
+        return optax.apply_updates(params, updates), tx_state
+
+    return chain_update
+
+
 def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, ...]:
     """Every chain's gradient at its params and the transform's update: (params, transform
     states, the (chain,) log posterior at the old params)."""
     if views.ladder is not None:
         return _tempered_update(views, state, batch, batch_axis)
-    model, t = views.model, state.step
-    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
-    neg_log_posterior = _neg_log_posterior(model)
+    neg_log_posterior = _neg_log_posterior(views.model)
+    chain_update = _chain_update(views.model, state.step)
 
     def chain_step(params, tx_state, noise_key, batch):
         (neg_value, _), grads = jax.value_and_grad(neg_log_posterior, has_aux=True)(params, batch)
-        updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
-        return optax.apply_updates(params, updates), tx_state, -neg_value
+        return *chain_update(params, grads, tx_state, noise_key), -neg_value
 
     # The noise bins' conditionals take a zero made from the step count every chain shares, not
     # from chain 0's key: with chains on several devices, the step needs no communication.
-    with _noise.shared_zero(t):
+    with _noise.shared_zero(state.step):
         params, tx_state, value = jax.vmap(chain_step, in_axes=(0, 0, 0, batch_axis))(
             state.params, state.transform_state, state.noise_key, batch
         )
@@ -112,14 +121,34 @@ def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> t
     return params, tx_state, value
 
 
+def tempered(ladder: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` (one replica's transform init or update), vmapped over replicas with two more
+    leading arguments, each replica's temperature factor τ and its ratio to the factor it last
+    ran at, which this library's transforms read (`_tempering`); refuses a transform that reads
+    none, which could not be run at its rung's temperature."""
+
+    def per_replica(factor: jax.Array, ratio: jax.Array, *args: Any) -> Any:
+        seen: list[tuple[str, Any]] = []
+        with _tempering.at(factor, ratio, max(ladder.temperatures), seen):
+            out = fn(*args)
+        if not seen:
+            raise ValueError(
+                "`temperatures` (replica exchange) runs each replica at its rung's temperature, which it sets "
+                "in this library's samplers (alone, in optax.chain, or from a factory); the transform given "
+                "holds none of them"
+            )
+        return out
+
+    return jax.vmap(per_replica)
+
+
 def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> tuple[Any, ...]:
-    """`_update` for ladders of replicas (`replicas.py`): every replica's gradient, then the swap
-    round when one is due (from the untempered log posteriors), then each replica's update fed
-    β·(its gradient), β of the rung it holds after the swap. Returns the new replica state too,
-    as a fourth element."""
+    """`_update` for ladders of replicas (`replicas.py`): every replica's gradient, then the
+    ladder's adaptation and swap round when due (from the log posteriors), then each replica's
+    update at the temperature of the rung it holds after them (`_tempering`). Returns the new
+    replica state too, as a fourth element."""
     model, ladder, t, ladder_state = views.model, views.ladder, state.step, state.replicas
     assert ladder_state is not None
-    extra = {} if model.target_temperature is None else {"target_temperature": model.target_temperature}
     (neg_value, _), grads = jax.vmap(jax.value_and_grad(_neg_log_posterior(model), has_aux=True), (0, batch_axis))(
         state.params, batch
     )
@@ -135,19 +164,16 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
             variance = jax.vmap(one, (0, batch_axis))(state.params, batch)
         return replicas.swap(ladder, rs, energy, variance, t)
 
+    rs = ladder_state
     if ladder.adapt_at:  # adapt the ladder first, at the steps it adapts at (during burn-in)
         at = jnp.any(t == jnp.asarray(ladder.adapt_at, t.dtype))
-        ladder_state = jax.lax.cond(at, replicas.adapt, lambda rs: rs, ladder_state)
-    rs = jax.lax.cond(t % ladder.swap_every == 0, swap_round, lambda rs: rs, ladder_state)
-    beta = replicas.betas(ladder, rs)
-    grads = jax.tree.map(lambda g: g * _per_chain(beta, g).astype(g.dtype), grads)
-
-    def chain_update(params: Any, grads: Any, tx_state: Any, noise_key: jax.Array) -> tuple[Any, Any]:
-        updates, tx_state = model.update(grads, tx_state, params, key=jax.random.fold_in(noise_key, t), **extra)
-        return optax.apply_updates(params, updates), tx_state
-
+        rs = jax.lax.cond(at, replicas.adapt, lambda rs: rs, rs)
+    rs = jax.lax.cond(replicas.swaps_at(ladder, t), swap_round, lambda rs: rs, rs)
+    before, after = replicas.betas(ladder, ladder_state), replicas.betas(ladder, rs)
     with _noise.shared_zero(t):
-        params, tx_state = jax.vmap(chain_update)(state.params, grads, state.transform_state, state.noise_key)
+        params, tx_state = tempered(ladder, _chain_update(model, t))(
+            1 / after, before / after, state.params, grads, state.transform_state, state.noise_key
+        )
     place = views.placement
     if place is not None:  # each device holds whole ladders: the swap and the update stay local
         params, tx_state = place.params(params), place.like_params(tx_state)
@@ -302,9 +328,20 @@ def initial_state_program(
             params = jax.tree.map(lambda x: jnp.repeat(x, rungs, axis=0), params)
         if placement is not None:
             params = placement.params(params)
+        ladder_state = None
+        if ladder is not None:
+            # The swaps' keys come from the run's key by a path apart from the chains' split.
+            swap_key = jax.random.fold_in(key, 0x5A4D)
+            ladder_state = replicas.initial(ladder, swap_key, start.num_chains, model.value_dtype)
         # The initial momenta's noise bins take a zero from the run's key, which every chain shares.
         with _noise.shared_zero(jax.random.key_data(key).ravel()[0]):
-            tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+            if ladder_state is None:
+                tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
+            else:  # each replica's transform state at its rung's temperature
+                factor = 1 / replicas.betas(ladder, ladder_state)
+                tx_state, noise_key, data_key = tempered(ladder, init_one)(
+                    factor, jnp.ones_like(factor), jax.random.split(key, num_chains), params
+                )
         perm = jnp.zeros((num_chains, *batches.perm_shape), jnp.int32)
         diverged_at = jnp.full((num_chains,), -1, jnp.int32)
         diverged_in_params = jnp.zeros((num_chains,), bool)
@@ -314,14 +351,9 @@ def initial_state_program(
                 constrain(x, placement.chains()) for x in (noise_key, data_key, diverged_at, diverged_in_params)
             )
             perm = constrain(perm, placement.chains(placement.data_axis))
-        ladder_state = None
-        if ladder is not None:
-            # The swaps' keys come from the run's key by a path apart from the chains' split.
-            swap_key = jax.random.fold_in(key, 0x5A4D)
-            ladder_state = replicas.initial(ladder, swap_key, start.num_chains, model.value_dtype)
-            if placement is not None:
-                by_chain = placement.chains()
-                ladder_state = jax.tree.map(lambda x: constrain(x, by_chain), ladder_state)
+        if ladder_state is not None and placement is not None:
+            by_chain = placement.chains()
+            ladder_state = jax.tree.map(lambda x: constrain(x, by_chain), ladder_state)
         return SamplerState(
             replicas=ladder_state,
             step=jnp.zeros([], jnp.int32),

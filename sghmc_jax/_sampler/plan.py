@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sghmc_jax import _checks, transforms
+from sghmc_jax import _checks, _tempering, transforms
 from sghmc_jax._sampler import fields
 from sghmc_jax._sampler import placement as placing
 from sghmc_jax._sampler import store as storing
@@ -158,7 +158,9 @@ class Ladder:
                     f"leave one out (temperatures={self.temperatures})"
                 )
         return dataclasses.replace(
-            self, base_temperature=_base_temperature(model), noisy_energies=batches.num_data is not None
+            self,
+            base_temperature=_base_temperature(model, start.one_params()),
+            noisy_energies=batches.num_data is not None,
         )
 
 
@@ -187,9 +189,12 @@ def _check_temperatures(temperatures: Any) -> tuple[float, ...]:
     return ladder
 
 
-def _base_temperature(model: Model) -> float:
-    """The run's temperature T: the transform's (a constant > 0), else the log posterior's declared one."""
+def _base_temperature(model: Model, one_params: Any) -> float:
+    """The run's temperature T (a constant > 0): the transform's, else the log posterior's
+    declared one, else that of this library's sampler inside the transform (`optax.chain`)."""
     declared = (model.hyperparameters or {}).get("temperature", model.target_temperature)
+    if declared is None:
+        declared = _inner_temperature(model.update_transform, one_params)
     if declared is None or callable(declared):
         what = "a schedule" if callable(declared) else "not known"
         raise ValueError(
@@ -201,6 +206,18 @@ def _base_temperature(model: Model) -> float:
     if not declared > 0:
         raise ValueError(f"`temperatures` needs the run's temperature > 0, got temperature={declared}")
     return declared
+
+
+def _inner_temperature(transform: Any, one_params: Any) -> Any:
+    """The temperature of the one sampler of this library that `transform.init` initialises (as
+    a replica of a ladder would, `_tempering`), traced without running; None if there is none or
+    there are several."""
+    seen: list[tuple[str, Any]] = []
+    with _tempering.at(jnp.ones([]), jnp.ones([]), 1.0, seen):
+        # A new function: `eval_shape` reuses the trace of one it traced before, and `seen`
+        # fills only while Python runs.
+        jax.eval_shape(lambda params: transform.init(params), one_params)
+    return seen[0][1] if len(seen) == 1 else None
 
 
 @dataclasses.dataclass(frozen=True)

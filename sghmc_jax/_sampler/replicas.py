@@ -2,14 +2,18 @@
 the engine's chain axis (chain-major: replica r of chain c is entry c·R + r), which swap their
 rungs every `swap_every` steps.
 
-Tempering: a replica holding rung r is fed β_r·log p and its gradient, β_r = 1/τ_r. Any of the
-library's samplers at temperature T fed the gradient of f targets exp(f/T), so the replica
-targets p^(β_r/T) exactly, whatever the sampler; the momenta's stationary law, N(0, σ²T), does
-not depend on the rung, so exchanging the rungs of two replicas (their temperatures, not their
-states) is the exact parallel-tempering swap with the momenta left where they are.
+Tempering: a replica holding rung r runs its sampler at temperature T·τ_r with the full
+gradient of log p, so it targets p^(1/(τ_r T)) and moves as that sampler does at that
+temperature, with the run's step size and friction (`_tempering`; each of this library's
+transforms reads its factor). Its momenta's law N(0, σ²Tτ_r) depends on the rung, so when a swap
+(or the ladder's adaptation) changes a replica's rung its state is carried to the new temperature
+(`kernels.temper`: momenta times √(τ_new/τ_old)); for a swap of rungs i and j the two maps'
+Jacobians cancel and the kinetic energies over temperature are unchanged, so exchanging the
+rungs of two replicas (their temperatures, not their states) is the exact parallel-tempering
+swap on the positions alone.
 
-The swap at step t (when t is a multiple of `swap_every`), made after the step's gradients and
-before its update, with ℓ_a = log p̂(θ_a) the step's log posterior of the replica holding rung i
+The swap at step t (when t > 0 is a multiple of `swap_every`), made after the step's gradients
+and before its update, with ℓ_a = log p̂(θ_a) the step's log posterior of the replica holding rung i
 and ℓ_b that of the one holding rung i + 1, Δ = (β_i − β_{i+1})/T > 0:
 
     log A = Δ (ℓ_b − ℓ_a) − ½ Δ² (σ_a² + σ_b²)
@@ -132,8 +136,14 @@ def minibatch_variance(energy: Any, params: ArrayTree, batch: Any, batches: Any)
     return jnp.var(values, ddof=1) / n * finite if n > 1 else jnp.zeros((), jnp.float32)
 
 
+def swaps_at(ladder: Any, t: jax.Array) -> jax.Array:
+    """Whether step t makes a swap round: every `swap_every` steps from step `swap_every` on (at
+    step 0 every replica of a chain is at the same params, where every tried swap is accepted)."""
+    return (t > 0) & (t % ladder.swap_every == 0)
+
+
 def _smoothed(state: ReplicaState, sample: jax.Array, t: jax.Array, swap_every: int) -> jax.Array:
-    k = t // swap_every + 1
+    k = t // swap_every  # the swap round, from 1
     gamma = 1.0 / jnp.minimum(k, SMOOTHING_ROUNDS).astype(state.variance.dtype)
     return (1 - gamma) * state.variance + gamma * sample.reshape(state.variance.shape).astype(state.variance.dtype)
 
