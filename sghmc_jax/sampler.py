@@ -164,24 +164,25 @@ def sample(
             equal shards of examples (N and `batch_size` multiples of its size), each device
             draws its part of every minibatch from its own shard (a per-chain permutation of
             each shard per epoch), and the gradient is reduced across the axis in the step.
-        temperatures: replica exchange (parallel tempering): None for none; an int R >= 2 for a
-            geometric ladder of R rungs from 1 to 10; or the rungs' temperature factors, 1.0
-            first, strictly increasing. Each of the `num_chains` chains becomes a ladder of R
-            replicas (the state's chain axis holds num_chains × R, chain-major); the replica on
-            rung r is fed β_r = 1/τ_r times the log posterior's gradient, so it targets
-            p(θ)^(1/(τ_r T)) with T the transform's temperature (a constant > 0): exact for
-            every sampler of this library, whose stationary momenta do not depend on the rung.
-            Replicas swap RUNGS (a small int array), never params, which is what a mesh
-            wants: with `chain_axis` each device holds whole ladders, and the swaps and the
-            gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic`
-            are those of the replica holding rung 0, gathered at each draw;
-            `result.swap_acceptance` and `result.round_trips` say how the ladder mixes. Not
-            yet with `data_axis` or host `batches`; `predict_fn` averages rung 0's predictions. A
-            chain diverges when any of its replicas does (`diverged_at` is the first); with
-            `on_divergence="continue"` that replica is held, its non-finite energy rejects
-            every swap with it, and the chain's draws from then on are missing.
-        swap_every: steps between swap rounds: a round at every step t that is a multiple of
-            it, between the step's gradient and its update, Metropolis on adjacent rungs with
+        temperatures: replica exchange (parallel tempering): None for none; an int R >= 2 for a geometric
+            ladder of R rungs from 1 to 10; or the rungs' temperature factors, 1.0 first, strictly
+            increasing. Each of the `num_chains` chains becomes a ladder of R replicas (the state's chain
+            axis holds num_chains × R, chain-major); the replica on rung r runs the transform's sampler at
+            temperature τ_r·T with the full gradient, T the sampler's temperature (a constant > 0; the
+            sampler may sit inside `optax.chain` or come from a factory), so it targets p(θ)^(1/(τ_r T)) and
+            moves as a run at that temperature would, with the same step size and friction. A replica that
+            changes rung has its momenta (and SGNHT's thermostat) rescaled to its new temperature, which
+            keeps the swap exact. A transform without one of this library's samplers is refused (its
+            temperature cannot be set per rung). Replicas swap RUNGS (a small int array), never params,
+            which is what a mesh wants: with `chain_axis` each device holds whole ladders, and the swaps and
+            the gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic` are those
+            of the replica holding rung 0, gathered at each draw; `result.swap_acceptance` and
+            `result.round_trips` say how the ladder mixes. Not yet with `data_axis` or host `batches`;
+            `predict_fn` averages rung 0's predictions. A chain diverges when any of its replicas does
+            (`diverged_at` is the first); with `on_divergence="continue"` that replica is held, its non-
+            finite energy rejects every swap with it, and the chain's draws from then on are missing.
+        swap_every: steps between swap rounds: a round at every step t > 0 that is a
+            multiple of it, between the step's gradient and its update, Metropolis on adjacent rungs with
             the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).
             Exact with full-data energies (no `data`); with `data`, the minibatch energies'
             noise is corrected as Deng et al. (ICML 2020) do, with the variance of each
@@ -204,9 +205,10 @@ def sample(
             final ladder.
         keep_rungs: with a ladder, keep every rung's draws: `samples` leaves are then (chain,
             draw, R, ...), rung r at index r of the third axis (rung 0 the target's), and
-            `summary()` treats each rung's coordinates as parameters of their own. A hot rung
-            runs at step ε/√τ and friction α·√τ (see the sampler guide): check its draws against
-            a run at its temperature before reading them as that posterior.
+            `summary()` treats each rung's coordinates as parameters of their own. Rung r's
+            draws are a run at temperature τ_r·T whose replicas come and go by swaps: as
+            converged as rung 0's only if the run suits that temperature too (its step size
+            and length; `diagnose()` checks rung 0).
 
     Returns:
         A `SampleResult`.

@@ -71,7 +71,7 @@ def initial(ladder: Any, key: jax.Array, num_chains: int, value_dtype: Any) -> R
 
 
 def betas(ladder: Any, state: ReplicaState) -> jax.Array:
-    """(chain·R,) each replica's tempering factor β = 1/τ of the rung it holds."""
+    """(chain·R,) β = 1/τ of the rung each replica holds (its temperature is T/β)."""
     return jnp.take_along_axis(state.beta, state.rung, axis=1).reshape(-1)
 
 
