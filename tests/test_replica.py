@@ -230,6 +230,21 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(resumed.round_trips, clean.round_trips)
 
 
+def test_a_checkpoint_of_a_ladder_tempered_otherwise_is_refused(tmp_path, monkeypatch):
+    """How the rungs are tempered is part of the run's identity: a ladder run's checkpoint
+    from a version that tempered otherwise (the first tempered the gradient, and recorded
+    nothing) is refused with what differs, never resumed with other dynamics."""
+    from sghmc_jax._sampler import plan
+
+    kw = dict(num_steps=30, temperatures=3, chunk_size=10, checkpoint_dir=tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(plan, "TEMPERING", "the gradient times 1/tau")
+        with pytest.raises(KeyboardInterrupt):
+            small(callback=helpers.interrupt_after(1), **kw)
+    with pytest.raises(ValueError, match=r"`tempering` the gradient times 1/tau -> the sampler at temperature tau\*T"):
+        small(**kw)
+
+
 def noisy_mixture_data(num_data: int = 1000, scale: float = 0.007):
     """Per-example terms c_i (mean exactly 0) whose minibatch mean adds noise N·mean(c)·(x + 3) to
     the mixture's log density: none at the minor mode, Gaussian of sd ~5 at the major one."""

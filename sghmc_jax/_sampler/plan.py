@@ -95,6 +95,9 @@ SWAPS = ("deo", "random")
 ADAPT_ROUNDS = 6  # the ladder adapts at adapt_ladder / 2^j, j = 5, ..., 0
 
 
+TEMPERING = "the sampler at temperature tau*T, momenta rescaled at swaps"
+
+
 @dataclasses.dataclass(frozen=True)
 class Ladder:
     """Replica exchange (`temperatures=`): each chain is a ladder of replicas, one per rung,
@@ -111,6 +114,10 @@ class Ladder:
     keep_rungs: bool = setting(compiled=True)
     base_temperature: float = setting(compiled=True)
     noisy_energies: bool = setting(compiled=True)
+    # How the rungs are tempered, in the run's identity: a checkpoint or store of a ladder run
+    # by the version that tempered the gradient (which did not record it) is refused, not
+    # continued with other dynamics.
+    tempering: str = setting()
 
     @property
     def rungs(self) -> int:
@@ -135,7 +142,7 @@ class Ladder:
                 raise ValueError(f"`{given.split('=')[0]}` needs `temperatures` (a ladder), got {given}")
             return None
         ladder = _check_temperatures(temperatures)
-        return cls(ladder, swap_every, swaps, adapt_ladder, bool(keep_rungs), 1.0, False)
+        return cls(ladder, swap_every, swaps, adapt_ladder, bool(keep_rungs), 1.0, False, TEMPERING)
 
     def fit(self, model: Model, batches: Batches, steps: Steps, start: Start, placement: Any) -> Ladder:
         """The ladder with the run's temperature and energies, once the arguments it cannot run
