@@ -155,7 +155,8 @@ def test_rung_zero_finds_the_mode_weights_a_single_temperature_cannot(deo_run):
 
 def test_deo_makes_more_round_trips_than_random_swaps(deo_run):
     """Syed et al.: deterministic even/odd swaps move a replica through the ladder ballistically,
-    random-parity swaps diffusively; with 8 rungs that is a factor measured at ~3.2 here."""
+    random-parity swaps diffusively; with 8 rungs that is a factor measured at ~3.2 here (with
+    every swap accepted it tends to R − 1 = 7 exactly: the flat-target tests below)."""
     random_run = run_mixture(LADDER, "random")
     deo, rnd = int(deo_run.round_trips.sum()), int(random_run.round_trips.sum())
     assert deo > 2 * rnd, (deo, rnd, "seed 0")
