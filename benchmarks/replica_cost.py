@@ -2,10 +2,13 @@
 
 A ladder of R rungs runs R replicas per chain, so `sample(..., num_chains=C, temperatures=R)`
 evaluates C·R gradients per step, as `sample(..., num_chains=C·R)` does: the latter (same
-transform, steps, minibatches and thinning, no ladder) is the floor. What the ladder adds: the
-β-scaling of each replica's gradient, the swap round (a sort of the rungs, a Metropolis test
-per pair) and the gather of rung 0's draws, plus, with `data=`, the minibatch energies'
-variance (a forward pass per example of each replica's batch, at swap steps). Issue 22's target:
+transform, steps, minibatches and thinning, no ladder) is the floor. What the ladder adds: each
+replica's sampler run at its own temperature T·τ (a per-replica temperature array in place of
+the run's scalar), the carry of a replica's momenta to its new temperature when a swap changes
+its rung (momenta times √(τ_new/τ_old), a select per step), the swap round (a sort of the
+rungs, a Metropolis test per pair) and the gather of rung 0's draws, plus, with `data=`, the
+minibatch energies' variance (a forward pass per example of each replica's batch, at swap
+steps). Issue 22's target:
 the ladder's per-step cost ≤ 1.1 × the floor's.
 
 Problems: a logistic regression with the full data in every gradient (exact energies, no

@@ -1,6 +1,7 @@
 """Replica exchange in `sample()` (`temperatures=`): argument checks, the target rung's mode
 weights on a bimodal mixture that a single temperature cannot cross, the minibatch swap's bias
-correction, DEO against random swaps, and exact continuation and resume."""
+correction, DEO against random swaps (round trips against their exact counts on a flat target),
+and exact continuation and resume."""
 
 from __future__ import annotations
 
@@ -154,12 +155,146 @@ def test_rung_zero_finds_the_mode_weights_a_single_temperature_cannot(deo_run):
 
 def test_deo_makes_more_round_trips_than_random_swaps(deo_run):
     """Syed et al.: deterministic even/odd swaps move a replica through the ladder ballistically,
-    random-parity swaps diffusively; with 8 rungs that is a factor measured at ~3.2 here."""
+    random-parity swaps diffusively; with 8 rungs that is a factor measured at ~3.2 here (with
+    every swap accepted it tends to R − 1 = 7 exactly: the flat-target tests below)."""
     random_run = run_mixture(LADDER, "random")
     deo, rnd = int(deo_run.round_trips.sum()), int(random_run.round_trips.sum())
     assert deo > 2 * rnd, (deo, rnd, "seed 0")
     # Random swaps attempt each pair on about half the rounds, DEO on exactly half.
     np.testing.assert_allclose(deo_run.swap_acceptance, random_run.swap_acceptance, atol=0.02)
+
+
+# Round trips, exactly. With a flat log posterior every replica's energy is the same, so every
+# tried swap is accepted (log A = 0) and the rungs move by the parities alone. A replica on rung r
+# at a round of parity q moves up when r ≡ q (mod 2) and r < R − 1, down when r ≢ q and r > 0,
+# and stays otherwise. With DEO (round k has parity k mod 2, from k = 1) the parity of r − k is
+# kept by every move and flips at a stay, so each replica bounces between the ends: R − 1 moves
+# up, a stay on the top rung, R − 1 moves down, a stay on rung 0, a period of 2R rounds. The
+# replica starting on rung r first stands on rung 0 after s_r rounds, s_r = r for r even and
+# 2R − 1 − r for r odd, which over r = 0..R−1 are 0, 2, ..., 2R − 2, and completes a trip every
+# 2R rounds after that: a chain's count after n rounds is Σ_{j<R} max(0, ⌊(n − 2j)/(2R)⌋),
+# R trips per 2R rounds (1/(2R) per replica per round). With random parities each replica's
+# (rung, heading) is a Markov chain (the parity of round k is a fair coin independent of the
+# past), a walk on the path 0..R−1 that stays at an end with probability ½; its expected
+# commute time between the ends is 2R·(R − 1) (total degree times resistance), so the rate
+# falls to 1/(2R(R − 1)) per replica per round: ballistic against diffusive.
+
+
+def flat(x, batch):
+    return 0.0 * jnp.sum(x), None
+
+
+def deo_round_trips(rungs: int, rounds: int) -> int:
+    """A chain's round trips after `rounds` DEO rounds in which every swap is accepted."""
+    return sum(max(0, (rounds - 2 * j) // (2 * rungs)) for j in range(rungs))
+
+
+def expected_round_trips(rungs: int, rounds: int, even_probability) -> np.ndarray:
+    """E[a chain's round trips] after 0..`rounds` rounds in which every swap is accepted, round k
+    trying the even pairs with probability `even_probability(k)`, else the odd ones: each
+    replica's law over (heading, rung) propagated exactly (heading −1: not yet on rung 0, 0: left
+    rung 0, 1: reached the top since), summed over replicas by linearity."""
+    mass = np.zeros((3, rungs))  # mass[heading + 1, rung], summed over the chain's replicas
+    mass[1, 0], mass[0, 1:] = 1.0, 1.0
+    r = np.arange(rungs)
+    trips = [0.0]
+    for k in range(1, rounds + 1):
+        new, trip = np.zeros_like(mass), 0.0
+        for parity, weight in ((0, even_probability(k)), (1, 1.0 - even_probability(k))):
+            to = np.where((r % 2 == parity) & (r < rungs - 1), r + 1, np.where((r % 2 != parity) & (r > 0), r - 1, r))
+            for heading in (-1, 0, 1):
+                moved = weight * mass[heading + 1]
+                trip += moved[to == 0].sum() if heading == 1 else 0.0
+                after = np.where(to == 0, 0, np.where((to == rungs - 1) & (heading == 0), 1, heading))
+                np.add.at(new, (after + 1, to), moved)
+        mass = new
+        trips.append(trips[-1] + trip)
+    return np.asarray(trips)
+
+
+def deo_parity(k: int) -> float:
+    return float(k % 2 == 0)
+
+
+def ladder_record(rungs: int, swaps: str = "deo"):
+    temperatures = tuple(float(t) for t in np.geomspace(1.0, 10.0, rungs))
+    return type("L", (), dict(rungs=rungs, temperatures=temperatures, base_temperature=1.0, swap_every=1, swaps=swaps))
+
+
+@pytest.mark.parametrize("rungs", [2, 3, 4, 5, 8])
+def test_deo_round_trips_are_the_exact_bounce_count_after_every_round(rungs):
+    """`replicas.swap` round by round against the closed form (and the closed form against the
+    exact propagation with DEO's parities, which the random-swap test relies on)."""
+    ladder, rounds = ladder_record(rungs), 6 * rungs
+
+    def one_round(state, k):
+        state = replicas.swap(ladder, state, jnp.zeros(3 * rungs), None, k)
+        return state, (state.round_trips, state.accepts.sum() - state.attempts.sum())
+
+    state = replicas.initial(ladder, jax.random.key(0), 3, "float32")
+    _, (counts, rejected) = jax.lax.scan(one_round, state, jnp.arange(1, rounds + 1, dtype=jnp.int32))
+    np.testing.assert_array_equal(rejected, 0)  # log A = 0: every tried swap accepted
+    exact = np.asarray([deo_round_trips(rungs, n) for n in range(rounds + 1)])
+    np.testing.assert_array_equal(counts, np.broadcast_to(exact[1:, None], (rounds, 3)))
+    np.testing.assert_array_equal(expected_round_trips(rungs, rounds, deo_parity), exact)
+
+
+@pytest.mark.parametrize(("rungs", "swap_every", "num_steps"), [(2, 1, 12), (4, 3, 88), (8, 1, 70)])
+def test_deo_round_trips_of_a_run_are_the_exact_count(rungs, swap_every, num_steps):
+    """Through `sample()`: rounds at steps t > 0 with t % swap_every == 0, round k = t // swap_every."""
+    result = sghmc_jax.sample(
+        0,
+        flat,
+        jnp.zeros(1),
+        transform=transform,
+        num_steps=num_steps,
+        num_chains=2,
+        progress=False,
+        temperatures=rungs,
+        swap_every=swap_every,
+        swaps="deo",
+    )
+    rounds = (num_steps - 1) // swap_every
+    np.testing.assert_array_equal(result.round_trips, deo_round_trips(rungs, rounds))
+    np.testing.assert_array_equal(result.swap_acceptance, 1.0)
+
+
+@pytest.mark.parametrize(("rungs", "rounds"), [(4, 100), (8, 200)])
+def test_random_swap_round_trips_match_their_exact_expectation(rungs, rounds):
+    """Through `sample()`, 2,000 chains: the mean count against the exact expectation, within
+    4 standard errors across chains (the chains' counts are independent)."""
+    chains, swap_every = 2000, 2
+    result = sghmc_jax.sample(
+        0,
+        flat,
+        jnp.zeros(1),
+        transform=transform,
+        num_steps=swap_every * rounds + 1,
+        num_chains=chains,
+        thin=swap_every * rounds + 1,
+        progress=False,
+        temperatures=rungs,
+        swap_every=swap_every,
+        swaps="random",
+    )
+    counts = np.asarray(result.round_trips, np.float64)
+    exact = expected_round_trips(rungs, rounds, lambda k: 0.5)[-1]
+    se = counts.std(ddof=1) / np.sqrt(chains)
+    assert abs(counts.mean() - exact) < 4 * se, (counts.mean(), exact, se, "seed 0")
+    assert exact < deo_round_trips(rungs, rounds) / 2  # well behind DEO's ballistic count
+
+
+@pytest.mark.parametrize("rungs", [4, 8])
+def test_round_trip_rates_per_round_are_ballistic_for_deo_and_diffusive_for_random(rungs):
+    """Per replica and round, exactly: DEO 1/(2R), random 1/(2R(R − 1)) once the start is
+    forgotten: the count's increments settle as λ^k, λ = cos(π/(2R − 1)) the decay of the walk
+    killed on reaching rung 0 (0.978 at R = 8), so after 2,000 rounds the start is below rounding."""
+    period = 2 * rungs
+    deo_rate = (deo_round_trips(rungs, 10 * period) - deo_round_trips(rungs, 9 * period)) / (period * rungs)
+    assert deo_rate == 1 / (2 * rungs)
+    expected = expected_round_trips(rungs, 3000, lambda k: 0.5)
+    random_rate = (expected[3000] - expected[2000]) / (1000 * rungs)
+    np.testing.assert_allclose(random_rate, 1 / (2 * rungs * (rungs - 1)), rtol=1e-9)
 
 
 def test_the_swap_is_the_exact_metropolis_rule():
