@@ -5,7 +5,8 @@ of the rung the replica holds. `sample()` sets the factors, per replica, inside 
 replicas (`at`); each of this library's transforms reads them when its `init` or `update` is
 traced (`active`), wherever it is (alone, inside `optax.chain`, made by the user's factory), and
 
-- runs its rule at temperature T·τ with the full gradient (`init` draws its momenta at T·τ too);
+- runs its rule at temperature T·τ with the full gradient (`init` draws its momenta at T·τ too),
+  its gradient-noise estimate β divided by τ² (`kernels.at_temperature_factor`);
 - first carries its state over from the temperature it last ran at (`kernels.temper`: momenta
   scaled by √ratio), when a swap or the ladder's adaptation changed the replica's rung.
 
@@ -32,14 +33,12 @@ class Rung(NamedTuple):
     Attributes:
         factor: τ, its temperature over the run's (a traced scalar).
         ratio: τ over the factor it last ran at (1 where its rung did not change).
-        top: the ladder's highest factor, a number: the hyperparameters' rules are checked at it.
         seen: the transforms that read it append (their sampler's name, their temperature): a
             run whose transform reads none cannot be tempered, and says so.
     """
 
     factor: jax.Array
     ratio: jax.Array
-    top: float
     seen: list[tuple[str, Any]]
 
 
@@ -52,8 +51,8 @@ def active() -> Rung | None:
 
 
 @contextlib.contextmanager
-def at(factor: jax.Array, ratio: jax.Array, top: float, seen: list[tuple[str, Any]]) -> Iterator[Rung]:
-    token = _active.set(Rung(factor, ratio, top, seen))
+def at(factor: jax.Array, ratio: jax.Array, seen: list[tuple[str, Any]]) -> Iterator[Rung]:
+    token = _active.set(Rung(factor, ratio, seen))
     try:
         yield _active.get()  # type: ignore[misc]
     finally:

@@ -327,6 +327,18 @@ def resolve_momenta(
     return jax.tree.map(lambda m, p: jnp.array(m, jnp.result_type(p), copy=True), momenta, params)
 
 
+def at_temperature_factor(hyper: Mapping[str, Any], factor: Any) -> dict[str, Any]:
+    """A rule's hyperparameters for the same run at temperature T·factor (a replica of a ladder):
+    the temperature times `factor`, and the gradient-noise estimate β, which stands for a noise
+    variance of β·T² per coordinate (the minibatch gradient's, the same at every temperature),
+    divided by factor² so that it stands for the same variance."""
+    out = dict(hyper)
+    out["temperature"] = out["temperature"] * factor
+    if "beta" in out:
+        out["beta"] = out["beta"] / (factor * factor)
+    return out
+
+
 def temper(fields: Mapping[str, Any], ratio: jax.typing.ArrayLike, hyper: Mapping[str, Any]) -> dict[str, Any]:
     """A rule's state carried from temperature T to T·ratio with its stationary law (replica
     exchange, when a replica changes rung).

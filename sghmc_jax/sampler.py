@@ -170,17 +170,18 @@ def sample(
             axis holds num_chains × R, chain-major); the replica on rung r runs the transform's sampler at
             temperature τ_r·T with the full gradient, T the sampler's temperature (a constant > 0; the
             sampler may sit inside `optax.chain` or come from a factory), so it targets p(θ)^(1/(τ_r T)) and
-            moves as a run at that temperature would, with the same step size and friction. A replica that
-            changes rung has its momenta (and SGNHT's thermostat) rescaled to its new temperature, which
-            keeps the swap exact. A transform without one of this library's samplers is refused (its
-            temperature cannot be set per rung). Replicas swap RUNGS (a small int array), never params,
-            which is what a mesh wants: with `chain_axis` each device holds whole ladders, and the swaps and
-            the gather of rung 0 need no communication. The draws, `log_posterior` and `kinetic` are those
-            of the replica holding rung 0, gathered at each draw; `result.swap_acceptance` and
-            `result.round_trips` say how the ladder mixes. Not yet with `data_axis` or host `batches`;
-            `predict_fn` averages rung 0's predictions. A chain diverges when any of its replicas does
-            (`diverged_at` is the first); with `on_divergence="continue"` that replica is held, its non-
-            finite energy rejects every swap with it, and the chain's draws from then on are missing.
+            moves as a run at that temperature would, with the same step size and friction (and its `beta`,
+            which stands for a gradient-noise variance β·T², divided by τ_r²). A replica that changes rung
+            has its momenta (and SGNHT's thermostat) rescaled to its new temperature, which keeps the swap
+            exact. A transform without one of this library's samplers is refused (its temperature cannot be
+            set per rung). Replicas swap RUNGS (a small int array), never params, which is what a mesh
+            wants: with `chain_axis` each device holds whole ladders, and the swaps and the gather of rung 0
+            need no communication. The draws, `log_posterior` and `kinetic` are those of the replica holding
+            rung 0, gathered at each draw; `result.swap_acceptance` and `result.round_trips` say how the
+            ladder mixes. Not yet with `data_axis` or host `batches`; `predict_fn` averages rung 0's
+            predictions. A chain diverges when any of its replicas does (`diverged_at` is the first); with
+            `on_divergence="continue"` that replica is held, its non- finite energy rejects every swap with
+            it, and the chain's draws from then on are missing.
         swap_every: steps between swap rounds: a round at every step t > 0 that is a
             multiple of it, between the step's gradient and its update, Metropolis on adjacent rungs with
             the step's own log posterior values (`sghmc_jax._sampler.replicas` has the rule).
@@ -208,7 +209,9 @@ def sample(
             `summary()` treats each rung's coordinates as parameters of their own. Rung r's
             draws are a run at temperature τ_r·T whose replicas come and go by swaps: as
             converged as rung 0's only if the run suits that temperature too (its step size
-            and length; `diagnose()` checks rung 0).
+            and length; `diagnose()` reads rung 0's draws only). With `adapt_ladder` each chain
+            ends on a ladder of its own (`temperatures`), so `summary()`'s rows of a hot rung
+            pool chains at slightly different temperatures.
 
     Returns:
         A `SampleResult`.

@@ -92,7 +92,7 @@ def _transform(
         rung = _tempering.active()
         if rung is not None:  # a replica of a ladder: its momenta are drawn at its temperature
             rung.seen.append((rule.name, hyperparameters["temperature"]))
-            start["temperature"] = start["temperature"] * rung.factor
+            start = kernels.at_temperature_factor(start, rung.factor)
         start |= settings
         fields = rule.init(params, init_key, start)
         return state_type(step=jnp.zeros([], jnp.int32), key=state_key, **fields)
@@ -123,7 +123,7 @@ def _transform(
         if rung is not None:  # a replica of a ladder (`_tempering`): at its rung's temperature
             _check_tempered(rule, hyperparameters, rung)
             fields = kernels.temper(fields, rung.ratio, now)
-            now["temperature"] = now["temperature"] * rung.factor
+            now = kernels.at_temperature_factor(now, rung.factor)
         grad_log_posterior = jax.tree.map(jax.lax.neg, updates)
         increment, fields = step(fields, grad_log_posterior, step_key, now)
         return increment, state_type(step=optax.safe_increment(state.step), key=next_key, **fields)
@@ -135,24 +135,16 @@ def _transform(
 
 
 def _check_tempered(rule: kernels.Rule, hyperparameters: dict[str, Any], rung: _tempering.Rung) -> None:
-    """A replica of a ladder runs at T·τ: its temperature must be a number, and the rule's
-    checks must hold at the ladder's top factor (the noise rule 2α − εβT >= 0 tightens with T)."""
+    """A replica of a ladder runs at T·τ: its temperature must be a number. (The rule's checks
+    need not be made again at T·τ: with β divided by τ², `kernels.at_temperature_factor`, the
+    noise rule 2α − εβT >= 0 only loosens as T grows.)"""
     rung.seen.append((rule.name, hyperparameters["temperature"]))
-    with _inputs.paused():
-        temperature = hyperparameters["temperature"]
-        if callable(temperature):
-            raise ValueError(
-                f"`temperatures` (replica exchange) runs each rung at its own multiple of the run's temperature, "
-                f"which must be a constant: {rule.name}'s `temperature` is a schedule, {temperature!r}"
-            )
-        hot = {**hyperparameters, "temperature": temperature * rung.top}
-        try:
-            _checks.check_hyperparameters(rule, hot, lr_name="learning_rate")
-        except ValueError as err:
-            raise ValueError(
-                f"at the ladder's top rung ({rule.name} at temperature {temperature!r} * {rung.top!r} = "
-                f"{hot['temperature']!r}): {err}"
-            ) from None
+    temperature = hyperparameters["temperature"]
+    if callable(temperature):
+        raise ValueError(
+            f"`temperatures` (replica exchange) runs each rung at its own multiple of the run's temperature, "
+            f"which must be a constant: {rule.name}'s `temperature` is a schedule, {temperature!r}"
+        )
 
 
 @contextlib.contextmanager

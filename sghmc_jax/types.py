@@ -67,6 +67,10 @@ class ReplicaState(NamedTuple):
         heading: (chain, R) int32, per replica: 1 if it reached the top rung since it last held
             rung 0, 0 if it has held rung 0 since, −1 if it has never held rung 0.
         round_trips: (chain,) int32, trips rung 0 -> top rung -> rung 0 made by the chain's replicas.
+        started: (chain, R) float32, the ladder's temperature factors τ as the run was started
+            with (`temperatures`): a continuation must ask for the same.
+        adapt_steps: (chain,) int32, the run's `adapt_ladder` (a continuation must ask for the
+            same: the ladder adapts at fixed steps of the whole run).
     """
 
     rung: jax.Array
@@ -77,6 +81,8 @@ class ReplicaState(NamedTuple):
     variance: jax.Array
     heading: jax.Array
     round_trips: jax.Array
+    started: jax.Array
+    adapt_steps: jax.Array
 
 
 class SamplerState(NamedTuple):

@@ -111,11 +111,6 @@ def small(**kw):
             ValueError,
             r"needs the run's temperature as a constant, which is not known",
         ),
-        (  # the noise rule 2α − εβT >= 0 holds at T = 1 (0.2 − 0.1) but not at the top, T = 10
-            dict(temperatures=3, transform=lambda k: sghmc_jax.sghmc(0.1, alpha=0.1, beta=1.0, key=k)),
-            ValueError,
-            r"at the ladder's top rung \(sghmc at temperature 1.0 \* 10.0 = 10.0\): SGHMC's noise variance needs",
-        ),
     ],
 )
 @pytest.mark.filterwarnings("ignore:`transform` holds none of this library's samplers")
@@ -141,6 +136,45 @@ def test_init_state_must_hold_the_ladder_the_call_asks_for():
         small(init_state=laddered.final_state)
     with pytest.raises(ValueError, match=r"ladders of 3 rungs, but `temperatures` asks for 4 rungs"):
         small(temperatures=4, init_state=laddered.final_state)
+
+
+def test_a_continuation_asks_for_the_ladder_its_run_started_with():
+    """The state holds the run's ladder: a call asking for other rungs or another adaptation
+    would run the old ladder while reporting the new one, so it is refused."""
+    first = small(temperatures=(1.0, 3.0, 9.0), adapt_ladder=8, burn_in=10)
+    state = first.final_state
+    with pytest.raises(
+        ValueError,
+        match=r"started with temperatures=\(1.0, 3.0, 9.0\), but `temperatures` asks for "
+        r"\(1.0, 30.0, 900.0\)",
+    ):
+        small(temperatures=(1.0, 30.0, 900.0), adapt_ladder=8, init_state=state)
+    with pytest.raises(ValueError, match=r"started with adapt_ladder=8, but this call asks for adapt_ladder=0"):
+        small(temperatures=(1.0, 3.0, 9.0), init_state=state)
+    again = small(temperatures=(1.0, 3.0, 9.0), adapt_ladder=8, init_state=state)
+    np.testing.assert_array_equal(again.temperatures, first.temperatures)  # the adapted ladder, run on
+
+
+def test_diagnose_reads_rung_zero_when_every_rung_is_kept():
+    """With keep_rungs the samples have a rung axis; diagnose() reads rung 0's draws, the same
+    as a run that keeps only them (its rows equal, KSD and noise ratio included)."""
+    log_posterior_mb, data = helpers.regression(4)
+    kw = dict(
+        transform=lambda k: sghmc_jax.sghmc(1e-3, alpha=1.0, key=k),
+        num_steps=300,
+        burn_in=100,
+        num_chains=2,
+        data=data,
+        batch_size=8,
+        temperatures=3,
+        progress=False,
+    )
+    every, target = (sghmc_jax.sample(7, log_posterior_mb, jnp.zeros(3), keep_rungs=k, **kw) for k in (True, False))
+    assert np.asarray(every.samples).shape[2] == 3
+    rows = [r.to_dicts() for r in (every.diagnose(), target.diagnose())]
+    assert [row["diagnostic"] for row in rows[0]] == [row["diagnostic"] for row in rows[1]]
+    assert {"KSD", "noise ratio R"} <= {row["diagnostic"] for row in rows[0]}
+    np.testing.assert_array_equal([row["value"] for row in rows[0]], [row["value"] for row in rows[1]])
 
 
 def test_rung_zero_finds_the_mode_weights_a_single_temperature_cannot(deo_run):
@@ -218,7 +252,11 @@ def deo_parity(k: int) -> float:
 
 def ladder_record(rungs: int, swaps: str = "deo"):
     temperatures = tuple(float(t) for t in np.geomspace(1.0, 10.0, rungs))
-    return type("L", (), dict(rungs=rungs, temperatures=temperatures, base_temperature=1.0, swap_every=1, swaps=swaps))
+    return type(
+        "L",
+        (),
+        dict(rungs=rungs, temperatures=temperatures, base_temperature=1.0, swap_every=1, swaps=swaps, adapt_steps=0),
+    )
 
 
 @pytest.mark.parametrize("rungs", [2, 3, 4, 5, 8])
@@ -299,7 +337,9 @@ def test_round_trip_rates_per_round_are_ballistic_for_deo_and_diffusive_for_rand
 
 def test_the_swap_is_the_exact_metropolis_rule():
     """One round by hand: rungs (1, 2) at T = 1, energies chosen so that log A is known."""
-    ladder = type("L", (), dict(rungs=2, temperatures=(1.0, 2.0), base_temperature=1.0, swap_every=1, swaps="deo"))
+    ladder = type(
+        "L", (), dict(rungs=2, temperatures=(1.0, 2.0), base_temperature=1.0, swap_every=1, swaps="deo", adapt_steps=0)
+    )
     state = replicas.initial(ladder, jax.random.key(3), 4000, "float32")
     # Replica 0 (rung 0, β = 1) at log p = −3, replica 1 (rung 1, β = ½) at log p = −1:
     # log A = (1 − ½)·(−1 − (−3)) = 1 -> always accepted; reversed, log A = −1 -> e^{−1}.
@@ -547,11 +587,13 @@ RUNGS = (1.0, 2.0, 4.0, 8.0)  # exact in binary: τ·T and 1/τ are computed wit
 @pytest.mark.parametrize(
     "make",
     [
-        lambda t: lambda k: sghmc_jax.sghmc(0.1, alpha=1.0, temperature=t, key=k),
-        lambda t: lambda k: sghmc_jax.sgnht(0.05, alpha=1.0, temperature=t, key=k),  # and its thermostat ξ
-        lambda t: lambda k: optax.chain(optax.clip(5.0), sghmc_jax.psghmc(0.05, alpha=1.0, temperature=t, key=k)),
+        # β stands for a gradient-noise variance β·T²: the same noise at temperature T·τ is β/τ².
+        lambda t, f: lambda k: sghmc_jax.sghmc(0.1, alpha=1.0, beta=0.5 / f**2, temperature=t, key=k),
+        lambda t, f: lambda k: sghmc_jax.sgnht(0.05, alpha=1.0, temperature=t, key=k),  # and its thermostat ξ
+        lambda t, f: lambda k: sghmc_jax.sgld(0.05, beta=0.5 / f**2, temperature=t, key=k),
+        lambda t, f: lambda k: optax.chain(optax.clip(5.0), sghmc_jax.psghmc(0.05, alpha=1.0, temperature=t, key=k)),
     ],
-    ids=["sghmc", "sgnht", "chain-psghmc"],
+    ids=["sghmc-beta", "sgnht", "sgld-beta", "chain-psghmc"],
 )
 def test_each_rung_runs_its_sampler_at_its_temperature_with_the_full_gradient(make):
     """Coupling: with no swap in the run, the replica on rung r draws what a plain run at
@@ -568,7 +610,7 @@ def test_each_rung_runs_its_sampler_at_its_temperature_with_the_full_gradient(ma
         3,
         lp,
         jnp.zeros(3),
-        transform=make(0.5),
+        transform=make(0.5, 1.0),
         num_chains=1,
         temperatures=RUNGS,
         swap_every=10**6,
@@ -577,7 +619,7 @@ def test_each_rung_runs_its_sampler_at_its_temperature_with_the_full_gradient(ma
     )
     assert int(ladder.final_state.replicas.attempts.sum()) == 0
     for rung, tau in enumerate(RUNGS):
-        plain = sghmc_jax.sample(3, lp, jnp.zeros(3), transform=make(0.5 * tau), num_chains=len(RUNGS), **kw)
+        plain = sghmc_jax.sample(3, lp, jnp.zeros(3), transform=make(0.5 * tau, tau), num_chains=len(RUNGS), **kw)
         np.testing.assert_allclose(ladder.samples[0, :, rung], plain.samples[rung], rtol=1e-5, atol=1e-6)
 
 

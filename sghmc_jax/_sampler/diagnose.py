@@ -18,6 +18,7 @@ that recorded none is taken for SGHMC, or SGLD without momenta, and the rows say
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ from sghmc_jax._sampler.convergence import _LONGER, _Z_MAX, _trend_z, convergenc
 from sghmc_jax._sampler.rows import RunSource, _advice, _healthy, _missing, _na, _needs
 from sghmc_jax._sampler.scores import _ksd_rows, _noise_rows
 from sghmc_jax.diagnostics import Diagnosis, Row
+from sghmc_jax.types import StoredArray
 
 __all__: list[str] = []
 
@@ -281,6 +283,7 @@ def diagnose(
     ksd_draws = _checks.check_int("ksd_draws", ksd_draws, 2)
     max_params = _checks.check_int("max_params", max_params, 1)
     overrides = {"lr": lr, "alpha": alpha, "sigma": sigma, "temperature": temperature, "beta": beta}
+    result = _rung_zero(result)
     run = _resolve(result, overrides, sampler, log_posterior, data, batch_size, burn_in)
     chains = _healthy(result)
     if not len(chains):
@@ -297,6 +300,16 @@ def diagnose(
     rows += _noise_rows(result, run, thresholds["noise_threshold"], num_points, num_batches, seed)
     rows += _ksd_rows(result, run, ksd_draws, ess_per_chain)
     return Diagnosis(tuple(rows))
+
+
+def _rung_zero(result: Any) -> Any:
+    """With replica exchange's `keep_rungs`, the result with rung 0's draws only: every row is
+    about the target (a hot rung's draws are another temperature's, and have an extra axis)."""
+    source = result._source
+    if source is None or not source.keep_rungs:
+        return result
+    samples = jax.tree.map(lambda x: x[:, :, 0], result.samples, is_leaf=lambda x: isinstance(x, StoredArray))
+    return dataclasses.replace(result, samples=samples)
 
 
 SWAP_TOO_RARE = 0.1  # a rung pair whose swaps are accepted less often is flagged

@@ -121,7 +121,7 @@ def _update(views: Views, state: SamplerState, batch: Any, batch_axis: Any) -> t
     return params, tx_state, value
 
 
-def tempered(ladder: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
+def tempered(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` (one replica's transform init or update), vmapped over replicas with two more
     leading arguments, each replica's temperature factor τ and its ratio to the factor it last
     ran at, which this library's transforms read (`_tempering`); refuses a transform that reads
@@ -129,7 +129,7 @@ def tempered(ladder: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def per_replica(factor: jax.Array, ratio: jax.Array, *args: Any) -> Any:
         seen: list[tuple[str, Any]] = []
-        with _tempering.at(factor, ratio, max(ladder.temperatures), seen):
+        with _tempering.at(factor, ratio, seen):
             out = fn(*args)
         if not seen:
             raise ValueError(
@@ -171,7 +171,7 @@ def _tempered_update(views: Views, state: SamplerState, batch: Any, batch_axis: 
     rs = jax.lax.cond(replicas.swaps_at(ladder, t), swap_round, lambda rs: rs, rs)
     before, after = replicas.betas(ladder, ladder_state), replicas.betas(ladder, rs)
     with _noise.shared_zero(t):
-        params, tx_state = tempered(ladder, _chain_update(model, t))(
+        params, tx_state = tempered(_chain_update(model, t))(
             1 / after, before / after, state.params, grads, state.transform_state, state.noise_key
         )
     place = views.placement
@@ -339,7 +339,7 @@ def initial_state_program(
                 tx_state, noise_key, data_key = jax.vmap(init_one)(jax.random.split(key, num_chains), params)
             else:  # each replica's transform state at its rung's temperature
                 factor = 1 / replicas.betas(ladder, ladder_state)
-                tx_state, noise_key, data_key = tempered(ladder, init_one)(
+                tx_state, noise_key, data_key = tempered(init_one)(
                     factor, jnp.ones_like(factor), jax.random.split(key, num_chains), params
                 )
         perm = jnp.zeros((num_chains, *batches.perm_shape), jnp.int32)

@@ -148,6 +148,8 @@ class Ladder:
         """The ladder with the run's temperature and energies, once the arguments it cannot run
         with yet are refused."""
         first = 0 if start.init_state is None else int(np.asarray(jax.device_get(start.init_state.step)))
+        if start.init_state is not None and start.init_state.replicas is not None:
+            _check_continues_ladder(self, start.init_state.replicas)
         if first < self.adapt_steps > first + steps.burn_in:
             raise ValueError(
                 f"`adapt_ladder` must be <= burn_in (the ladder is frozen before the first draw), got "
@@ -168,6 +170,25 @@ class Ladder:
             self,
             base_temperature=_base_temperature(model, start.one_params()),
             noisy_energies=batches.num_data is not None,
+        )
+
+
+def _check_continues_ladder(ladder: Ladder, held: Any) -> None:
+    """A continuation (`init_state`) asks for the ladder and adaptation its run started with: the
+    state holds the run's ladder (adapted, maybe), which a call cannot change."""
+    started = placing.host(held.started)[0]  # every chain starts alike
+    if not np.array_equal(started, np.asarray(ladder.temperatures, np.float32)):
+        raise ValueError(
+            f"`init_state` holds a ladder started with temperatures={tuple(float(t) for t in started)}, but "
+            f"`temperatures` asks for {ladder.temperatures}: continue a run with the `temperatures` it was "
+            "started with (a ladder's rungs cannot change during a run)"
+        )
+    adapt = int(placing.host(held.adapt_steps)[0])
+    if adapt != ladder.adapt_steps:
+        raise ValueError(
+            f"`init_state` holds a ladder started with adapt_ladder={adapt}, but this call asks for "
+            f"adapt_ladder={ladder.adapt_steps}: continue a run with the `adapt_ladder` it was started with "
+            "(the ladder adapts at fixed steps of the whole run)"
         )
 
 
@@ -220,7 +241,7 @@ def _inner_temperature(transform: Any, one_params: Any) -> Any:
     a replica of a ladder would, `_tempering`), traced without running; None if there is none or
     there are several."""
     seen: list[tuple[str, Any]] = []
-    with _tempering.at(jnp.ones([]), jnp.ones([]), 1.0, seen):
+    with _tempering.at(jnp.ones([]), jnp.ones([]), seen):
         # A new function: `eval_shape` reuses the trace of one it traced before, and `seen`
         # fills only while Python runs.
         jax.eval_shape(lambda params: transform.init(params), one_params)

@@ -67,6 +67,8 @@ def initial(ladder: Any, key: jax.Array, num_chains: int, value_dtype: Any) -> R
         variance=jnp.zeros((num_chains, rungs), jnp.promote_types(value_dtype, jnp.float32)),
         heading=jnp.where(rung == 0, 0, -1).astype(jnp.int32),
         round_trips=jnp.zeros((num_chains,), jnp.int32),
+        started=jnp.broadcast_to(jnp.asarray(ladder.temperatures, jnp.float32), (num_chains, rungs)),
+        adapt_steps=jnp.full((num_chains,), ladder.adapt_steps, jnp.int32),
     )
 
 

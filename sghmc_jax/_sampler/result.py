@@ -245,6 +245,7 @@ def make(plan: Plan, programs: Programs, outcome: Outcome) -> SampleResult:
             batch_size=plan.batches.batch_size,
             burn_in=plan.steps.burn_in,
             host_batches=plan.batches.host_batches,
+            keep_rungs=plan.ladder is not None and plan.ladder.keep_rungs,
         ),
         **out.traces,
         **_ladder_figures(plan, state),

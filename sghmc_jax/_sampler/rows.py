@@ -27,6 +27,7 @@ class RunSource(NamedTuple):
     batch_size: int | None
     burn_in: int
     host_batches: bool = False
+    keep_rungs: bool = False  # `samples` hold every rung of a ladder (rung 0 at index 0 of axis 2)
 
 
 def _na(diagnostic: str, note: str, chain: int | None = None, threshold: str = "") -> Row:
