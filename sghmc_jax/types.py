@@ -69,7 +69,7 @@ class ReplicaState(NamedTuple):
         round_trips: (chain,) int32, trips rung 0 -> top rung -> rung 0 made by the chain's replicas.
         started: (chain, R) float32, the ladder's temperature factors τ as the run was started
             with (`temperatures`): a continuation must ask for the same.
-        adapt_steps: (chain,) int32, the run's `adapt_ladder` (a continuation must ask for the
+        adapt_ladder: (chain,) int32, the run's `adapt_ladder` (a continuation must ask for the
             same: the ladder adapts at fixed steps of the whole run).
     """
 
@@ -82,7 +82,7 @@ class ReplicaState(NamedTuple):
     heading: jax.Array
     round_trips: jax.Array
     started: jax.Array
-    adapt_steps: jax.Array
+    adapt_ladder: jax.Array
 
 
 class SamplerState(NamedTuple):

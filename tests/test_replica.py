@@ -255,7 +255,7 @@ def ladder_record(rungs: int, swaps: str = "deo"):
     return type(
         "L",
         (),
-        dict(rungs=rungs, temperatures=temperatures, base_temperature=1.0, swap_every=1, swaps=swaps, adapt_steps=0),
+        dict(rungs=rungs, temperatures=temperatures, base_temperature=1.0, swap_every=1, swaps=swaps, adapt_ladder=0),
     )
 
 
@@ -338,7 +338,7 @@ def test_round_trip_rates_per_round_are_ballistic_for_deo_and_diffusive_for_rand
 def test_the_swap_is_the_exact_metropolis_rule():
     """One round by hand: rungs (1, 2) at T = 1, energies chosen so that log A is known."""
     ladder = type(
-        "L", (), dict(rungs=2, temperatures=(1.0, 2.0), base_temperature=1.0, swap_every=1, swaps="deo", adapt_steps=0)
+        "L", (), dict(rungs=2, temperatures=(1.0, 2.0), base_temperature=1.0, swap_every=1, swaps="deo", adapt_ladder=0)
     )
     state = replicas.initial(ladder, jax.random.key(3), 4000, "float32")
     # Replica 0 (rung 0, β = 1) at log p = −3, replica 1 (rung 1, β = ½) at log p = −1:
@@ -418,6 +418,18 @@ def test_a_checkpoint_of_a_ladder_tempered_otherwise_is_refused(tmp_path, monkey
             small(callback=helpers.interrupt_after(1), **kw)
     with pytest.raises(ValueError, match=r"`tempering` the gradient times 1/tau -> the sampler at temperature tau\*T"):
         small(**kw)
+
+
+def test_a_rerun_with_another_ladder_is_refused_in_the_arguments_own_words(tmp_path):
+    kw = dict(num_steps=30, burn_in=10, chunk_size=10, checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        small(temperatures=3, adapt_ladder=8, callback=helpers.interrupt_after(1), **kw)
+    with pytest.raises(ValueError, match=r"`adapt_ladder` 8 -> 4") as changed:
+        small(temperatures=3, adapt_ladder=4, **kw)
+    with pytest.raises(ValueError, match=r"`temperatures` \[1.0, 3.16.*\] -> None") as dropped:
+        small(**kw)
+    for said in (str(changed.value), str(dropped.value)):  # no internal names
+        assert not any(name in said for name in ("base_temperature", "noisy_energies", "adapt_steps")), said
 
 
 def noisy_mixture_data(num_data: int = 1000, scale: float = 0.007):

@@ -110,10 +110,11 @@ class Ladder:
     temperatures: tuple[float, ...] = setting(compiled=True)
     swap_every: int = setting(compiled=True)
     swaps: str = setting(compiled=True)
-    adapt_steps: int = setting(compiled=True)
+    adapt_ladder: int = setting(compiled=True)
     keep_rungs: bool = setting(compiled=True)
-    base_temperature: float = setting(compiled=True)
-    noisy_energies: bool = setting(compiled=True)
+    # Derived from the model and the batches (whose settings identify the run), not settings.
+    base_temperature: float = compiled()
+    noisy_energies: bool = compiled()
     # How the rungs are tempered, in the run's identity: a checkpoint or store of a ladder run
     # by the version that tempered the gradient (which did not record it) is refused, not
     # continued with other dynamics.
@@ -126,7 +127,7 @@ class Ladder:
     @property
     def adapt_at(self) -> tuple[int, ...]:
         """The steps at which the ladder adapts, in rounds that double: A/32, ..., A/2, A."""
-        return tuple(sorted({self.adapt_steps >> j for j in range(ADAPT_ROUNDS)} - {0}))
+        return tuple(sorted({self.adapt_ladder >> j for j in range(ADAPT_ROUNDS)} - {0}))
 
     @classmethod
     def build(cls, temperatures: Any, swap_every: Any, swaps: Any, adapt_ladder: Any, keep_rungs: Any) -> Ladder | None:
@@ -150,10 +151,10 @@ class Ladder:
         first = 0 if start.init_state is None else int(np.asarray(jax.device_get(start.init_state.step)))
         if start.init_state is not None and start.init_state.replicas is not None:
             _check_continues_ladder(self, start.init_state.replicas)
-        if first < self.adapt_steps > first + steps.burn_in:
+        if first < self.adapt_ladder > first + steps.burn_in:
             raise ValueError(
                 f"`adapt_ladder` must be <= burn_in (the ladder is frozen before the first draw), got "
-                f"adapt_ladder={self.adapt_steps} and burn_in={steps.burn_in}"
+                f"adapt_ladder={self.adapt_ladder} and burn_in={steps.burn_in}"
                 + (f" from step {first}" if first else "")
             )
         unsupported = {
@@ -183,11 +184,11 @@ def _check_continues_ladder(ladder: Ladder, held: Any) -> None:
             f"`temperatures` asks for {ladder.temperatures}: continue a run with the `temperatures` it was "
             "started with (a ladder's rungs cannot change during a run)"
         )
-    adapt = int(placing.host(held.adapt_steps)[0])
-    if adapt != ladder.adapt_steps:
+    adapt = int(placing.host(held.adapt_ladder)[0])
+    if adapt != ladder.adapt_ladder:
         raise ValueError(
             f"`init_state` holds a ladder started with adapt_ladder={adapt}, but this call asks for "
-            f"adapt_ladder={ladder.adapt_steps}: continue a run with the `adapt_ladder` it was started with "
+            f"adapt_ladder={ladder.adapt_ladder}: continue a run with the `adapt_ladder` it was started with "
             "(the ladder adapts at fixed steps of the whole run)"
         )
 

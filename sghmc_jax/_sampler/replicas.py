@@ -68,7 +68,7 @@ def initial(ladder: Any, key: jax.Array, num_chains: int, value_dtype: Any) -> R
         heading=jnp.where(rung == 0, 0, -1).astype(jnp.int32),
         round_trips=jnp.zeros((num_chains,), jnp.int32),
         started=jnp.broadcast_to(jnp.asarray(ladder.temperatures, jnp.float32), (num_chains, rungs)),
-        adapt_steps=jnp.full((num_chains,), ladder.adapt_steps, jnp.int32),
+        adapt_ladder=jnp.full((num_chains,), ladder.adapt_ladder, jnp.int32),
     )
 
 

@@ -273,7 +273,7 @@ def _ladder_figures(plan: Plan, state: Any) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.where(attempts > 0, accepts / attempts, np.nan)
     temperatures = np.broadcast_to(np.asarray(plan.ladder.temperatures), rs.beta.shape)
-    if plan.ladder.adapt_steps:  # the state's (float32) factors; else the ladder exactly as given
+    if plan.ladder.adapt_ladder:  # the state's (float32) factors; else the ladder exactly as given
         temperatures = 1.0 / host(rs.beta).astype(np.float64)
     return {"temperatures": temperatures, "swap_acceptance": rates, "round_trips": host(rs.round_trips)}
 
