@@ -177,6 +177,32 @@ def test_diagnose_reads_rung_zero_when_every_rung_is_kept():
     np.testing.assert_array_equal([row["value"] for row in rows[0]], [row["value"] for row in rows[1]])
 
 
+def test_diagnose_reads_the_state_of_the_replica_holding_rung_zero():
+    """The noise ratio of a preconditioned sampler reads the final state's preconditioner: with
+    a ladder, that of the replica holding rung 0 in each chain (not replica c of the flat axis)."""
+    from sghmc_jax._sampler import scores
+
+    log_posterior_mb, data = helpers.regression(4)
+    result = sghmc_jax.sample(
+        7,
+        log_posterior_mb,
+        jnp.zeros(3),
+        transform=lambda k: sghmc_jax.psgld(1e-3, key=k),
+        num_steps=200,
+        num_chains=3,
+        data=data,
+        batch_size=8,
+        temperatures=(1.0, 50.0),
+        progress=False,
+    )
+    state = result.final_state
+    holder = np.argmin(np.asarray(state.replicas.rung), axis=1)  # per chain, its replica on rung 0
+    v = np.asarray(state.transform_state.v).reshape(3, 2, 3)[np.arange(3), holder]
+    fields = scores._final_fields(result, kernels.PSGLD, np.arange(3))
+    np.testing.assert_array_equal(fields["v"], v.astype(np.float64))
+    assert not np.array_equal(v, np.asarray(state.transform_state.v)[:3])  # another pick would differ
+
+
 def test_rung_zero_finds_the_mode_weights_a_single_temperature_cannot(deo_run):
     exact = exact_major_weight()
     assert abs(exact - W) < 1e-6

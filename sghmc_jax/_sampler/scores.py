@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sghmc_jax import kernels, stein
+from sghmc_jax._sampler import replicas
 from sghmc_jax._sampler.rows import _advice, _healthy, _missing, _na, _needs
 from sghmc_jax.diagnostics import Row
 from sghmc_jax.types import StoredArray
@@ -44,10 +45,13 @@ def _draw_points(result: Any, chains: np.ndarray, per_chain: int) -> list[Any]:
 
 
 def _final_fields(result: Any, rule: kernels.Rule, chains: np.ndarray) -> dict[str, np.ndarray]:
-    """The rule's state fields in the final state, (chain, coordinate), of the healthy chains."""
+    """The rule's state fields in the final state, (chain, coordinate), of the healthy chains
+    (with replica exchange, of the replica holding rung 0 in each chain)."""
     fields = {}
     for field in rule.fields:
         found = _state_field(result.final_state.transform_state, field)
+        if found is not None and result.final_state.replicas is not None:
+            found = replicas.rung_zero(result.final_state.replicas, found)
         if found is not None:
             fields[field] = np.concatenate(
                 [np.asarray(x, np.float64)[chains].reshape(len(chains), -1) for x in jax.tree.leaves(found)], axis=1
